@@ -1,0 +1,30 @@
+"""Shared fixtures: paths to the real third-party assets and images in ../shared (never copied here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASSETGEN_SHARED", REPO.parent / "shared"))
+ASSETS = SHARED / "assets"
+IMAGES = SHARED / "images"
+
+
+def asset_path(name: str) -> Path:
+    """Path of the main file of a shared asset folder (e.g. 'bunny' -> .../stanford-bunny.obj)."""
+    folder = ASSETS / name
+    for ext in (".glb", ".gltf", ".obj", ".ply", ".off"):
+        hits = sorted(folder.glob(f"*{ext}"))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(folder)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not ASSETS.is_dir():
+        pytest.skip(f"shared assets not found at {ASSETS}")
+    return SHARED
