@@ -25,8 +25,8 @@ class Device(enum.Enum):
 
 
 class TextureGuidance(enum.Enum):
-    CFG = "cfg"                    # conditional + white-reference unconditional branch (default preset)
-    DISTILLED = "distilled"        # guidance folded into one conditional pass (flash preset)
+    CFG = "cfg"  # conditional + white-reference unconditional branch (default preset)
+    DISTILLED = "distilled"  # guidance folded into one conditional pass (flash preset)
 
 
 def _require(cond: bool, problem: str, fix: str) -> None:
@@ -38,65 +38,84 @@ def _require(cond: bool, problem: str, fix: str) -> None:
 class ShapeConfig:
     """MeshGen (paper 5.2-5.3) and mesh extraction (paper 6)."""
 
-    coarse_tokens: int = 4096          # N latent tokens of the coarse VecSet
-    latent_dim: int = 64               # D per token
-    coarse_steps: int = 25             # distilled DDIM steps, CFG folded in
+    coarse_tokens: int = 4096  # N latent tokens of the coarse VecSet
+    latent_dim: int = 64  # D per token
+    coarse_steps: int = 25  # distilled DDIM steps, CFG folded in
     dino_resolution_coarse: int = 518
-    refine: bool = True                # coarse-to-refine stage (off in flash)
+    refine: bool = True  # coarse-to-refine stage (off in flash)
     refine_tokens: int = 16384
     refine_steps: int = 5
     dino_resolution_refine: int = 1022
-    grid_resolution: int = 512         # marching-cubes grid (cells per axis)
-    bounds: float = 1.01               # SDF volume spans [-bounds, bounds]^3 (normalised object units)
+    grid_resolution: int = 512  # marching-cubes grid (cells per axis)
+    bounds: float = 1.01  # SDF volume spans [-bounds, bounds]^3 (normalised object units)
 
     def __post_init__(self) -> None:
-        _require(16 <= self.grid_resolution <= 1024, f"grid resolution {self.grid_resolution} out of range",
-                 "use a value in [16, 1024]")
-        _require(self.coarse_steps >= 1 and self.refine_steps >= 1, "diffusion steps must be >= 1",
-                 "use a positive step count")
+        _require(
+            16 <= self.grid_resolution <= 1024,
+            f"grid resolution {self.grid_resolution} out of range",
+            "use a value in [16, 1024]",
+        )
+        _require(
+            self.coarse_steps >= 1 and self.refine_steps >= 1,
+            "diffusion steps must be >= 1",
+            "use a positive step count",
+        )
 
 
 @dataclass(frozen=True)
 class GeometryConfig:
     """Geometry post-processing (paper 6)."""
 
-    faces: int = 20000                  # polygon budget of the exported mesh (exact upper bound)
+    faces: int = 20000  # polygon budget of the exported mesh (exact upper bound)
     floater_min_fraction: float = 0.01  # components with < this share of the surface area are removed
-    visibility_views: int = 512         # hidden-face removal viewpoints on a sphere (paper 6.2)
-    visibility_resolution: int = 1024   # rays per view side
-    normal_map_size: int = 1024         # tangent-space normal map edge (paper Table 4)
-    bake_max_distance: float = 0.01     # closest-point filter, share of the bounding-box diagonal
+    visibility_views: int = 512  # hidden-face removal viewpoints on a sphere (paper 6.2)
+    visibility_resolution: int = 1024  # rays per view side
+    normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
+    bake_max_distance: float = 0.01  # closest-point filter, share of the bounding-box diagonal
 
     def __post_init__(self) -> None:
         _require(self.faces >= 4, f"face budget {self.faces} is below 4", "use --faces 4 or more")
-        _require(self.faces <= 10_000_000, f"face budget {self.faces} is too large",
-                 "use --faces 10000000 or fewer")
-        _require(_is_pow2(self.normal_map_size) and 64 <= self.normal_map_size <= 8192,
-                 f"normal map size {self.normal_map_size} is not a power of two in [64, 8192]",
-                 "use e.g. 1024 or 2048")
-        _require(self.visibility_views >= 1 and self.visibility_resolution >= 16,
-                 "visibility sampling too small", "use >= 1 view and >= 16 px")
+        _require(
+            self.faces <= 10_000_000,
+            f"face budget {self.faces} is too large",
+            "use --faces 10000000 or fewer",
+        )
+        _require(
+            _is_pow2(self.normal_map_size) and 64 <= self.normal_map_size <= 8192,
+            f"normal map size {self.normal_map_size} is not a power of two in [64, 8192]",
+            "use e.g. 1024 or 2048",
+        )
+        _require(
+            self.visibility_views >= 1 and self.visibility_resolution >= 16,
+            "visibility sampling too small",
+            "use >= 1 view and >= 16 px",
+        )
 
 
 @dataclass(frozen=True)
 class TextureConfig:
     """TextureGen and texture fusion (paper 7)."""
 
-    num_views: int = 10                     # 8 around at 45 deg, top, bottom (paper 7.1)
-    view_resolution: int = 1024             # per-view diffusion resolution (768 in flash)
-    atlas_size: int = 2048                  # exported base-colour atlas edge (1024 in flash)
-    super_resolution: bool = True           # per-view super-resolution before fusion (off in flash)
-    steps: int = 4                          # distilled flow-matching Euler steps
+    num_views: int = 10  # 8 around at 45 deg, top, bottom (paper 7.1)
+    view_resolution: int = 1024  # per-view diffusion resolution (768 in flash)
+    atlas_size: int = 2048  # exported base-colour atlas edge (1024 in flash)
+    super_resolution: bool = True  # per-view super-resolution before fusion (off in flash)
+    steps: int = 4  # distilled flow-matching Euler steps
     guidance: TextureGuidance = TextureGuidance.CFG
-    blend_sharpness: float = 4.0            # alpha in the incidence weighting (paper 7.4)
-    inpaint_neighbours: int = 8             # k nearest known texels per unknown texel
+    blend_sharpness: float = 4.0  # alpha in the incidence weighting (paper 7.4)
+    inpaint_neighbours: int = 8  # k nearest known texels per unknown texel
 
     def __post_init__(self) -> None:
-        _require(_is_pow2(self.atlas_size) and 64 <= self.atlas_size <= 8192,
-                 f"texture size {self.atlas_size} is not a power of two in [64, 8192]",
-                 "use --texture-size 1024 or 2048")
-        _require(self.view_resolution % 8 == 0 and 64 <= self.view_resolution <= 2048,
-                 f"view resolution {self.view_resolution} unsupported", "use a multiple of 8 in [64, 2048]")
+        _require(
+            _is_pow2(self.atlas_size) and 64 <= self.atlas_size <= 8192,
+            f"texture size {self.atlas_size} is not a power of two in [64, 8192]",
+            "use --texture-size 1024 or 2048",
+        )
+        _require(
+            self.view_resolution % 8 == 0 and 64 <= self.view_resolution <= 2048,
+            f"view resolution {self.view_resolution} unsupported",
+            "use a multiple of 8 in [64, 2048]",
+        )
 
 
 @dataclass(frozen=True)
@@ -112,7 +131,7 @@ class PipelineConfig:
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    notes: tuple[str, ...] = ()         # what was scaled or substituted, printed by the CLI
+    notes: tuple[str, ...] = ()  # what was scaled or substituted, printed by the CLI
 
     @staticmethod
     def from_name(name: str) -> PipelineConfig:
@@ -126,13 +145,23 @@ class PipelineConfig:
         return PipelineConfig(
             preset=preset,
             shape=ShapeConfig(refine=False),
-            texture=TextureConfig(view_resolution=768, atlas_size=1024, super_resolution=False,
-                                  guidance=TextureGuidance.DISTILLED),
+            texture=TextureConfig(
+                view_resolution=768,
+                atlas_size=1024,
+                super_resolution=False,
+                guidance=TextureGuidance.DISTILLED,
+            ),
         )
 
-    def with_overrides(self, *, faces: int | None = None, texture_size: int | None = None,
-                       normal_map_size: int | None = None, device: str | None = None,
-                       seed: int | None = None) -> PipelineConfig:
+    def with_overrides(
+        self,
+        *,
+        faces: int | None = None,
+        texture_size: int | None = None,
+        normal_map_size: int | None = None,
+        device: str | None = None,
+        seed: int | None = None,
+    ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime = self.geometry, self.texture, self.runtime
         if faces is not None:
@@ -161,16 +190,24 @@ class PipelineConfig:
         shape, geometry = self.shape, self.geometry
         if shape.grid_resolution > CPU_GRID_RESOLUTION:
             shape = replace(shape, grid_resolution=CPU_GRID_RESOLUTION)
-            notes.append(f"CPU path: marching-cubes grid {CPU_GRID_RESOLUTION}^3 instead of "
-                         f"{self.shape.grid_resolution}^3")
-        if geometry.visibility_views > CPU_VISIBILITY_VIEWS or \
-                geometry.visibility_resolution > CPU_VISIBILITY_RESOLUTION:
-            geometry = replace(geometry, visibility_views=min(geometry.visibility_views, CPU_VISIBILITY_VIEWS),
-                               visibility_resolution=min(geometry.visibility_resolution,
-                                                         CPU_VISIBILITY_RESOLUTION))
-            notes.append(f"CPU path: hidden-face removal casts {geometry.visibility_views} views at "
-                         f"{geometry.visibility_resolution} px instead of {self.geometry.visibility_views} at "
-                         f"{self.geometry.visibility_resolution} px")
+            notes.append(
+                f"CPU path: marching-cubes grid {CPU_GRID_RESOLUTION}^3 instead of "
+                f"{self.shape.grid_resolution}^3"
+            )
+        if (
+            geometry.visibility_views > CPU_VISIBILITY_VIEWS
+            or geometry.visibility_resolution > CPU_VISIBILITY_RESOLUTION
+        ):
+            geometry = replace(
+                geometry,
+                visibility_views=min(geometry.visibility_views, CPU_VISIBILITY_VIEWS),
+                visibility_resolution=min(geometry.visibility_resolution, CPU_VISIBILITY_RESOLUTION),
+            )
+            notes.append(
+                f"CPU path: hidden-face removal casts {geometry.visibility_views} views at "
+                f"{geometry.visibility_resolution} px instead of {self.geometry.visibility_views} at "
+                f"{self.geometry.visibility_resolution} px"
+            )
         return replace(self, shape=shape, geometry=geometry, notes=tuple(notes))
 
 

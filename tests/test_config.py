@@ -1,0 +1,35 @@
+import pytest
+
+from engine.config import Device, PipelineConfig, Preset, TextureGuidance
+from engine.errors import ConfigError
+
+
+def test_presets_carry_the_papers_operating_points():
+    default = PipelineConfig.from_name("default")
+    flash = PipelineConfig.from_name("flash")
+    assert default.preset is Preset.DEFAULT and flash.preset is Preset.FLASH
+    assert default.shape.coarse_tokens == 4096 and default.shape.refine_tokens == 16384
+    assert default.shape.coarse_steps == 25 and default.shape.refine_steps == 5
+    assert default.shape.refine and not flash.shape.refine
+    assert (default.texture.view_resolution, flash.texture.view_resolution) == (1024, 768)
+    assert (default.texture.atlas_size, flash.texture.atlas_size) == (2048, 1024)
+    assert default.texture.super_resolution and not flash.texture.super_resolution
+    assert flash.texture.guidance is TextureGuidance.DISTILLED
+    assert default.geometry.faces == 20000
+
+
+def test_overrides_are_validated():
+    cfg = PipelineConfig.from_name("default").with_overrides(faces=5000, texture_size=1024, device="cpu")
+    assert cfg.geometry.faces == 5000 and cfg.texture.atlas_size == 1024 and cfg.runtime.device is Device.CPU
+    for bad in (dict(faces=3), dict(texture_size=1000), dict(device="tpu"), dict(normal_map_size=100)):
+        with pytest.raises(ConfigError):
+            PipelineConfig.from_name("default").with_overrides(**bad)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        PipelineConfig.from_name("turbo")
+
+
+def test_cpu_scaling_is_recorded_and_gpu_untouched():
+    cpu = PipelineConfig.from_name("default").for_device()
+    assert cpu.shape.grid_resolution < 512 and any("CPU path" in n for n in cpu.notes)
+    gpu = PipelineConfig.from_name("default").with_overrides(device="cuda").for_device()
+    assert gpu.shape.grid_resolution == 512 and gpu.notes == ()
