@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    except RuntimeError as err:
+        if "out of memory" not in str(err).lower():  # torch.cuda.OutOfMemoryError and allocator failures
+            raise
+        device = getattr(args, "device", "cpu")
+        print(f"error: out of memory on {device} (fix: lower --faces, --texture-size or --normal-map-size, "
+              "use --preset flash, or free the GPU)", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; no output written", file=sys.stderr)
         return 130
