@@ -26,13 +26,15 @@ share a face always draw the same segments there: the surface is crack-free. Eac
 so that, seen from outside the cube, the inside side lies on its right-hand side in the face's frame
 (``dot(cross(d, q - p), n_face) < 0`` with ``d`` pointing from the inside side to the outside side).
 Every crossing point then has one incoming and one outgoing segment, so segments chain into closed
-loops; each loop ``v0 .. vk`` is fan-triangulated ``(v0, vi, vi+1)``. Triangle normals
-``cross(b - a, c - a)`` point from the inside (negative) to the outside (positive), i.e. they are
-counter-clockwise seen from outside (glTF front faces). The generated table has at most 5 triangles
-per case; it is stored as ``MC_TRIANGLES`` int8 ``[256, 16]`` (-1 padded) and ``MC_COUNTS`` ``[256]``.
-For cases without an ambiguous face the complementary case (``255 - c``) has the same loops reversed;
-on ambiguous faces the rule is deliberately not complement-symmetric (that asymmetry is what keeps
-neighbouring cells consistent).
+loops; each loop ``v0 .. vk`` is fan-triangulated ``(v0, vi, vi+1)``, with the apex rotated so that no
+inner diagonal joins two crossings of the same cube face (such a diagonal would lie in the face and be
+shared with the neighbouring cell: a non-manifold edge); a recursive search covers loops where no fan
+works. Triangle normals ``cross(b - a, c - a)`` point from the inside (negative) to the outside
+(positive), i.e. they are counter-clockwise seen from outside (glTF front faces). The generated table
+has at most 5 triangles per case; it is stored as ``MC_TRIANGLES`` int8 ``[256, 16]`` (-1 padded)
+and ``MC_COUNTS`` int32 ``[256]``. For cases without an ambiguous face the complementary case
+(``255 - c``) has the same loops reversed; on ambiguous faces the rule is deliberately not
+complement-symmetric (that asymmetry is what keeps neighbouring cells consistent).
 
 Limits and cost floor
 ---------------------
@@ -145,11 +147,47 @@ def _case_loops(case: int) -> list[list[int]]:
     return loops
 
 
+def _share_face(a: int, b: int) -> bool:
+    return any(a in edges and b in edges for _, _, edges in _FACES)
+
+
+def _triangulate(loop: list[int]) -> list[tuple[int, int, int]]:
+    """Triangulate one loop without diagonals between two crossings of the same cube face.
+
+    Such a diagonal would lie in the face and coincide with the segment or diagonal of the neighbouring
+    cell (a non-manifold edge). The first valid fan (apex rotated through the loop) is used; otherwise a
+    recursive search over triangulations (loops have at most 7 crossings with this rule).
+    """
+    k = len(loop)
+    for r in range(k):
+        lp = loop[r:] + loop[:r]
+        if all(not _share_face(lp[0], lp[i]) for i in range(2, k - 1)):
+            return [(lp[0], lp[i], lp[i + 1]) for i in range(1, k - 1)]
+    return _triangulate_search(loop)
+
+
+def _triangulate_search(poly: list[int]) -> list[tuple[int, int, int]]:
+    if len(poly) == 3:
+        return [(poly[0], poly[1], poly[2])]
+    for r in range(len(poly)):
+        p = poly[r:] + poly[:r]
+        for j in range(2, len(p)):
+            if (j != 2 and _share_face(p[1], p[j])) or (j != len(p) - 1 and _share_face(p[0], p[j])):
+                continue
+            left = _triangulate_search(p[1:j + 1]) if j > 2 else []
+            right = _triangulate_search(p[j:] + [p[0]]) if j < len(p) - 1 else []
+            if (j > 2 and not left) or (j < len(p) - 1 and not right):
+                continue
+            return [(p[0], p[1], p[j])] + left + right
+    return []
+
+
 def _build_table() -> tuple[np.ndarray, np.ndarray]:
     table = np.full((256, 16), -1, dtype=np.int8)
     counts = np.zeros(256, dtype=np.int32)
     for case in range(256):
-        tris = [(lp[0], lp[i], lp[i + 1]) for lp in _case_loops(case) for i in range(1, len(lp) - 1)]
+        tris = [t for lp in _case_loops(case) for t in _triangulate(lp)]
+        assert all(len(set(t)) == 3 for t in tris), f"case {case} has no face-free triangulation"
         assert len(tris) <= 5, f"case {case} needs {len(tris)} triangles"
         counts[case] = len(tris)
         if tris:
