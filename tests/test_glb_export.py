@@ -1,0 +1,268 @@
+"""GLB export: the asset contract, Khronos glTF-Validator (0 errors, 0 warnings), atomic writes, summaries."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from conftest import asset_path
+from gltf_validator import format_issues, require_validator, validate_gltf
+
+from engine.errors import MeshError
+from engine.geometry.mesh import TriMesh, vertex_normals
+from engine.io.asset_load import load_mesh, split_glb
+from engine.io.atomic import atomic_write_bytes
+from engine.io.glb_export import ROUGHNESS_FACTOR, encode_glb, read_glb_summary, write_glb
+
+
+def icosphere(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere: (vertices float64 [V, 3], faces int64 [F, 3]) with outward CCW faces."""
+    t = (1.0 + 5 ** 0.5) / 2.0
+    v = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
+         (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
+    f = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
+         (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11),
+         (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    verts = [np.asarray(p, float) / np.linalg.norm(p) for p in v]
+    faces = f
+    for _ in range(subdivisions):
+        cache: dict[tuple[int, int], int] = {}
+
+        def mid(a: int, b: int) -> int:
+            key = (min(a, b), max(a, b))
+            if key not in cache:
+                m = verts[a] + verts[b]
+                verts.append(m / np.linalg.norm(m))
+                cache[key] = len(verts) - 1
+            return cache[key]
+
+        new = []
+        for a, b, c in faces:
+            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+            new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
+        faces = new
+    return np.array(verts), np.array(faces)
+
+
+def uv_tangents(v: np.ndarray, f: np.ndarray, uv: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Per-vertex tangents [V, 4] from UV gradients (Lengyel), orthonormalised against n, w = handedness."""
+    p0, p1, p2 = (v[f[:, i]] for i in range(3))
+    t0, t1, t2 = (uv[f[:, i]] for i in range(3))
+    e1, e2, d1, d2 = p1 - p0, p2 - p0, t1 - t0, t2 - t0
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    r = np.where(np.abs(det) > 1e-12, 1.0 / np.where(det == 0, 1, det), 0.0)[:, None]
+    tan, bit = (e1 * d2[:, 1:] - e2 * d1[:, 1:]) * r, (e2 * d1[:, :1] - e1 * d2[:, :1]) * r
+    T, B = np.zeros_like(v), np.zeros_like(v)
+    for i in range(3):
+        np.add.at(T, f[:, i], tan)
+        np.add.at(B, f[:, i], bit)
+    T = T - n * np.sum(T * n, axis=1, keepdims=True)
+    fallback = np.cross(n, np.where(np.abs(n[:, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+    T = np.where(np.linalg.norm(T, axis=1, keepdims=True) > 1e-9, T, fallback)
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    w = np.where(np.sum(np.cross(n, T) * B, axis=1) < 0, -1.0, 1.0)
+    return np.concatenate([T, w[:, None]], axis=1)
+
+
+@pytest.fixture(scope="module")
+def textured_sphere() -> TriMesh:
+    """An icosphere unwrapped by xatlas, with tangents, a generated base colour and a flat normal map."""
+    import xatlas
+
+    v, f = icosphere(3)
+    vmap, idx, uv = xatlas.parametrize(v.astype(np.float32), f.astype(np.uint32))
+    v, f = v[vmap], idx.astype(np.int64)
+    n = v / np.linalg.norm(v, axis=1, keepdims=True)
+    yy, xx = np.mgrid[0:128, 0:128]
+    base = np.stack([xx * 2, yy * 2, np.full_like(xx, 128)], axis=2).astype(np.uint8)
+    nmap = np.zeros((64, 64, 3), np.uint8) + np.array([128, 128, 255], np.uint8)
+    return TriMesh(v, f, normals=n.astype(np.float32), uvs=uv.astype(np.float32),
+                   tangents=uv_tangents(v, f, uv.astype(np.float64), n).astype(np.float32),
+                   base_color=base, normal_map=nmap)
+
+
+def _validate_clean(path) -> dict:
+    require_validator()
+    report = validate_gltf(path)
+    print(format_issues(report))
+    issues = report["issues"]
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, format_issues(report)
+    return report
+
+
+def test_sphere_passes_khronos_validator(textured_sphere, tmp_path):
+    out = tmp_path / "sphere.glb"
+    write_glb(textured_sphere, out)
+    report = _validate_clean(out)
+    assert report["info"]["totalTriangleCount"] == textured_sphere.num_faces
+    assert report["info"]["materialCount"] == 1 and report["info"]["hasTextures"]
+
+
+def test_contract_layout(textured_sphere, tmp_path):
+    out = tmp_path / "sphere.glb"
+    write_glb(textured_sphere, out)
+    gltf, blob = split_glb(out.read_bytes(), out)
+    prim = gltf["meshes"][0]["primitives"][0]
+    assert set(prim["attributes"]) == {"POSITION", "NORMAL", "TEXCOORD_0", "TANGENT"}
+    acc = gltf["accessors"]
+    assert acc[prim["indices"]]["componentType"] == 5123          # uint16 below 65536 vertices
+    pos = acc[prim["attributes"]["POSITION"]]
+    np.testing.assert_allclose(pos["min"], textured_sphere.vertices.min(0), atol=1e-6)
+    np.testing.assert_allclose(pos["max"], textured_sphere.vertices.max(0), atol=1e-6)
+    assert all(v["byteOffset"] % 4 == 0 for v in gltf["bufferViews"])
+    assert all("byteStride" in gltf["bufferViews"][a["bufferView"]] for a in acc if a["type"] != "SCALAR")
+    mat = gltf["materials"][0]
+    assert mat["pbrMetallicRoughness"]["metallicFactor"] == 0
+    assert mat["pbrMetallicRoughness"]["roughnessFactor"] == ROUGHNESS_FACTOR
+    assert "normalTexture" in mat and gltf["asset"]["generator"] == "assetgen"
+    for image in gltf["images"]:
+        view = gltf["bufferViews"][image["bufferView"]]
+        png = blob[view["byteOffset"]: view["byteOffset"] + view["byteLength"]]
+        chunks = _png_chunk_types(png)
+        assert not {"iCCP", "sRGB", "gAMA", "cHRM"} & set(chunks), chunks
+    tangents = _read_accessor(gltf, blob, prim["attributes"]["TANGENT"], 4)
+    assert set(np.unique(tangents[:, 3])) <= {-1.0, 1.0}
+    np.testing.assert_allclose(np.linalg.norm(tangents[:, :3], axis=1), 1.0, atol=1e-6)
+
+
+def test_round_trip_and_summary(textured_sphere, tmp_path):
+    out = tmp_path / "sphere.glb"
+    write_glb(textured_sphere, out)
+    back = load_mesh(out)
+    np.testing.assert_array_equal(back.faces, textured_sphere.faces)
+    np.testing.assert_allclose(back.vertices, textured_sphere.vertices, atol=1e-7)
+    np.testing.assert_allclose(back.uvs, textured_sphere.uvs, atol=1e-7)
+    np.testing.assert_array_equal(back.base_color, textured_sphere.base_color)
+    s = read_glb_summary(out)
+    assert s["faces"] == textured_sphere.num_faces and s["vertices"] == textured_sphere.num_vertices
+    assert all(s[k] for k in ("has_uv", "has_tangents", "has_normals", "has_normal_map", "has_base_color"))
+    assert s["texture_sizes"] == {"base_color": (128, 128), "normal_map": (64, 64)}
+    np.testing.assert_allclose(s["bounds"][0], textured_sphere.vertices.min(0), atol=1e-6)
+    assert s["generator"] == "assetgen"
+
+
+def test_large_mesh_uses_uint32_and_validates(tmp_path):
+    """A 70K-vertex grid: uint32 indices; tangents and normals constant; still 0 errors / 0 warnings."""
+    n = 265                                                      # 265^2 = 70225 vertices
+    yy, xx = np.mgrid[0:n, 0:n] / (n - 1)
+    v = np.stack([xx.ravel(), np.zeros(n * n), -yy.ravel()], axis=1)
+    i = np.arange(n * n).reshape(n, n)
+    a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, :-1].ravel(), i[1:, 1:].ravel()
+    f = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    normals = vertex_normals(v.astype(np.float32), f)
+    assert np.allclose(normals, [0, 1, 0])
+    mesh = TriMesh(v, f, normals=normals, uvs=np.stack([xx.ravel(), yy.ravel()], 1),
+                   tangents=np.tile([[1.0, 0, 0, 1.0]], (n * n, 1)),
+                   base_color=np.full((8, 8, 3), 200, np.uint8), normal_map=np.full((8, 8, 3), 128, np.uint8))
+    out = tmp_path / "grid.glb"
+    write_glb(mesh, out)
+    gltf, _ = split_glb(out.read_bytes(), out)
+    assert gltf["accessors"][gltf["meshes"][0]["primitives"][0]["indices"]]["componentType"] == 5125
+    _validate_clean(out)
+
+
+@pytest.mark.parametrize("missing", ["normals", "uvs", "tangents", "base_color", "normal_map"])
+def test_missing_attribute_is_an_error_and_leaves_no_file(textured_sphere, tmp_path, missing):
+    out = tmp_path / "bad.glb"
+    with pytest.raises(MeshError, match=missing):
+        write_glb(textured_sphere.copy(**{missing: None}), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_length_normal_and_bad_handedness(textured_sphere, tmp_path):
+    normals = textured_sphere.normals.copy()
+    normals[3] = 0.0
+    with pytest.raises(MeshError, match="zero-length normals"):
+        write_glb(textured_sphere.copy(normals=normals), tmp_path / "a.glb")
+    tangents = textured_sphere.tangents.copy()
+    tangents[0, 3] = 0.0
+    with pytest.raises(MeshError, match="handedness"):
+        write_glb(textured_sphere.copy(tangents=tangents), tmp_path / "b.glb")
+    with pytest.raises(MeshError, match="base_color"):
+        write_glb(textured_sphere.copy(base_color=np.zeros((4, 4, 4), np.uint8)), tmp_path / "c.glb")
+    with pytest.raises(MeshError, match="does not exist"):
+        write_glb(textured_sphere, tmp_path / "no_such_dir" / "d.glb")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_unit_inputs_are_normalised(textured_sphere):
+    stretch = np.array([2.0, 2.0, 2.0, 5.0], np.float32)
+    scaled = textured_sphere.copy(normals=textured_sphere.normals * 3.0,
+                                  tangents=textured_sphere.tangents * stretch)
+    gltf, blob = split_glb(encode_glb(scaled), None)
+    prim = gltf["meshes"][0]["primitives"][0]
+    normals = _read_accessor(gltf, blob, prim["attributes"]["NORMAL"], 3)
+    np.testing.assert_allclose(normals, textured_sphere.normals, atol=1e-6)
+    assert set(np.unique(_read_accessor(gltf, blob, prim["attributes"]["TANGENT"], 4)[:, 3])) <= {-1.0, 1.0}
+
+
+def test_atomic_write_replaces_or_keeps_old(tmp_path, monkeypatch):
+    import os
+
+    target = tmp_path / "x.bin"
+    atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"new contents")
+    assert target.read_bytes() == b"new contents"
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, "text is not bytes")             # fails inside write()
+    assert target.read_bytes() == b"new contents"
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)                      # fails after the bytes were written
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_bytes(target, b"partial")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"new contents"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]
+
+
+def test_reference_assets_summary_and_validator_agree(tmp_path):
+    """read_glb_summary on a third-party GLB matches the validator's own counts."""
+    path = asset_path("duck")
+    s = read_glb_summary(path)
+    assert s["faces"] == 4212 and s["has_base_color"] and s["texture_sizes"]["base_color"] == (512, 512)
+    require_validator()
+    info = validate_gltf(path)["info"]
+    assert info["totalTriangleCount"] == s["faces"] and info["totalVertexCount"] == s["vertices"]
+
+
+def test_summary_of_bad_files(tmp_path):
+    with pytest.raises(MeshError, match="not found"):
+        read_glb_summary(tmp_path / "none.glb")
+    bad = tmp_path / "bad.glb"
+    bad.write_bytes(b"glTF" + struct.pack("<II", 2, 999) + b"\0" * 12)
+    with pytest.raises(MeshError, match="truncated"):
+        read_glb_summary(bad)
+    bad.write_bytes(b"not a glb at all, just text")
+    with pytest.raises(MeshError, match="not a GLB"):
+        read_glb_summary(bad)
+
+
+def _png_chunk_types(png: bytes) -> list[str]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    types, at = [], 8
+    while at < len(png):
+        length, kind = struct.unpack(">I4s", png[at: at + 8])
+        (crc,) = struct.unpack(">I", png[at + 8 + length: at + 12 + length])
+        assert zlib.crc32(png[at + 4: at + 8 + length]) == crc
+        types.append(kind.decode())
+        at += 12 + length
+    return types
+
+
+def _read_accessor(gltf: dict, blob: bytes, index: int, width: int) -> np.ndarray:
+    acc = gltf["accessors"][index]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    start = view["byteOffset"] + acc.get("byteOffset", 0)
+    return np.frombuffer(blob, "<f4", acc["count"] * width, start).reshape(-1, width)
+
+
+def test_json_is_compact_and_valid(textured_sphere):
+    gltf, _ = split_glb(encode_glb(textured_sphere), None)
+    assert json.dumps(gltf)  # serialisable round trip
+    assert gltf["scenes"][0]["nodes"] == [0] and "matrix" not in gltf["nodes"][0]
