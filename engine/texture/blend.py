@@ -60,7 +60,7 @@ def blend_views(colours: np.ndarray, incidence: np.ndarray, priors: np.ndarray, 
     total = shifted.sum(0)
     lse = top[finite] + np.log(total)                                       # log W
     wts = (shifted / total).astype(np.float32)                              # softmax over views
-    ok = lse >= np.log(eps)
+    ok = lse >= np.log(eps) if eps > 0 else np.ones(lse.shape, bool)
     idx = np.flatnonzero(seen)[finite][ok]
     cols = colours.reshape(k, -1, colours.shape[-1])[:, idx]                # [K, M', C]
     flat = atlas.reshape(-1, colours.shape[-1])
