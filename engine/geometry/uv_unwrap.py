@@ -20,7 +20,7 @@ tables refer to the old UVs and are dropped. Degenerate (zero-area) faces are ke
 UV (0, 0) at all three corners, so they cover no texel (the baker's UV filter rejects them).
 
 Limits: xatlas is serial C++ (the paper's partitioned parallel segmentation is not implemented here);
-about 2.4 s for 20K faces on one CPU core. Charts that cannot fit one atlas even at 1/100 of the
+2-5 s for 20K faces on a shared 2-core CPU. Charts that cannot fit one atlas even at 1/100 of the
 estimated density raise MeshError.
 """
 
