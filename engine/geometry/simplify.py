@@ -8,9 +8,13 @@ squared-distance energy of a point x is E(x) = [x;1]^T Q [x;1] = x^T A x + 2 b.x
 3x3 block, b the upper-right column and c the corner.
 
 Collapsing edge (v0, v1) merges Q = Q_v0 + Q_v1 and places the survivor at
-  * interior-interior edge: x_opt = solve(A, -b), projected onto the segment v(t) = (1-t) v0 + t v1,
-    t = <x_opt - v0, v1 - v0> / |v1 - v0|^2 clamped to [0, 1]; the midpoint (t = 1/2) when A is singular
-    (|det A| <= 1e-10 * ||A||_F^3, e.g. a flat or cylindrical neighbourhood);
+  * interior-interior edge, ``Placement.ON_EDGE`` (the paper's, default): x_opt = solve(A, -b), projected
+    onto the segment v(t) = (1-t) v0 + t v1, t = <x_opt - v0, v1 - v0> / |v1 - v0|^2 clamped to [0, 1];
+    the midpoint (t = 1/2) when A is singular (|det A| <= 1e-10 * ||A||_F^3, e.g. a flat or cylindrical
+    neighbourhood);
+  * interior-interior edge, ``Placement.BOUNDED_OPTIMAL`` (our variant, measured better on real scans --
+    see benchmarks/results/geometry_simplify_cpu.md): x_opt itself when A is regular and x_opt lies within
+    one edge length of the edge midpoint (displacement stays bounded), else the ON_EDGE point;
   * edge with one fixed endpoint (boundary, non-manifold or inconsistently oriented neighbourhood): the
     fixed endpoint, which keeps its position;
   * edge with two fixed endpoints: never collapsed (boundary loops stay exactly as given; the paper's
@@ -37,6 +41,7 @@ projection follows the paper's description of its CuMesh modification, no code w
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass
 
@@ -54,6 +59,16 @@ _REASONS = {
     1: "no further collapse keeps the mesh manifold, unflipped and the fixed (boundary/non-manifold) "
        "vertices in place",
 }
+
+
+class Placement(enum.Enum):
+    """Where an interior edge's survivor goes (see the module docstring)."""
+
+    ON_EDGE = "on_edge"                    # paper 6.1: QEM optimum projected onto the edge, clamped
+    BOUNDED_OPTIMAL = "bounded_optimal"    # QEM optimum when within one edge length of the midpoint
+
+
+_MODE = {Placement.ON_EDGE: 0, Placement.BOUNDED_OPTIMAL: 1}
 
 
 @dataclass(frozen=True)
@@ -85,16 +100,20 @@ def face_quadrics_ref(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return q
 
 
-def placement_ref(q: np.ndarray, v0: np.ndarray, v1: np.ndarray) -> tuple[np.ndarray, float]:
-    """Paper 6.1 on-edge placement for an interior edge: (position [3], cost E(position))."""
+def placement_ref(q: np.ndarray, v0: np.ndarray, v1: np.ndarray,
+                  placement: Placement = Placement.ON_EDGE) -> tuple[np.ndarray, float]:
+    """Placement of an interior edge's survivor from the merged quadric q [4, 4] and the endpoints
+    v0, v1 [3] (float64): (position [3], cost E(position))."""
     a, b = q[:3, :3], q[:3, 3]
+    e = v1 - v0
     if abs(np.linalg.det(a)) <= 1e-10 * np.linalg.norm(a) ** 3:
-        t = 0.5
+        p = v0 + 0.5 * e
     else:
         x = np.linalg.solve(a, -b)
-        e = v1 - v0
         t = float(np.clip(np.dot(x - v0, e) / max(np.dot(e, e), 1e-300), 0.0, 1.0))
-    p = (1.0 - t) * v0 + t * v1
+        p = v0 + t * e
+        if placement is Placement.BOUNDED_OPTIMAL and np.linalg.norm(x - (v0 + 0.5 * e)) <= np.linalg.norm(e):
+            p = x
     h = np.append(p, 1.0)
     return p, max(float(h @ q @ h), 0.0)
 
@@ -131,8 +150,9 @@ def _energy(q, x, y, z):
 
 
 @njit(cache=True)
-def _place(pos, qv, fixed, a, b, out):
-    """Placement (written into out[3]) and cost of collapsing edge (a, b); -1 cost if not collapsible."""
+def _place(pos, qv, fixed, a, b, out, mode):
+    """Placement (written into out[3]) and cost of collapsing edge (a, b); -1 cost if not collapsible.
+    mode: 0 = Placement.ON_EDGE, 1 = Placement.BOUNDED_OPTIMAL."""
     q = qv[a] + qv[b]
     if fixed[a] and fixed[b]:
         return -1.0
@@ -160,6 +180,11 @@ def _place(pos, qv, fixed, a, b, out):
             if ee > 0.0:
                 t = ((x - pos[a, 0]) * ex + (y - pos[a, 1]) * ey + (z - pos[a, 2]) * ez) / ee
                 t = min(max(t, 0.0), 1.0)
+            if mode == 1:
+                mx, my, mz = pos[a, 0] + 0.5 * ex - x, pos[a, 1] + 0.5 * ey - y, pos[a, 2] + 0.5 * ez - z
+                if mx * mx + my * my + mz * mz <= ee:
+                    out[0], out[1], out[2] = x, y, z
+                    return max(_energy(q, x, y, z), 0.0)
         out[0], out[1], out[2] = pos[a, 0] + t * ex, pos[a, 1] + t * ey, pos[a, 2] + t * ez
     return max(_energy(q, out[0], out[1], out[2]), 0.0)
 
@@ -329,7 +354,7 @@ def _grow(hc, hi, size):
 
 
 @njit(cache=True)
-def _simplify_kernel(pos, faces, fixed, target, max_passes):
+def _simplify_kernel(pos, faces, fixed, target, max_passes, mode):
     """Greedy QEM collapse, in place on pos (float64 [V, 3]) and faces (int32 [F, 3]).
 
     fixed: bool [V], vertices that never move. Returns (alive bool [F], reason code: 0 reached, 1 stuck).
@@ -369,7 +394,7 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes):
             for k in range(3):
                 a, b = faces[f, k], faces[f, (k + 1) % 3]
                 if a < b:
-                    cost = _place(pos, qv, fixed, a, b, p)
+                    cost = _place(pos, qv, fixed, a, b, p, mode)
                     if cost >= 0.0:
                         size = _heap_push(hc, hi, size, cost, a, b, ver[a], ver[b])
         collapses = 0
@@ -389,7 +414,7 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes):
             stamp += 1
             if not _link_ok(faces, fa, na, fb, nb, a, b, mark, mark2, stamp):
                 continue
-            _place(pos, qv, fixed, a, b, p)
+            _place(pos, qv, fixed, a, b, p, mode)
             if not (_faces_ok(pos, faces, fa, na, a, b, p) and _faces_ok(pos, faces, fb, nb, a, b, p)):
                 continue
             s, u = (b, a) if fixed[b] else (a, b)            # survivor s, removed u
@@ -428,7 +453,7 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes):
                     w = faces[fa[i], k]
                     if w != s and mark[w] != stamp:
                         mark[w] = stamp
-                        cost = _place(pos, qv, fixed, s, w, p)
+                        cost = _place(pos, qv, fixed, s, w, p, mode)
                         if cost >= 0.0:
                             size = _heap_push(hc, hi, size, cost, s, w, ver[s], ver[w])
         if collapses == 0:
@@ -503,12 +528,14 @@ def fixed_vertices(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     return fixed | _nonmanifold_fans(f.astype(np.int32), num_vertices)
 
 
-def simplify_qem(mesh: TriMesh, target_faces: int) -> tuple[TriMesh, SimplifyReport]:
+def simplify_qem(mesh: TriMesh, target_faces: int,
+                 placement: Placement = Placement.ON_EDGE) -> tuple[TriMesh, SimplifyReport]:
     """Simplify ``mesh`` to at most ``target_faces`` faces (``target_faces`` or one fewer when reachable).
 
     mesh: TriMesh, float32 [V, 3] positions, int32 [F, 3] CCW faces. Coincident positions are welded and
         degenerate/duplicate faces dropped first (``clean_mesh``); attributes are not carried.
     target_faces: the face budget, >= 4.
+    placement: interior-edge placement rule; the paper's ON_EDGE by default.
     Returns (compacted geometry-only TriMesh, SimplifyReport). When the budget cannot be met without
     breaking manifoldness, flipping faces or moving fixed (boundary / non-manifold) vertices, the best
     reachable mesh is returned with ``reached=False`` and the reason -- the caller must report it.
@@ -528,7 +555,7 @@ def simplify_qem(mesh: TriMesh, target_faces: int) -> tuple[TriMesh, SimplifyRep
     faces = clean.faces.copy()
     if target < clean.num_faces:
         fixed = fixed_vertices(faces, clean.num_vertices)
-        alive, code = _simplify_kernel(pos, faces, fixed, target, 100)
+        alive, code = _simplify_kernel(pos, faces, fixed, target, 100, _MODE[placement])
         faces = faces[alive]
     else:
         code = 0
