@@ -59,7 +59,9 @@ def load_image(path: str | Path, max_pixels: int = 64_000_000) -> np.ndarray:
     """Decode an image file to uint8 [H, W, 4] sRGB RGBA (straight alpha; opaque where it has none).
 
     Raises InputImageError (one line: problem and fix) for a missing, empty, truncated, non-image or
-    over-large file (more than ``max_pixels`` pixels).
+    over-large file (more than ``max_pixels`` pixels, checked from the header before decoding). Pillow's
+    decompression-bomb guard (Image.MAX_IMAGE_PIXELS, ~89 Mpixel) also applies, its warning raised as an
+    error, so ``max_pixels`` above that limit is effectively capped by it.
     """
     path = Path(path)
     if not path.exists():
@@ -94,8 +96,8 @@ def decode_image_bytes(data: bytes, what: str, max_pixels: int = 64_000_000) -> 
             im = ImageOps.exif_transpose(im)
             return _to_rgba8(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InputImageError(f"{what} looks like a decompression bomb ({e})",
-                              "give a normal-sized picture") from None
+        raise InputImageError(f"{what} is too large to decode safely (decompression bomb guard: {e})",
+                              "downscale the picture (e.g. to 2048x2048)") from None
     except UnidentifiedImageError:
         raise InputImageError(f"{what} is not a readable image", "give a PNG, JPEG or WebP picture") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -116,7 +116,7 @@ def segment_onnx(rgb: np.ndarray, model_path: str | Path) -> np.ndarray:
     x = (x.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]          # [1, 3, mh, mw]
     try:
         out = np.asarray(session.run(None, {spec.name: x})[0], dtype=np.float32)
-    except (RuntimeError, ValueError) as e:
+    except _ort_errors() as e:
         raise ConfigError(f"ONNX model {model_path} failed to run ({e})",
                           "check that it follows the segmenter contract (NCHW float32 RGB input)") from None
     prob = out[0, 0] if out.ndim == 4 else out[0] if out.ndim == 3 else out
@@ -136,9 +136,20 @@ def _onnx_session(model_path: str, mtime_ns: int):
         raise MissingDependencyError("onnxruntime", "onnx") from None
     try:
         return ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    except (RuntimeError, ValueError) as e:
+    except _ort_errors() as e:
         raise ConfigError(f"ONNX model {model_path} cannot be loaded ({str(e).splitlines()[0][:200]})",
                           "give a valid .onnx file") from None
+
+
+def _ort_errors() -> tuple[type[Exception], ...]:
+    """onnxruntime's exception classes (they derive from Exception directly), plus RuntimeError/ValueError."""
+    import onnxruntime as ort
+
+    state = getattr(getattr(ort, "capi", None), "onnxruntime_pybind11_state", None)
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException",
+             "InvalidProtobuf", "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")
+    found = tuple(c for c in (getattr(state, n, None) for n in names) if isinstance(c, type))
+    return found + (RuntimeError, ValueError)
 
 
 def _check_image(image: np.ndarray, channels: int, what: str) -> np.ndarray:
