@@ -6,8 +6,8 @@ the tensor's device (CPU tensors need ``TRITON_INTERPRET=1``); ``"auto"`` picks 
 numpy otherwise. Both backends give identical meshes.
 
 Output: a ``TriMesh`` in world coordinates, counter-clockwise outward faces (glTF), vertices welded (one per
-crossed lattice edge; vertices landing exactly on a lattice node, where the field equals the level, are
-merged), no degenerate (zero-area) faces.
+crossed lattice edge; vertices with bit-identical world positions -- where the field equals the level at a
+node or an interpolation weight rounds to 0 or 1 -- are merged), no degenerate (zero-area) faces.
 """
 
 from __future__ import annotations
@@ -61,14 +61,17 @@ def _run_backend(values, level: float, backend: str) -> tuple[np.ndarray, np.nda
     return verts.cpu().numpy(), faces.cpu().numpy().astype(np.int64)
 
 
-def weld_node_vertices(verts: np.ndarray, faces: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge vertices that landed exactly on a lattice node (field == level there) and drop the faces
-    that collapse. verts float32 [V, 3] index units, faces int64 [F, 3] -> same layout, unused removed."""
-    on_node = np.all(verts == np.round(verts), axis=1)
-    key = np.arange(verts.shape[0], dtype=np.int64) + np.int64(n) ** 3       # unique key off-node
-    node = np.round(verts[on_node]).astype(np.int64)
-    key[on_node] = (node[:, 0] * n + node[:, 1]) * n + node[:, 2]
+def weld_coincident(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vertices with bit-identical float32 positions and drop the faces that collapse.
+
+    Distinct lattice edges give coincident vertices only where the field equals the level at a node, or
+    where ``t`` rounds to 0 or 1 in float32; merging them keeps the mesh closed once the collapsed
+    (zero-area) faces are removed. verts float32 [V, 3], faces int64 [F, 3] -> welded, same layout.
+    """
+    key = np.ascontiguousarray(verts, dtype=np.float32).view(np.dtype((np.void, 12))).reshape(-1)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if first.size == verts.shape[0]:
+        return verts, faces
     faces = inverse.reshape(-1)[faces]
     keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
     return verts[first], faces[keep]
@@ -85,8 +88,7 @@ def extract_mesh(grid: SdfGrid, level: float = 0.0, backend: str = "auto") -> Tr
     level = float(level)
     _check_field(grid.values, level)
     verts, faces = _run_backend(grid.values, level, backend)
-    verts, faces = weld_node_vertices(verts, faces, grid.num_nodes)
-    world = grid.index_to_world(verts)
+    world, faces = weld_coincident(grid.index_to_world(verts), faces)
     faces = faces[face_areas(world, faces) > 0.0]
     used, remap = np.unique(faces, return_inverse=True)
     if used.size == 0:
