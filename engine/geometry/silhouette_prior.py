@@ -1,0 +1,89 @@
+"""Weight-free shape prior: inflate an object mask into a closed, rounded SDF (the CPU stand-in for MeshGen).
+
+Frames: the mask image spans world X in [-1, 1] (column 0 at X = -1) and Y in [-1, 1] (row 0 at Y = +1);
+the camera looks along -Z from +Z, so the front face is +Z. The grid spans [-1.01, 1.01]^3
+(``ShapeConfig.bounds``), nodes indexed [x, y, z].
+
+Maths: ``s(x, y)`` is the signed in-plane distance to the silhouette outline (positive inside, world units,
+from the mask's Euclidean distance transforms, sampled bilinearly). With ``R = max s`` (the inscribed
+radius), the depth profile is the rounded ``h = depth_ratio * sqrt(s * (2R - s))`` for ``s >= 0`` -- a disc
+inflates into a sphere (an ellipsoid with Z semi-axis ``depth_ratio * R``) -- and ``h = s < 0`` outside.
+The object is ``|z| <= h`` (mirrored front to back). The implicit ``f = |z| - h`` has the right zero set;
+near it the SDF is ``f / sqrt(1 + |grad h|^2)`` (first-order distance, sub-voxel accurate, so marching
+cubes gives a smooth surface); beyond two voxels it is the signed Euclidean distance transform of the
+occupancy ``f < 0``. Negative inside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import InputImageError
+from engine.geometry.sdf_grid import SdfGrid
+
+BOUNDS = 1.01
+
+
+def _signed_mask_distance(mask: np.ndarray) -> np.ndarray:
+    """float64 [S, S] signed distance in pixels to the outline (pixel centres, positive inside)."""
+    from scipy import ndimage
+
+    inside = ndimage.distance_transform_edt(mask)
+    outside = ndimage.distance_transform_edt(~mask)
+    return np.where(mask, inside - 0.5, 0.5 - outside)
+
+
+def _sample_plane(sd_px: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """Signed in-plane distance s [n, n] (world units) at grid nodes (x = coords[i], y = coords[j])."""
+    from scipy import ndimage
+
+    size = sd_px.shape[0]
+    col = (coords + 1.0) * 0.5 * size - 0.5                          # world X -> column
+    row = (1.0 - coords) * 0.5 * size - 0.5                          # world Y -> row
+    rr, cc = np.meshgrid(row, col, indexing="xy")                   # [n_x, n_y]: rr[i, j] = row[j]
+    s = ndimage.map_coordinates(sd_px, [rr.ravel(), cc.ravel()], order=1, mode="nearest").reshape(rr.shape)
+    # outside the image: keep growing the distance with the excess beyond the border
+    excess = np.maximum(np.abs(coords) - 1.0, 0.0) * 0.5 * size
+    s = s - excess[:, None] - excess[None, :]
+    return s * 2.0 / size                                            # pixels -> world units, [n_x, n_y]
+
+
+def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0) -> SdfGrid:
+    """Inflated-silhouette SDF.
+
+    mask: bool [S, S], row 0 = top (+Y), True on the object.
+    resolution: cells per axis (grid has resolution + 1 nodes), 8..1024.
+    depth_ratio: Z half-thickness at the deepest point relative to the inscribed radius (1 = round).
+    Returns SdfGrid float32 [n, n, n] over [-1.01, 1.01]^3, negative inside. Raises InputImageError for an
+    empty, full or non-square mask.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] < 4:
+        raise InputImageError(f"object mask must be a square [S, S] image, got shape {mask.shape}",
+                              "crop or pad the image to a square before building the shape prior")
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise InputImageError("object mask is empty: no foreground pixel",
+                              "use an RGBA image with an opaque object, or enable background removal")
+    if mask.all():
+        raise InputImageError("object mask covers the whole image: no background",
+                              "remove the background or pad the image so the object has an outline")
+    if not 8 <= resolution <= 1024 or not 0.05 <= depth_ratio <= 10.0:
+        raise InputImageError(f"shape prior resolution {resolution} / depth ratio {depth_ratio} out of range",
+                              "use resolution in [8, 1024] and depth_ratio in [0.05, 10]")
+    from scipy import ndimage
+
+    coords = np.linspace(-BOUNDS, BOUNDS, resolution + 1)
+    spacing = coords[1] - coords[0]
+    s = _sample_plane(_signed_mask_distance(mask), coords)          # [n, n] world units
+    radius = max(float(s.max()), spacing)
+    sc = np.clip(s, 0.0, radius)
+    h = np.where(s >= 0, depth_ratio * np.sqrt(sc * (2.0 * radius - sc)), s)     # [n, n]
+    gx, gy = np.gradient(h, spacing)
+    norm = np.sqrt(1.0 + np.minimum(gx * gx + gy * gy, 1e6))                     # [n, n]
+    f = np.abs(coords)[None, None, :] - h[:, :, None]                           # [n, n, n]
+    near = f / norm[:, :, None]
+    occ = f < 0
+    far = (ndimage.distance_transform_edt(~occ) - ndimage.distance_transform_edt(occ)) * spacing
+    values = np.where(np.abs(far) <= 2.0 * spacing, near, far)
+    return SdfGrid(values.astype(np.float32), -BOUNDS, BOUNDS)
