@@ -143,9 +143,13 @@ def _merge(parts: list[_Part], materials: _Materials, notes: list[str]) -> TriMe
 
 def _decode_texture(data: bytes, what: str) -> np.ndarray:
     """RGB uint8 [H, W, 3] from encoded PNG/JPEG/WebP bytes (16-bit and palette images handled)."""
+    from engine.errors import InputImageError
     from engine.io.image_input import decode_image_bytes
 
-    return np.ascontiguousarray(decode_image_bytes(data, what)[..., :3])
+    try:
+        return np.ascontiguousarray(decode_image_bytes(data, what)[..., :3])
+    except InputImageError as e:
+        raise MeshError(f"texture {e.problem}", "re-export the mesh with valid texture images") from None
 
 
 # ----------------------------------------------------------------------------------------------- glTF
@@ -374,7 +378,7 @@ def _gltf_primitive(reader: _GltfReader, prim: dict, mode: int, world: np.ndarra
         faces = faces[:, ::-1]
     normals = None
     if "NORMAL" in attrs:
-        n = reader.accessor(attrs["NORMAL"]).astype(np.float64)[:, :3] @ np.linalg.inv(lin)
+        n = reader.accessor(attrs["NORMAL"]).astype(np.float64)[:, :3] @ np.linalg.pinv(lin)  # inv-transpose
         normals = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)
     uvs = None
     uv_set, transform = texcoord if texcoord is not None else (0, None)
@@ -410,14 +414,16 @@ def _texture_transform(uv: np.ndarray, t: dict) -> np.ndarray:
 
 def _load_obj(path: Path, materials: _Materials, notes: list[str]) -> list[_Part]:
     """Wavefront OBJ: v (3, 4 or 6 values: xyz [w] [rgb]), vt, vn, f with v/vt/vn corners, usemtl, mtllib."""
-    v, vt, vn, corners, sizes, face_mat = [], [], [], [], [], []
+    v, vt, vn, tokens, sizes, face_mat, face_snap, snaps = [], [], [], [], [], [], [], []
     library: dict[str, dict] = {}
     by_name: dict[str, int] = {}
-    current = -1
+    current, tag = -1, ""
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
+        if parts[0] == "f" and tag != "f":  # element counts at the start of a face block (negative indices)
+            snaps.append((len(v), len(vt), len(vn)))
         tag = parts[0]
         if tag == "v":
             v.append(parts[1:7])
@@ -426,13 +432,10 @@ def _load_obj(path: Path, materials: _Materials, notes: list[str]) -> list[_Part
         elif tag == "vn":
             vn.append(parts[1:4])
         elif tag == "f":
-            counts = (len(v), len(vt), len(vn))
-            for token in parts[1:]:
-                fields = token.split("/")
-                corners.append(tuple(_obj_index(fields[j], counts[j]) if len(fields) > j and fields[j] else -1
-                                     for j in range(3)))
+            tokens.extend(parts[1:])
             sizes.append(len(parts) - 1)
             face_mat.append(current)
+            face_snap.append(len(snaps) - 1)
         elif tag == "mtllib":
             for name in parts[1:]:
                 library.update(_parse_mtl(path.parent / name.replace("\\", "/"), notes))
@@ -448,13 +451,15 @@ def _load_obj(path: Path, materials: _Materials, notes: list[str]) -> list[_Part
         face_mat = [default if m == -1 else m for m in face_mat]
     positions = np.array([row[:3] for row in v], dtype=np.float64)
     colors = np.array([row[3:6] for row in v], np.float64) if v and all(len(r) >= 6 for r in v) else None
-    c = np.array(corners, dtype=np.int64)  # [C, 3] (v, vt, vn), -1 = absent
+    raw = _obj_corners(tokens)                                      # [C, 3] OBJ indices, 0 = absent
+    counts = np.asarray(snaps, np.int64)[np.repeat(np.asarray(face_snap), sizes)]    # [C, 3]
+    c = np.where(raw > 0, raw - 1, np.where(raw < 0, counts + raw, -1))  # 0-based, -1 = absent
     bad = (c[:, 0] < 0) | (c[:, 0] >= len(v)) | (c[:, 1] >= len(vt)) | (c[:, 2] >= len(vn))
     if bad.any():
         raise MeshError(f"{path}: face refers to a vertex/uv/normal index that does not exist",
                         "re-export the OBJ; its face indices are corrupt")
     tri_corners, tri_face = _fan(np.asarray(sizes))
-    if len(tri_face) < len(sizes):
+    if min(sizes) < 3:
         notes.append("skipped OBJ faces with fewer than 3 corners")
     material = np.asarray(face_mat, np.int32)[tri_face]
     if (c[:, 1:] < 0).all():  # geometry only: keep the vertex list as-is
@@ -471,10 +476,25 @@ def _load_obj(path: Path, materials: _Materials, notes: list[str]) -> list[_Part
                   normals, uvs, None if colors is None else colors[unique[:, 0]])]
 
 
-def _obj_index(token: str, count: int) -> int:
-    """0-based index from an OBJ 1-based (or negative, relative to the ``count`` seen so far) index."""
-    i = int(token)
-    return i - 1 if i > 0 else (count + i if i < 0 else -(1 << 40))
+def _obj_corners(tokens: list[str]) -> np.ndarray:
+    """int64 [C, 3] (v, vt, vn) OBJ indices of face corners 'v', 'v/vt', 'v//vn', 'v/vt/vn'; 0 = absent.
+
+    Fast path: when every token has the first token's pattern, all are parsed in one numpy call.
+    """
+    first, n = tokens[0], len(tokens)
+    k, double = first.count("/"), "//" in first
+    joined = " ".join(tokens)
+    out = None
+    if joined.count("/") == k * n and joined.count("//") == (n if double else 0):
+        flat = np.fromstring(joined.replace("//", "/0/").replace("/", " "), dtype=np.int64, sep=" ")
+        if flat.size == n * (k + 1):
+            out = flat.reshape(n, k + 1)
+    if out is None:  # mixed corner patterns: token by token
+        rows = [(t.split("/") + ["", ""])[:3] for t in tokens]
+        out = np.array([[int(x) if x else 0 for x in row] for row in rows], np.int64)
+    if (out[:, 0] == 0).any():
+        raise ValueError("OBJ face corner without a vertex index (index 0)")
+    return np.pad(out, ((0, 0), (0, 3 - out.shape[1])))
 
 
 def _parse_mtl(path: Path, notes: list[str]) -> dict[str, dict]:
