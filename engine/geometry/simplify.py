@@ -27,8 +27,10 @@ skipped when popped. A popped collapse is rejected when it would
   * break the link condition: the endpoints must share exactly the two opposite vertices of the two
     faces on the edge (an edge in != 2 faces is never collapsed), and the two opposite vertices must
     not both form a face with each endpoint (a tetrahedral ear would duplicate a face);
-  * turn any surviving face around either endpoint by more than 90 degrees (flip), or make it
-    degenerate or a sliver: quality 4 sqrt(3) area / sum(edge^2) below 0.01 and lower than before.
+  * turn any surviving face around either endpoint by more than 60 degrees, or make it degenerate or a
+    sliver: quality 4 sqrt(3) area / sum(edge^2) below 0.01 and lower than before. (A 90-degree limit left
+    25-70 back-facing pixels over 24 views of 256 px on the bunny at 5K faces; 60 degrees left 0, with the
+    same Chamfer distance.)
 Every collapse removes exactly 2 faces, so the result has ``target`` or ``target - 1`` faces when the
 budget is reachable. Rejected edges are retried in later passes (the heap is rebuilt from all live edges)
 until a pass makes no collapse; then ``SimplifyReport.reached`` is False with the reason.
@@ -51,7 +53,7 @@ from numba import njit
 from engine.errors import ConfigError
 from engine.geometry.mesh import TriMesh, clean_mesh, validate_mesh
 
-MAX_TURN_COS = 0.0      # reject a collapse that turns a surviving face normal by more than 90 degrees
+MAX_TURN_COS = 0.5      # reject a collapse that turns a surviving face normal by more than 60 degrees
 MIN_QUALITY = 0.01      # ... or leaves a face with quality below this (unless it was already worse)
 
 _REASONS = {
