@@ -22,7 +22,10 @@ first normalised into it; ``WatertightResult`` keeps the transform):
 
 Open surfaces that enclose nothing (the two-triangle plane, a head with a wide open neck) leave no interior
 node; the result is then a thin closed SHELL: ``sdf = udf - band * spacing`` (``mode == "shell"``), i.e.
-a slab ``2 * band`` voxels thick around the surface. Parts thinner than ~1 voxel may vanish in solid mode.
+a slab ``2 * band`` voxels thick around the surface. In solid mode, parts thinner than ~1 voxel and open
+sheets that enclose nothing (e.g. the rim around camelhead's open neck) are dropped, and where the exterior
+seed sits closer to a wide sealed hole than the interior seed (the bunny's base) the cap is pushed inward
+by up to a few voxels.
 
 Defaults: ``band = 0.87`` voxel (sqrt(3)/2, so ``B`` is leak-proof for 6-connected flooding) and
 ``dilation = ceil(0.15 * resolution)`` voxels, which seals holes up to ~30% of the object's size (the
