@@ -266,3 +266,53 @@ def test_json_is_compact_and_valid(textured_sphere):
     gltf, _ = split_glb(encode_glb(textured_sphere), None)
     assert json.dumps(gltf)  # serialisable round trip
     assert gltf["scenes"][0]["nodes"] == [0] and "matrix" not in gltf["nodes"][0]
+
+
+@pytest.mark.parametrize("name", ["spot", "helmet"])
+def test_real_asset_round_trips_through_export_and_validator(name, tmp_path):
+    """A real textured asset (OBJ or GLB in, our GLB out): validator-clean, geometry and texture preserved."""
+    mesh = load_mesh(asset_path(name))
+    v, f = mesh.vertices.astype(np.float64), mesh.faces
+    n = mesh.normals.astype(np.float64)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    asset = mesh.copy(normals=n, tangents=uv_tangents(v, f, mesh.uvs.astype(np.float64), n),
+                      normal_map=np.full((16, 16, 3), (128, 128, 255), np.uint8))
+    out = tmp_path / f"{name}.glb"
+    write_glb(asset, out)
+    report = _validate_clean(out)
+    assert report["info"]["totalTriangleCount"] == mesh.num_faces
+    back = load_mesh(out)
+    np.testing.assert_allclose(back.vertices, mesh.vertices, atol=1e-6)
+    np.testing.assert_array_equal(back.faces, mesh.faces)
+    np.testing.assert_array_equal(back.base_color, mesh.base_color)
+
+
+def test_validator_harness_reports_real_errors(textured_sphere, tmp_path):
+    """The harness is no rubber stamp: a tangent w = 0.5 patched in behind write_glb's back is an error."""
+    require_validator()
+    data = bytearray(encode_glb(textured_sphere))
+    gltf, _ = split_glb(bytes(data), None)
+    acc = gltf["accessors"][gltf["meshes"][0]["primitives"][0]["attributes"]["TANGENT"]]
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    w_at = 12 + 8 + json_len + 8 + gltf["bufferViews"][acc["bufferView"]]["byteOffset"] + 12
+    struct.pack_into("<f", data, w_at, 0.5)
+    out = tmp_path / "broken.glb"
+    out.write_bytes(bytes(data))
+    report = validate_gltf(out)
+    assert report["issues"]["numErrors"] >= 1
+    codes = {m["code"] for m in report["issues"]["messages"]}
+    assert "ACCESSOR_INVALID_SIGN" in codes, format_issues(report)
+
+
+def test_missing_validator_fails_in_ci_and_skips_locally(monkeypatch, tmp_path):
+    import gltf_validator
+
+    monkeypatch.setattr(gltf_validator, "PACKAGE", tmp_path / "nowhere")
+    with pytest.raises(gltf_validator.ValidatorUnavailable, match="npm install"):
+        validate_gltf(tmp_path / "x.glb")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        require_validator()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        require_validator()
