@@ -91,13 +91,13 @@ def load_mesh(path: str | Path) -> TriMesh:
             parts = [_load_ply(path)]
         else:
             parts = [_load_off(path)]
+        mesh = _merge(parts, materials, notes)
     except MeshError:
         raise
     except (ValueError, KeyError, IndexError, TypeError, struct.error, UnicodeDecodeError,
             OverflowError) as e:
         raise MeshError(f"{path}: could not parse {suffix[1:].upper()} file ({type(e).__name__}: {e})",
                         "check that the file is complete and valid, or re-export it") from None
-    mesh = _merge(parts, materials, notes)
     mesh.meta.update(source=str(path), format=suffix[1:], notes=notes)
     validate_mesh(mesh, str(path))
     return mesh
