@@ -4,8 +4,9 @@ Decoding (``load_image``): PNG / JPEG / WebP (and anything else Pillow reads), 8
 palette (with tRNS transparency), RGB, RGBA, CMYK. 16-bit samples are rounded to 8 bits as
 ``round(x / 257)`` (Pillow's own 16->8 path truncates, so 16-bit colour PNGs are decoded with OpenCV).
 EXIF orientation is applied. An embedded ICC profile is converted to sRGB (Pillow's littleCMS) so the result
-is always sRGB. The pixel count is checked from the header before any pixel is decoded (no decompression
-bomb can allocate or hang), and Pillow's own DecompressionBombWarning is turned into an error.
+is sRGB (limit: not for 16-bit colour PNGs, whose OpenCV path ignores the profile). The pixel count is
+checked from the header before any pixel is decoded (no decompression bomb can allocate or hang), and
+Pillow's own DecompressionBombWarning is turned into an error.
 
 Preparation (``prepare_image``): the object mask comes from the alpha channel when it is informative,
 otherwise from a segmenter (``engine.io.segmentation``). The crop is the mask's bounding square enlarged so
