@@ -124,7 +124,9 @@ def _stage_texture_reference(unwrapped: TriMesh, prepared, config: PipelineConfi
     atlas, stats = texture_from_reference(
         unwrapped, prepared.rgba[..., :3], prepared.mask, config.texture.atlas_size, camera_rig()[0]
     )
-    return {"base_color": atlas, "_note": f"{config.texture.atlas_size}^2, {stats}"}
+    note = (f"{config.texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen "
+            f"from the front, rest inpainted in 3D ({stats['inpaint_unfilled']} unfilled)")
+    return {"base_color": atlas, "_note": note}
 
 
 def _stage_texture_transfer(unwrapped: TriMesh, source: TriMesh, config: PipelineConfig) -> dict:
