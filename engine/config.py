@@ -180,15 +180,17 @@ class PipelineConfig:
         return replace(self, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:
-        """Scale sampling densities for the CPU reference path (2-core budget: < 3 min per image).
+        """Scale sampling densities for stages that run on the CPU reference path, and say so in ``notes``.
 
-        The GPU path keeps the paper's densities. Every change is recorded in ``notes``.
+        On ``cpu`` everything is scaled for a 2-core budget (< 3 min per image). On ``cuda`` marching cubes
+        runs its Triton kernel at the paper's 512^3; the stages whose GPU kernels are not written yet
+        (hidden-face removal's ray casting among them) still run their CPU references, so their sampling is
+        scaled the same way and the note names them.
         """
-        if self.runtime.device is Device.CUDA:
-            return self
         notes = list(self.notes)
         shape, geometry = self.shape, self.geometry
-        if shape.grid_resolution > CPU_GRID_RESOLUTION:
+        on_cpu = self.runtime.device is Device.CPU
+        if on_cpu and shape.grid_resolution > CPU_GRID_RESOLUTION:
             shape = replace(shape, grid_resolution=CPU_GRID_RESOLUTION)
             notes.append(
                 f"CPU path: marching-cubes grid {CPU_GRID_RESOLUTION}^3 instead of "
@@ -203,10 +205,16 @@ class PipelineConfig:
                 visibility_views=min(geometry.visibility_views, CPU_VISIBILITY_VIEWS),
                 visibility_resolution=min(geometry.visibility_resolution, CPU_VISIBILITY_RESOLUTION),
             )
+            where = "CPU path" if on_cpu else "CPU reference (its GPU kernel is not written yet)"
             notes.append(
-                f"CPU path: hidden-face removal casts {geometry.visibility_views} views at "
+                f"{where}: hidden-face removal casts {geometry.visibility_views} views at "
                 f"{geometry.visibility_resolution} px instead of {self.geometry.visibility_views} at "
                 f"{self.geometry.visibility_resolution} px"
+            )
+        if not on_cpu:
+            notes.append(
+                "cuda: marching cubes runs on the GPU (Triton); simplification, hidden faces, UV, bake and "
+                "texture run their CPU references until the GPU geometry and texture kernels land"
             )
         return replace(self, shape=shape, geometry=geometry, notes=tuple(notes))
 

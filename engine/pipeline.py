@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import PipelineConfig
+from engine.config import Device, PipelineConfig
 from engine.geometry.mesh import TriMesh, validate_mesh, vertex_normals
+from engine.geometry.sdf_grid import SdfGrid
 from engine.runtime.scheduler import Stage, StageGraph
 from profiling.stage_timer import StageTimer
 
@@ -59,9 +60,13 @@ def _stage_shape_prior(prepared, config: PipelineConfig) -> dict:
     return {"sdf": grid, "_note": f"{config.shape.grid_resolution}^3 grid"}
 
 
-def _stage_extract(sdf) -> dict:
+def _stage_extract(sdf, config: PipelineConfig) -> dict:
     from engine.geometry.marching_cubes import extract_mesh
 
+    if config.runtime.device is Device.CUDA:  # the Triton kernel runs where the field lives
+        import torch
+
+        sdf = SdfGrid(torch.from_numpy(np.ascontiguousarray(sdf.values)).cuda(), sdf.lo, sdf.hi)
     dense = extract_mesh(sdf)
     return {"dense": dense, "_note": f"{dense.num_faces} faces"}
 
@@ -199,7 +204,7 @@ def generate_graph(config: PipelineConfig) -> StageGraph:
             ("sdf",),
             lambda prepared: _stage_shape_prior(prepared, config),
         ),
-        Stage("marching cubes", ("sdf",), ("dense",), _stage_extract),
+        Stage("marching cubes", ("sdf",), ("dense",), lambda sdf: _stage_extract(sdf, config)),
         *_post_processing(config),
         Stage(
             "texture (reference projection)",

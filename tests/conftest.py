@@ -28,3 +28,15 @@ def shared_dir() -> Path:
     if not ASSETS.is_dir():
         pytest.skip(f"shared assets not found at {ASSETS}")
     return SHARED
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests (marker ``gpu``) run on the device machine; without CUDA they are skipped."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine: benchmarks/gpu_run.sh)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
