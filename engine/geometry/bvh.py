@@ -403,7 +403,7 @@ def _seg_closest(px, py, pz, ax, ay, az, bx, by, bz):
 
 
 @njit(cache=True)
-def _closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
+def closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     """Ericson's region method; returns barycentric (wa, wb, wc) of the closest point (float64)."""
     abx, aby, abz = bx - ax, by - ay, bz - az
     acx, acy, acz = cx - ax, cy - ay, cz - az
@@ -487,7 +487,7 @@ def _closest_kernel(vertices, faces, leaf_face, left, right, lo, hi, points, ord
                     ax, ay, az = vertices[i0, 0], vertices[i0, 1], vertices[i0, 2]
                     bx, by, bz = vertices[i1, 0], vertices[i1, 1], vertices[i1, 2]
                     cx, cy, cz = vertices[i2, 0], vertices[i2, 1], vertices[i2, 2]
-                    w0, w1, w2 = _closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz)
+                    w0, w1, w2 = closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz)
                     qx = w0 * ax + w1 * bx + w2 * cx - px
                     qy = w0 * ay + w1 * by + w2 * cy - py
                     qz = w0 * az + w1 * bz + w2 * cz - pz

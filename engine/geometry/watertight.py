@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit
 
 from engine.errors import ConfigError
+from engine.geometry.bvh import closest_on_triangle
 from engine.geometry.marching_cubes import extract_mesh
 from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.geometry.sdf_grid import SdfGrid
@@ -73,46 +74,11 @@ class WatertightResult:
 
 @njit(cache=True, inline="always")
 def _closest_sq(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
-    """Squared distance from p to triangle abc (Voronoi-region walk; Ericson, Real-Time Collision
-    Detection, 5.1.5 -- the algorithm, re-derived and written here)."""
-    abx, aby, abz = bx - ax, by - ay, bz - az
-    acx, acy, acz = cx - ax, cy - ay, cz - az
-    apx, apy, apz = px - ax, py - ay, pz - az
-    d1 = abx * apx + aby * apy + abz * apz
-    d2 = acx * apx + acy * apy + acz * apz
-    if d1 <= 0.0 and d2 <= 0.0:
-        qx, qy, qz = ax, ay, az
-    else:
-        bpx, bpy, bpz = px - bx, py - by, pz - bz
-        d3 = abx * bpx + aby * bpy + abz * bpz
-        d4 = acx * bpx + acy * bpy + acz * bpz
-        cpx, cpy, cpz = px - cx, py - cy, pz - cz
-        d5 = abx * cpx + aby * cpy + abz * cpz
-        d6 = acx * cpx + acy * cpy + acz * cpz
-        vc = d1 * d4 - d3 * d2
-        vb = d5 * d2 - d1 * d6
-        va = d3 * d6 - d5 * d4
-        if d3 >= 0.0 and d4 <= d3:
-            qx, qy, qz = bx, by, bz
-        elif d6 >= 0.0 and d5 <= d6:
-            qx, qy, qz = cx, cy, cz
-        elif vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
-            t = d1 / (d1 - d3)
-            qx, qy, qz = ax + t * abx, ay + t * aby, az + t * abz
-        elif vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
-            t = d2 / (d2 - d6)
-            qx, qy, qz = ax + t * acx, ay + t * acy, az + t * acz
-        elif va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
-            t = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-            qx, qy, qz = bx + t * (cx - bx), by + t * (cy - by), bz + t * (cz - bz)
-        else:
-            denom = va + vb + vc
-            if denom <= 0.0:   # degenerate triangle: fall back to vertex a
-                qx, qy, qz = ax, ay, az
-            else:
-                v, w = vb / denom, vc / denom
-                qx, qy, qz = ax + abx * v + acx * w, ay + aby * v + acy * w, az + abz * v + acz * w
-    dx, dy, dz = px - qx, py - qy, pz - qz
+    """Squared distance from p to triangle abc, via the BVH module's exact closest-point routine."""
+    wa, wb, wc = closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz)
+    dx = wa * ax + wb * bx + wc * cx - px
+    dy = wa * ay + wb * by + wc * cy - py
+    dz = wa * az + wb * bz + wc * cz - pz
     return dx * dx + dy * dy + dz * dz
 
 
