@@ -138,3 +138,20 @@ def test_decompression_bomb_is_refused(tmp_path, capsys):
     code = main(["generate", str(tmp_path / "bomb.png"), "-o", str(tmp_path / "out.glb")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "pixels" in err.lower()
+
+
+def test_inconsistently_wound_mesh_is_repaired_by_remeshing(shared_dir, tmp_path, capsys):
+    # A cube with one face pair flipped: process remeshes it watertight and says so.
+    v = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    tris = [t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))]
+    tris[0] = tris[0][::-1]
+    src = tmp_path / "flipped.obj"
+    src.write_text(
+        "".join(f"v {x} {y} {z}\n" for x, y, z in v)
+        + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in tris)
+    )
+    out = tmp_path / "flipped.glb"
+    assert main(["process", str(src), "-o", str(out), *SMALL, "--timings"]) == 0
+    assert "remeshed watertight" in capsys.readouterr().out
+    _check_asset(out, 3000)
