@@ -21,7 +21,7 @@ from engine.geometry.simplify import (
 
 
 def uv_sphere(n: int, radius: float = 1.0) -> TriMesh:
-    """Closed CCW (outward) UV sphere with 2 n (n - 1) x 2 faces... exactly 4 n (n - 1) faces."""
+    """Closed CCW (outward-facing) UV sphere with 4 n (n - 1) faces."""
     th = np.linspace(0.0, np.pi, n + 1)[1:-1]
     ph = np.linspace(0.0, 2.0 * np.pi, 2 * n, endpoint=False)
     t, p = np.meshgrid(th, ph, indexing="ij")
