@@ -19,6 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import append_result, percentiles
 from engine.config import PipelineConfig
+from engine.io.asset_load import find_mesh_file
 from engine.io.glb_export import read_glb_summary
 from engine.pipeline import generate, process
 
@@ -27,17 +28,15 @@ SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "tests"))
 from gltf_validator import validate_gltf  # noqa: E402  (test harness: runs node + gltf-validator)
 
-MESH_EXTS = (".glb", ".gltf", ".obj", ".ply", ".off")
-
 
 def _mesh_inputs() -> list[Path]:
+    """The main mesh file of every shared asset folder (folders without one are skipped)."""
     found = []
     for folder in sorted(p for p in (SHARED / "assets").iterdir() if p.is_dir()):
-        for ext in MESH_EXTS:
-            hits = sorted(folder.glob(f"*{ext}"))
-            if hits:
-                found.append(hits[0])
-                break
+        try:
+            found.append(find_mesh_file(folder))
+        except FileNotFoundError:
+            continue
     return found
 
 

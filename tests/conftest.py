@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.io.asset_load import find_mesh_file
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASSETGEN_SHARED", REPO.parent / "shared"))
 ASSETS = SHARED / "assets"
@@ -15,12 +17,7 @@ IMAGES = SHARED / "images"
 
 def asset_path(name: str) -> Path:
     """Path of the main file of a shared asset folder (e.g. 'bunny' -> .../stanford-bunny.obj)."""
-    folder = ASSETS / name
-    for ext in (".glb", ".gltf", ".obj", ".ply", ".off"):
-        hits = sorted(folder.glob(f"*{ext}"))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(folder)
+    return find_mesh_file(ASSETS / name)
 
 
 @pytest.fixture(scope="session")
