@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# CI has no GPU: Triton kernels run on the CPU through Triton's interpreter. This must be set before any test
+# module imports triton (collection order is alphabetical), so it lives here, not in one test file.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from engine.io.asset_load import find_mesh_file
 
@@ -29,8 +35,6 @@ def shared_dir() -> Path:
 
 def pytest_collection_modifyitems(config, items):
     """GPU tests (marker ``gpu``) run on the device machine; without CUDA they are skipped."""
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run on the device machine: benchmarks/gpu_run.sh)")
