@@ -77,7 +77,10 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         f"faces",
         file=sys.stderr,
     )
-    result = generate(args.image, out, config, segmenter=args.segmenter, progress=_progress)
+    segmenter = args.segmenter
+    if segmenter is not None and segmenter not in ("alpha", "grabcut") and not segmenter.startswith("onnx:"):
+        segmenter = f"onnx:{segmenter}"  # a model path
+    result = generate(args.image, out, config, segmenter=segmenter, progress=_progress)
     _report(result, args.timings)
 
 
@@ -114,8 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="picture -> game-ready GLB")
     gen.add_argument("image", help="PNG/JPEG/WebP picture of one object (RGBA cut-outs work best)")
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--segmenter", default=None, help="ONNX matting model for pictures without alpha")
+    gen.add_argument("--seed", type=int, default=None, help="sampler seed (weight-free path: deterministic)")
+    gen.add_argument(
+        "--segmenter",
+        default=None,
+        help="object mask source: alpha, grabcut, or a path to an ONNX matting model (default: alpha when "
+        "the picture has an informative alpha channel, else grabcut)",
+    )
     _common(gen)
     gen.set_defaults(run=_cmd_generate)
     proc = sub.add_parser("process", help="mesh file (GLB/glTF/OBJ/PLY/OFF) -> game-ready GLB")

@@ -97,6 +97,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "truncated": (gen + [str(truncated)], "truncated"),
         "empty mask": (gen + [str(_png(tmp / "empty.png", empty))], "mask"),
         "full mask": (gen + [str(_png(tmp / "full.png", full))], "mask"),
+        "missing onnx": (
+            gen + [str(IMAGES / "typical_misc_crate.png"), "--segmenter", str(tmp / "m.onnx")],
+            "not found",
+        ),
         "no faces": (proc + [str(tmp / "nofaces.obj")], "no faces"),
         "nan": (proc + [str(tmp / "nan.obj")], "NaN"),
         "budget": (proc + [str(asset_path("duck")), "--faces", "3"], "below 4"),
