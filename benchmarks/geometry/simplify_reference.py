@@ -48,15 +48,6 @@ TARGETS = (5000, 10000)
 NAME = "geometry_simplify"
 
 
-def asset_file(name: str) -> Path:
-    folder = ASSET_DIR / name
-    for ext in (".glb", ".gltf", ".obj", ".ply", ".off"):
-        hits = sorted(folder.glob(f"*{ext}"))
-        if hits:
-            return hits[0]
-    raise FileNotFoundError(folder)
-
-
 def normalised(mesh: TriMesh) -> TriMesh:
     """Geometry scaled into [-1, 1]^3: centred box, longest side 2."""
     lo, hi = mesh.bounds()
@@ -67,9 +58,9 @@ def normalised(mesh: TriMesh) -> TriMesh:
 def dense_mesh(name: str, resolution: int) -> tuple[TriMesh, float]:
     """(dense watertight MC mesh of the asset, seconds to build it)."""
     from engine.geometry.watertight import watertight_mesh
-    from engine.io.asset_load import load_mesh
+    from engine.io.asset_load import find_mesh_file, load_mesh
 
-    raw = normalised(load_mesh(asset_file(name)))
+    raw = normalised(load_mesh(find_mesh_file(ASSET_DIR / name)))
     t0 = time.perf_counter()
     dense = watertight_mesh(raw, resolution)
     return dense, time.perf_counter() - t0
