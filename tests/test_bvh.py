@@ -5,52 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
+from meshes import icosphere, welded_positions
 
 from engine.errors import AssetGenError, MeshError
 from engine.geometry.bvh import build_bvh, closest_point_ref, ray_cast_ref
 
 
-def load_obj(path) -> tuple[np.ndarray, np.ndarray]:
-    """Tiny OBJ reader (positions + fan-triangulated faces) until engine.io.asset_load is committed."""
-    verts, faces = [], []
-    for line in open(path):
-        if line.startswith("v "):
-            verts.append([float(x) for x in line.split()[1:4]])
-        elif line.startswith("f "):
-            idx = [int(tok.split("/")[0]) - 1 for tok in line.split()[1:]]
-            faces += [[idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1)]
-    return np.array(verts, np.float32), np.array(faces, np.int32)
-
-
-def icosphere(subdiv: int, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """Unit icosphere, CCW outward faces: float32 [V, 3], int32 [F, 3] (20 * 4^subdiv faces)."""
-    t = (1 + 5 ** 0.5) / 2
-    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
-         [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
-    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
-         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
-    verts = [np.array(p, float) / np.linalg.norm(p) for p in v]
-    for _ in range(subdiv):
-        mid: dict = {}
-        new = []
-        for a, b, c in f:
-            m = []
-            for i, j in ((a, b), (b, c), (c, a)):
-                key = (min(i, j), max(i, j))
-                if key not in mid:
-                    p = verts[i] + verts[j]
-                    verts.append(p / np.linalg.norm(p))
-                    mid[key] = len(verts) - 1
-                m.append(mid[key])
-            new += [[a, m[0], m[2]], [b, m[1], m[0]], [c, m[2], m[1]], m]
-        f = new
-    return (np.array(verts) * radius).astype(np.float32), np.array(f, np.int32)
-
-
 @pytest.fixture(scope="module")
 def bunny(shared_dir):
-    return load_obj(asset_path("bunny"))
+    return welded_positions(asset_path("bunny"))
 
 
 def _check_rays(verts, faces, origins, dirs, **kw):

@@ -10,41 +10,13 @@ import numpy as np
 import pytest
 from conftest import asset_path
 from gltf_validator import format_issues, require_validator, validate_gltf
+from meshes import icosphere
 
 from engine.errors import MeshError
 from engine.geometry.mesh import TriMesh, vertex_normals
 from engine.io.asset_load import load_mesh, split_glb
 from engine.io.atomic import atomic_write_bytes
 from engine.io.glb_export import ROUGHNESS_FACTOR, encode_glb, read_glb_summary, write_glb
-
-
-def icosphere(subdivisions: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Unit icosphere: (vertices float64 [V, 3], faces int64 [F, 3]) with outward CCW faces."""
-    t = (1.0 + 5 ** 0.5) / 2.0
-    v = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
-         (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    f = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
-         (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11),
-         (6, 2, 10), (8, 6, 7), (9, 8, 1)]
-    verts = [np.asarray(p, float) / np.linalg.norm(p) for p in v]
-    faces = f
-    for _ in range(subdivisions):
-        cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = verts[a] + verts[b]
-                verts.append(m / np.linalg.norm(m))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [(a, ab, ca), (b, bc, ab), (c, ca, bc), (ab, bc, ca)]
-        faces = new
-    return np.array(verts), np.array(faces)
 
 
 def uv_tangents(v: np.ndarray, f: np.ndarray, uv: np.ndarray, n: np.ndarray) -> np.ndarray:

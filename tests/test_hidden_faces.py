@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
-from test_bvh import icosphere, load_obj
+from meshes import icosphere, welded_positions
 
 from engine.errors import ConfigError
 from engine.geometry.hidden_faces import (
@@ -79,7 +79,7 @@ def test_attributes_follow_vertices():
 
 
 def test_bunny_keeps_nearly_all_faces(shared_dir):
-    v, f = load_obj(asset_path("bunny"))
+    v, f = welded_positions(asset_path("bunny"))
     out, rep = remove_hidden_faces(TriMesh(v, f), 48, 128)
     assert rep.faces_out >= 0.995 * rep.faces_in
     assert rep.added_by_flood_fill > 0

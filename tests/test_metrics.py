@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
-from test_bvh import icosphere, load_obj
+from meshes import icosphere, welded_positions
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.mesh import TriMesh
@@ -80,7 +80,7 @@ def test_flipped_normal_pixels_sphere_and_box(sphere):
 
 
 def test_flipped_normal_pixels_bunny(shared_dir):
-    v, f = load_obj(asset_path("bunny"))
+    v, f = welded_positions(asset_path("bunny"))
     ok = flipped_normal_pixels(TriMesh(v, f), views=8, resolution=96)
     bad = flipped_normal_pixels(TriMesh(v, f[:, ::-1]), views=8, resolution=96)
     assert bad > 20 * max(ok, 1)                         # only holes in the scan show back faces

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
-from test_uv_unwrap import icosphere
+from meshes import icosphere
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.bvh import build_bvh
@@ -107,10 +107,10 @@ def test_dilation_grows_rings_of_valid_neighbours():
 def test_bumpy_sphere_bake_beats_geometric_normals():
     # on a smooth sphere the coarse mesh's interpolated radial normals are already exact (0.03 deg), so
     # the dense sphere carries bumps of 3 % of the radius that only the map can represent
-    dense = icosphere(5)                                                   # 20480 faces
+    dense = TriMesh(*icosphere(5))  # 20480 faces
     x, y, z = dense.vertices.T
     dense.vertices = dense.vertices * (1 + 0.03 * np.sin(5 * x) * np.sin(5 * y) * np.sin(5 * z))[:, None]
-    low = prepared_low(icosphere(1), 256)                                  # 80 faces, coarse
+    low = prepared_low(TriMesh(*icosphere(1)), 256)  # 80 faces, coarse
     nm, report = bake_normal_map(low, dense, size=256, max_distance_fraction=0.05)
     assert report.rejected_distance == 0 and report.rejected_uv == 0 and report.texels > 0.3 * 256 ** 2
     low.normal_map = nm

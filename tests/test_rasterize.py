@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
+from meshes import welded_positions
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.mesh import face_normals
@@ -30,18 +31,6 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
                 quad = [[v0, v0 + 1, v0 + n + 1], [v0 + 1, v0 + n + 2, v0 + n + 1]][::-1]
             faces += quad
     return g.astype(np.float32), np.asarray(faces, np.int32)
-
-
-def _load_obj(path) -> tuple[np.ndarray, np.ndarray]:
-    verts, faces = [], []
-    with open(path) as fh:
-        for line in fh:
-            if line.startswith("v "):
-                verts.append([float(x) for x in line.split()[1:4]])
-            elif line.startswith("f "):
-                idx = [int(t.split("/")[0]) - 1 for t in line.split()[1:]]
-                faces += [[idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1)]
-    return np.asarray(verts, np.float32), np.asarray(faces, np.int32)
 
 
 def test_uv_matches_reference_random():
@@ -159,7 +148,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_real_watertight_mesh_views(shared_dir):
-    v, f = _load_obj(asset_path("armadillo"))
+    v, f = welded_positions(asset_path("armadillo"))
     v, center, scale = normalize_to_sphere(v, 1.0)
     assert np.linalg.norm(v, axis=1).max() == pytest.approx(1.0, rel=1e-5)
     fn = face_normals(v, f)
@@ -181,7 +170,7 @@ def test_real_watertight_mesh_views(shared_dir):
 def test_real_uv_mesh_coverage(shared_dir):
     import xatlas
 
-    v, f = _load_obj(asset_path("spot"))
+    v, f = welded_positions(asset_path("spot"))
     vmap, faces, uvs = xatlas.parametrize(v, f)
     fid, bary = rasterize_uv(uvs.astype(np.float32), faces.astype(np.int32), 512)
     assert (fid >= 0).mean() > 0.4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
+from meshes import icosphere
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -12,34 +13,6 @@ from engine.errors import ConfigError, MeshError
 from engine.geometry.mesh import TriMesh, clean_mesh
 from engine.geometry.rasterize import rasterize_uv
 from engine.geometry.uv_unwrap import unwrap_uv
-
-
-def icosphere(subdivisions: int) -> TriMesh:
-    """Unit icosphere, CCW outward faces."""
-    p = (1 + 5 ** 0.5) / 2
-    v = [[-1, p, 0], [1, p, 0], [-1, -p, 0], [1, -p, 0], [0, -1, p], [0, 1, p], [0, -1, -p], [0, 1, -p],
-         [p, 0, -1], [p, 0, 1], [-p, 0, -1], [-p, 0, 1]]
-    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5], [2, 4, 11],
-         [6, 2, 10], [8, 6, 7], [9, 8, 1]]
-    verts, faces = [list(x) for x in np.asarray(v, float)], np.asarray(f)
-    for _ in range(subdivisions):
-        cache: dict[tuple[int, int], int] = {}
-
-        def mid(a, b):
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                cache[key] = len(verts)
-                verts.append(list((np.asarray(verts[a]) + np.asarray(verts[b])) / 2))
-            return cache[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
-        faces = np.asarray(new)
-    vv = np.asarray(verts)
-    return TriMesh(vv / np.linalg.norm(vv, axis=1, keepdims=True), faces)
 
 
 def uv_charts(mesh: TriMesh) -> np.ndarray:
@@ -95,7 +68,7 @@ def check_unwrap(mesh: TriMesh, out: TriMesh, report, size: int) -> None:
 
 
 def test_icosphere_unwrap_is_valid():
-    mesh = icosphere(2)
+    mesh = TriMesh(*icosphere(2))
     out, report = unwrap_uv(mesh, resolution=256, padding=2)
     check_unwrap(mesh, out, report, 256)
     assert report.charts >= 2 and report.utilisation > 0.3
@@ -110,7 +83,7 @@ def test_icosphere_unwrap_is_valid():
 
 
 def test_existing_normals_and_colours_are_carried():
-    mesh = icosphere(1)
+    mesh = TriMesh(*icosphere(1))
     mesh.normals = -mesh.vertices                                          # deliberately inward
     mesh.colors = np.abs(mesh.vertices)
     out, _ = unwrap_uv(mesh, resolution=64, padding=1)
@@ -123,11 +96,11 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(MeshError, match="no faces"):
         unwrap_uv(TriMesh(np.zeros((3, 3)), np.zeros((0, 3))))
     with pytest.raises(ConfigError, match="resolution"):
-        unwrap_uv(icosphere(0), resolution=8)
+        unwrap_uv(TriMesh(*icosphere(0)), resolution=8)
     with pytest.raises(ConfigError, match="padding"):
-        unwrap_uv(icosphere(0), padding=-1)
+        unwrap_uv(TriMesh(*icosphere(0)), padding=-1)
     with pytest.raises(MeshError, match="normals"):
-        unwrap_uv(icosphere(0).copy(normals=np.zeros((2, 3))))
+        unwrap_uv(TriMesh(*icosphere(0)).copy(normals=np.zeros((2, 3))))
 
 
 @pytest.mark.parametrize("name", ["spot", "suzanne"])

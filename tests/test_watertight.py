@@ -5,36 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
+from meshes import icosphere
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.mesh import TriMesh
 from engine.geometry.watertight import BOUNDS, mesh_to_sdf, watertight_mesh
 from engine.io.asset_load import load_mesh
-
-
-def _icosphere(radius: float, subdiv: int = 3) -> TriMesh:
-    t = (1 + 5 ** 0.5) / 2
-    v = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t), (0, -1, -t), (0, 1, -t),
-         (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
-    f = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4), (11, 10, 2),
-         (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8), (3, 8, 9), (4, 9, 5), (2, 4, 11),
-         (6, 2, 10), (8, 6, 7), (9, 8, 1)]
-    verts, faces = [np.array(p, float) / np.linalg.norm(p) for p in v], f
-    for _ in range(subdiv):
-        cache: dict = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                p = verts[a] + verts[b]
-                verts.append(p / np.linalg.norm(p))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        faces = [g for a, b, c in faces
-                 for g in ((a, mid(a, b), mid(a, c)), (b, mid(b, c), mid(a, b)), (c, mid(a, c), mid(b, c)),
-                           (mid(a, b), mid(b, c), mid(a, c)))]
-    return TriMesh(np.array(verts) * radius, np.array(faces))
 
 
 def _box(half: float) -> TriMesh:
@@ -62,7 +38,7 @@ def _node_points(result) -> np.ndarray:
 
 def test_sphere_sdf_sign_and_iou():
     r = 0.8
-    result = mesh_to_sdf(_icosphere(r, 4), resolution=48)
+    result = mesh_to_sdf(TriMesh(*icosphere(4, r)), resolution=48)
     assert result.mode == "solid"
     dist = np.linalg.norm(_node_points(result), axis=-1) - r      # analytic SDF (mesh units)
     inside = result.grid.values < 0
@@ -89,7 +65,7 @@ def test_box_with_flipped_faces_sign():
 
 
 def test_inner_shell_is_filled():
-    outer, inner = _icosphere(0.8, 3), _icosphere(0.4, 3)
+    outer, inner = TriMesh(*icosphere(3, 0.8)), TriMesh(*icosphere(3, 0.4))
     both = TriMesh(np.concatenate([outer.vertices, inner.vertices]),
                    np.concatenate([outer.faces, inner.faces + outer.num_vertices]))
     out = watertight_mesh(both, resolution=48)

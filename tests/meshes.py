@@ -1,0 +1,42 @@
+"""Small analytic meshes shared by the tests, and a real-asset loader that welds positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.geometry.mesh import clean_mesh
+from engine.io.asset_load import load_mesh
+
+
+def icosphere(subdiv: int, radius: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Icosphere, CCW outward faces: float32 [V, 3], int32 [F, 3] (20 * 4^subdiv faces)."""
+    t = (1 + 5**0.5) / 2
+    v = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
+         [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]  # fmt: skip
+    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+         [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+         [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]  # fmt: skip
+    verts = [np.array(p, float) / np.linalg.norm(p) for p in v]
+    for _ in range(subdiv):
+        mid: dict = {}
+        new = []
+        for a, b, c in f:
+            m = []
+            for i, j in ((a, b), (b, c), (c, a)):
+                key = (min(i, j), max(i, j))
+                if key not in mid:
+                    p = verts[i] + verts[j]
+                    verts.append(p / np.linalg.norm(p))
+                    mid[key] = len(verts) - 1
+                m.append(mid[key])
+            new += [[a, m[0], m[2]], [b, m[1], m[0]], [c, m[2], m[1]], m]
+        f = new
+    return (np.array(verts) * radius).astype(np.float32), np.array(f, np.int32)
+
+
+def welded_positions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A real asset's geometry only: positions welded across UV seams, degenerate faces dropped."""
+    mesh = clean_mesh(load_mesh(path))
+    return mesh.vertices, mesh.faces
