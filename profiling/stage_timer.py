@@ -1,9 +1,10 @@
 """Per-stage wall-clock timing for the pipeline, printed as a table with ``--timings``.
 
 On CUDA a stage's time is taken between two CUDA events recorded on the current stream around the stage,
-with a synchronisation at the end of the stage only when timing is requested (so the numbers are the
-device's, not the launch queue's). On CPU it is ``time.perf_counter``. Compile/warm-up cost is the first
-call's cost: the pipeline reports it as part of the stage on a cold process, and says so in the table.
+with a synchronisation at the end of the stage (so the numbers are the device's, not the launch queue's).
+A host-only stage leaves the stream idle, so its second event fires when it is recorded: the elapsed time
+is then the stage's wall time. On CPU it is ``time.perf_counter``. Compile/warm-up cost is the first
+call's cost: on a cold process it is part of that stage's time.
 """
 
 from __future__ import annotations
@@ -65,8 +66,6 @@ class _Measure:
             self._events[1].record()
             self._events[1].synchronize()
             seconds = self._events[0].elapsed_time(self._events[1]) / 1000.0
-            # Host-only stages record no device work; fall back to wall time for them.
-            seconds = max(seconds, time.perf_counter() - self._t0) if seconds == 0.0 else seconds
         else:
             seconds = time.perf_counter() - self._t0
         self.timer.timings.append(StageTiming(self.name, seconds, self.note))
