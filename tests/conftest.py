@@ -10,8 +10,10 @@ import torch
 
 # CI has no GPU: Triton kernels run on the CPU through Triton's interpreter. This must be set before any test
 # module imports triton (collection order is alphabetical), so it lives here, not in one test file.
+# numba-cuda kernels likewise run in numba's CUDA simulator, which numba reads once at its first import.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 from engine.io.asset_load import find_mesh_file
 
