@@ -1,0 +1,249 @@
+"""Hidden-face removal on the GPU (paper 6.2): z-buffer visibility from a sphere of views, then a
+normal-gated flood fill, both on ``kernel_device()``. Same semantics and report as
+``engine.geometry.hidden_faces.remove_hidden_faces`` (the reference; read its docstring).
+
+1. Visibility. The reference casts ``resolution^2`` parallel rays per Fibonacci view and keeps each ray's
+   nearest hit, on either side of the face. For parallel rays through pixel centres that nearest hit is
+   the face winning the depth test at that pixel with no culling, so the views are rasterised
+   (``triton_kernels.rasterize_views``) with the same framing: camera looking along ``-direction``, image
+   right = the reference's ``u``, image up = ``-v`` (rows go along ``+v``), half extent = the bounding
+   sphere's radius, centre = its centre. Views go in batches whose z-buffer and per-(view, face) tile
+   counts stay under ``batch_bytes``; a pass over each batch's z-buffer flags the winning faces
+   (``count > 0`` of the reference's hit counts; no per-face counting is needed for the decision).
+   Equal to the rays except where a ray passes exactly through a shared edge or vertex (the rasteriser
+   gives the pixel to one face by the top-left rule, the ray caster to the nearer or first-found one) or
+   where two faces' depths tie to float32 rounding.
+2. Flood fill. Face adjacency comes from the sorted undirected edge keys (torch sort); one thread per
+   edge shared by >= 2 faces promotes a not-yet-visible face of the edge when another face of the edge
+   carries a seed (its own index for ray-visible faces) whose normal agrees with it
+   (``dot > NORMAL_AGREEMENT``), claiming it with an atomic compare-and-swap of the seed; launches repeat
+   until one promotes nothing (one host sync per step, at most the fill's breadth-first depth steps).
+   The reference's BFS is order-dependent (a face reachable from two fronts takes the first front's seed)
+   and so is this parallel version, differently. The invariant both keep, and the tests check: every
+   promoted face has a ray-visible seed whose normal agrees with it (dot > 0.5) and is reachable from that
+   seed through faces carrying the same seed; faces sharing no edge with a visible one (interior shells)
+   are never promoted. Zero-area faces have zero normals and are never promoted.
+
+Cost: views * resolution^2 z-buffer pixels (8 B each, written, atomically min-ed, read), views * F
+triangle setups, and F-sized torch passes for the fill.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from numba import float64
+
+from engine.errors import ConfigError, MeshError
+from engine.geometry.device_mesh import DeviceMesh
+from engine.geometry.hidden_faces import (
+    NORMAL_AGREEMENT,
+    HiddenFaceReport,
+    _ortho_basis,
+    compact_faces,
+    fibonacci_sphere,
+)
+from engine.geometry.mesh import TriMesh, validate_mesh
+from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.rasterize_views import BIG_BBOX_PX, mark_visible_faces, zbuffer_views
+
+cuda = cuda_module()
+
+BATCH_BYTES = 1 << 30
+
+
+def view_params(views: int, center: np.ndarray, radius: float, device: torch.device) -> torch.Tensor:
+    """float64 [views, 13] rasteriser cameras (r, u, d, h, c) reproducing the reference's ray grids."""
+    rows = []
+    for d in fibonacci_sphere(views):
+        w = -d / np.linalg.norm(d)
+        u, v = _ortho_basis(w)
+        rows.append(np.concatenate([u, -v, -w, [radius], center]))
+    return torch.from_numpy(np.asarray(rows, np.float64)).to(device)
+
+
+def bounding_sphere_device(mesh: DeviceMesh) -> tuple[np.ndarray, float]:
+    """(centre float64 [3], radius) exactly as ``hidden_faces.bounding_sphere`` (two small host reads)."""
+    used = mesh.vertices[torch.unique(mesh.faces.long())]                        # [U, 3] float32
+    lo, hi = used.min(0).values.double(), used.max(0).values.double()
+    center = (lo + hi) / 2.0
+    radius = float(torch.linalg.norm(used.double() - center, dim=1).max())
+    return center.cpu().numpy(), max(radius * 1.001, 1e-12)
+
+
+def views_visible_gpu(mesh: DeviceMesh, views: int, resolution: int, *, batch_bytes: int = BATCH_BYTES,
+                      big_bbox_px: int = BIG_BBOX_PX) -> torch.Tensor:
+    """bool [F] on the mesh's device: faces winning at least one pixel of the ``views`` Fibonacci views
+    (the reference's ``ray_hit_counts(...) > 0``)."""
+    center, radius = bounding_sphere_device(mesh)
+    cams = view_params(views, center, radius, mesh.device)
+    per_view = resolution * resolution * 8 + mesh.num_faces * 4
+    batch = int(max(1, min(views, batch_bytes // per_view)))
+    visible = torch.zeros(mesh.num_faces, dtype=torch.uint8, device=mesh.device)
+    for s in range(0, views, batch):
+        zbuf = zbuffer_views(mesh.vertices, mesh.faces, cams[s:s + batch].contiguous(), resolution,
+                             big_bbox_px=big_bbox_px)
+        mark_visible_faces(zbuf, visible)
+        del zbuf
+    return visible.bool()
+
+
+# --------------------------------------------------------------------------------------------------
+# Flood fill
+# --------------------------------------------------------------------------------------------------
+
+@cuda.jit
+def _fill_step(edge_start, owner, seed, normals, threshold, changed, n_edges):
+    """Thread e: faces owner[edge_start[e]:edge_start[e + 1]] share one undirected edge."""
+    e = cuda.grid(1)
+    if e >= n_edges:
+        return
+    lo = edge_start[e]
+    hi = edge_start[e + 1]
+    for a in range(lo, hi):
+        s = seed[owner[a]]
+        if s < 0:
+            continue
+        for b in range(lo, hi):
+            g = owner[b]
+            if seed[g] >= 0:
+                continue
+            dot = (float64(normals[s, 0]) * normals[g, 0] + float64(normals[s, 1]) * normals[g, 1]
+                   + float64(normals[s, 2]) * normals[g, 2])
+            if dot > threshold and cuda.atomic.cas(seed, g, -1, s) == -1:
+                cuda.atomic.add(changed, 0, 1)
+
+
+def face_normals_device(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Unit face normals float32 [F, 3] computed in float64 as ``mesh.face_normals`` (zero for
+    degenerate faces)."""
+    v = vertices.double()
+    f = faces.long()
+    n = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)
+    return (n / torch.linalg.norm(n, dim=1, keepdim=True).clamp_min(1e-30)).float()
+
+
+def edge_groups(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces grouped by undirected edge: (start int64 [E + 1], owner int32 [sum]) for the E edges with
+    at least two distinct faces; ``owner[start[e]:start[e + 1]]`` share edge e."""
+    a = faces.reshape(-1).long()
+    b = faces[:, [1, 2, 0]].reshape(-1).long()
+    keys = torch.minimum(a, b) * num_vertices + torch.maximum(a, b)                # [3F]
+    keys, order = torch.sort(keys, stable=True)
+    owner = (order // 3).to(torch.int32)
+    new = torch.ones_like(keys, dtype=torch.bool)
+    new[1:] = keys[1:] != keys[:-1]
+    starts = torch.nonzero(new).reshape(-1)                                       # [E_all]
+    ends = torch.cat([starts[1:], starts.new_tensor([keys.numel()])])
+    shared = (ends - starts) >= 2
+    keep = torch.repeat_interleave(shared, ends - starts)                         # members of shared edges
+    lengths = (ends - starts)[shared]
+    start = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=faces.device)
+    start[1:] = torch.cumsum(lengths, 0)
+    return start, owner[keep].contiguous()
+
+
+def flood_fill_gpu(by_rays: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
+                   threshold: float = NORMAL_AGREEMENT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normal-gated flood fill from ``by_rays`` (bool [F]). Returns (visible bool [F], seed int32 [F]):
+    seed[f] is the ray-visible face whose normal promoted f (f itself when ray-visible, -1 if hidden)."""
+    f_count = faces.shape[0]
+    seed = torch.where(by_rays, torch.arange(f_count, dtype=torch.int32, device=faces.device),
+                       torch.full((), -1, dtype=torch.int32, device=faces.device)).contiguous()
+    start, owner = edge_groups(faces, vertices.shape[0])
+    n_edges = start.numel() - 1
+    normals = face_normals_device(vertices, faces).contiguous()
+    changed = torch.zeros(1, dtype=torch.int32, device=faces.device)
+    for _ in range(f_count + 1):                       # each productive step promotes >= 1 face
+        changed.zero_()
+        launch(_fill_step, n_edges, view(start), view(owner), view(seed), view(normals), float(threshold),
+               view(changed), n_edges)
+        if int(changed[0]) == 0:
+            break
+    return seed >= 0, seed
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+def _check_device_mesh(mesh: DeviceMesh, views: int, resolution: int) -> None:
+    if mesh.num_faces == 0:
+        raise MeshError("mesh for hidden-face removal has no faces", "give a mesh with at least one triangle")
+    if not bool(torch.isfinite(mesh.vertices).all()):
+        raise MeshError("mesh for hidden-face removal has NaN/Inf positions",
+                        "repair or re-export the mesh with finite coordinates")
+    if int(mesh.faces.min()) < 0 or int(mesh.faces.max()) >= mesh.num_vertices:
+        raise MeshError(f"mesh for hidden-face removal has face indices outside [0, {mesh.num_vertices})",
+                        "re-export the mesh; its index buffer is corrupt")
+    if views < 1:
+        raise ConfigError(f"hidden-face removal needs >= 1 view, got {views}", "use e.g. 96 or 512 views")
+    if not 2 <= resolution <= 8192:
+        raise ConfigError(f"hidden-face resolution {resolution} out of range", "use a value in [2, 8192]")
+
+
+def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int = 1024
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visible bool [F], visible_by_views bool [F]) on the mesh's device; see the module docstring."""
+    _check_device_mesh(mesh, views, resolution)
+    by_rays = views_visible_gpu(mesh, views, resolution)
+    if not bool(by_rays.any()):
+        return by_rays, by_rays
+    return flood_fill_gpu(by_rays, mesh.vertices, mesh.faces)[0], by_rays
+
+
+def compact_device_mesh(mesh: DeviceMesh, keep: torch.Tensor) -> DeviceMesh:
+    """Faces ``keep`` (bool [F]) and the vertices they use; ``face_*`` meta arrays of length F follow."""
+    faces = mesh.faces[keep]
+    used, remap = torch.unique(faces.long(), return_inverse=True)
+    meta = dict(mesh.meta)
+    keep_host = None
+    for key, val in mesh.meta.items():
+        if key.startswith("face_") and isinstance(val, np.ndarray) and val.shape[:1] == (mesh.num_faces,):
+            keep_host = keep.cpu().numpy() if keep_host is None else keep_host
+            meta[key] = val[keep_host]
+    return DeviceMesh(mesh.vertices[used], remap.reshape(-1, 3).to(torch.int32), meta)
+
+
+def remove_hidden_faces_device(mesh: DeviceMesh, views: int = 512, resolution: int = 1024
+                               ) -> tuple[DeviceMesh, HiddenFaceReport]:
+    """GPU ``remove_hidden_faces`` for the pipeline: DeviceMesh in, compacted DeviceMesh out.
+
+    If no face is visible at all (e.g. every face has zero area) the input is returned unchanged and the
+    report's ``note`` says so. ``seconds`` is the wall time including the final device sync.
+    """
+    start = time.perf_counter()
+    if mesh.device != kernel_device():
+        raise ConfigError(f"device mesh on {mesh.device}, kernels run on {kernel_device()}",
+                          "build it with DeviceMesh.from_trimesh(mesh, kernel_device())")
+    visible, by_rays = find_visible_faces_gpu(mesh, views, resolution)
+    n_rays = int(by_rays.sum())
+    if n_rays == 0:
+        return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, time.perf_counter() - start,
+                                      "no face was hit by any view ray; mesh kept unchanged")
+    out = compact_device_mesh(mesh, visible)
+    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays,
+                                 time.perf_counter() - start)
+
+
+def remove_hidden_faces_gpu(mesh: TriMesh | DeviceMesh, views: int = 512, resolution: int = 1024
+                            ) -> tuple[TriMesh, HiddenFaceReport]:
+    """``remove_hidden_faces`` with visibility and fill on the GPU. A TriMesh keeps its attributes
+    (normals, UVs, ``face_*`` meta) through ``compact_faces``; a DeviceMesh comes back geometry-only."""
+    if isinstance(mesh, DeviceMesh):
+        out, report = remove_hidden_faces_device(mesh, views, resolution)
+        return out.to_trimesh(), report
+    start = time.perf_counter()
+    validate_mesh(mesh, "mesh for hidden-face removal")
+    dev_mesh = DeviceMesh.from_trimesh(mesh, kernel_device())
+    visible, by_rays = find_visible_faces_gpu(dev_mesh, views, resolution)
+    n_rays = int(by_rays.sum())
+    if n_rays == 0:
+        return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, time.perf_counter() - start,
+                                      "no face was hit by any view ray; mesh kept unchanged")
+    keep = visible.cpu().numpy()
+    out = compact_faces(mesh, keep)
+    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays,
+                                 time.perf_counter() - start)

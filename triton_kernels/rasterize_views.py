@@ -1,0 +1,386 @@
+"""Batched z-buffered orthographic rasteriser (numba-cuda): K views of one mesh in one launch set.
+
+Maths (identical to ``engine.geometry.rasterize.rasterize_ortho``, the reference). View k has an
+orthonormal frame (r_k right, u_k image up, d_k towards the camera), a half extent h_k and a centre c_k
+(0 for ``OrthoCamera``). A vertex p projects, in float64 and rounded to float32 like
+``OrthoCamera.world_to_pixel``, to
+  x = ((p - c).r / h + 1) / 2 * R,   y = (1 - (p - c).u / h) / 2 * R,   z = h - (p - c).d
+Pixel (row i, col j) samples (j + 0.5, i + 0.5). Coverage uses float64 edge functions evaluated from the
+lexicographically smaller endpoint with the top-left ownership rule; barycentrics b_i = E_i / |A|;
+depth z = sum b_i z_i (affine in screen space: orthographic). Zero-area and non-finite triangles cover
+nothing; ``cull_backfaces`` drops triangles whose pixel-frame signed area is positive (world CCW front
+faces are clockwise in the y-down pixel frame).
+
+Depth test. Each pixel holds one int64 ``key << 32 | face`` where ``key`` is the float32 depth's bit
+pattern made order-preserving as a signed int32 (negative floats: flip the 31 low bits). One
+``cuda.atomic.min`` per fragment keeps the nearest depth and, on equal float32 depths, the lowest face
+index -- the reference's "first drawn wins". (The reference compares the float64 depth against the stored
+float32 one, so the two can differ only where depths agree to float32 rounding: ~1e-7 relative.)
+
+Work split. Pass 1 has one thread per (view, face): it projects, sets up and scans the clipped bounding
+box when it has at most ``big_bbox_px`` pixels; otherwise it writes its tile count (16 x 16 tiles of the
+box). Pass 2 has one thread per tile of the big triangles (found with one ``nonzero`` + cumsum, the only
+host sync). The resolve pass has one thread per pixel: it unpacks the face and re-evaluates that face's
+edge functions at the pixel centre for the barycentrics and depth, so pass 1 stores nothing but the key.
+
+Layouts: vertices float32 [V, 3], faces int32 [F, 3], camera parameters float64 [K, 13] =
+(r[3], u[3], d[3], h, c[3]); z-buffer int64 [K * R * R] (row-major per view); outputs face_id int32
+[K, R, R] (-1 empty), bary float32 [K, R, R, 3] (zeros where empty), depth float32 [K, R, R] (inf empty).
+
+Limits: F < 2^31; R <= 16384. Memory: 8 bytes/pixel of z-buffer + 4 bytes per (view, face) tile count +
+20 bytes/pixel of outputs (``want_bary=False``: 8). Callers batch views to bound it.
+Floor: one projected triangle setup per (view, face) (27 + ~40 float64 FLOPs), ~25 float64 FLOPs per
+bounding-box pixel tested, one 8-byte atomic per covered fragment that passes the early depth read, and a
+resolve pass that reads 8 B and writes 4 + 12 + 4 B per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from numba import float32, float64, int32, int64
+
+from engine.errors import ConfigError, MeshError
+from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
+
+if TYPE_CHECKING:
+    from engine.texture.views import OrthoCamera
+
+cuda = cuda_module()
+
+EMPTY = np.int64(0x7FFFFFFFFFFFFFFF)     # z-buffer clear value (no real fragment packs to it)
+TILE = 16                                # side of the tiles that split big triangles
+PX_PER_THREAD = 32                       # pixels per thread of the resolve passes
+BIG_BBOX_PX = 1024                       # bounding boxes above this many pixels go to the tile pass
+
+if simulated():
+    def _float_bits(x):
+        """float32 bit pattern as int32 (the simulator has no libdevice)."""
+        return np.float32(x).view(np.int32)
+else:
+    from numba.cuda import libdevice
+
+    _float_bits = libdevice.float_as_int
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference
+# --------------------------------------------------------------------------------------------------
+
+def rasterize_views_ref(vertices: np.ndarray, faces: np.ndarray, cameras: Sequence[OrthoCamera],
+                        resolution: int, cull_backfaces: bool = False):
+    """The CPU rasteriser per view: (face_id int32 [K, R, R], bary float32 [K, R, R, 3], depth [K, R, R])."""
+    from engine.geometry.rasterize import rasterize_ortho
+
+    outs = [rasterize_ortho(vertices, faces, cam, resolution, cull_backfaces) for cam in cameras]
+    return tuple(np.stack([o[i] for o in outs]) for i in range(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+@cuda.jit(device=True, inline=True)
+def _project(verts, cams, k, i, res):
+    """Pixel x, y and depth of vertex i in view k, rounded to float32 as the reference does."""
+    px = float64(verts[i, 0]) - cams[k, 10]
+    py = float64(verts[i, 1]) - cams[k, 11]
+    pz = float64(verts[i, 2]) - cams[k, 12]
+    h = cams[k, 9]
+    a = px * cams[k, 0] + py * cams[k, 1] + pz * cams[k, 2]
+    b = px * cams[k, 3] + py * cams[k, 4] + pz * cams[k, 5]
+    c = px * cams[k, 6] + py * cams[k, 7] + pz * cams[k, 8]
+    x = float64(float32((a / h + 1.0) * 0.5 * res))
+    y = float64(float32((1.0 - b / h) * 0.5 * res))
+    return x, y, float64(float32(h - c))
+
+
+@cuda.jit(device=True, inline=True)
+def _edge(ax, ay, bx, by, px, py):
+    if bx < ax or (bx == ax and by < ay):
+        return -((ax - bx) * (py - by) - (ay - by) * (px - bx))
+    return (bx - ax) * (py - ay) - (by - ay) * (px - ax)
+
+
+@cuda.jit(device=True, inline=True)
+def _setup(verts, faces, cams, k, f, res, front_sign):
+    """Projected triangle of face f in view k and its clipped bounding box. ok is False for zero-area,
+    non-finite or culled triangles and for boxes outside the image."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0, z0 = _project(verts, cams, k, i0, res)
+    x1, y1, z1 = _project(verts, cams, k, i1, res)
+    x2, y2, z2 = _project(verts, cams, k, i2, res)
+    area = _edge(x1, y1, x2, y2, x0, y0)
+    ok = area != 0.0 and abs(area) < math.inf and not (front_sign != 0.0 and area * front_sign < 0.0)
+    # clamp before rounding so huge coordinates cannot overflow the integer conversion
+    lim = float64(res + 1)
+    c_lo = max(int32(math.floor(min(max(min(x0, x1, x2), -1.0), lim) - 0.5)), 0)
+    c_hi = min(int32(math.ceil(min(max(max(x0, x1, x2), -1.0), lim) - 0.5)), res - 1)
+    r_lo = max(int32(math.floor(min(max(min(y0, y1, y2), -1.0), lim) - 0.5)), 0)
+    r_hi = min(int32(math.ceil(min(max(max(y0, y1, y2), -1.0), lim) - 0.5)), res - 1)
+    ok = ok and c_lo <= c_hi and r_lo <= r_hi
+    if not ok:
+        c_lo, c_hi, r_lo, r_hi = 0, -1, 0, -1
+    return (x0, y0, z0, x1, y1, z1, x2, y2, z2, area, ok,
+            int32(c_lo), int32(c_hi), int32(r_lo), int32(r_hi))
+
+
+@cuda.jit(device=True)
+def _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo, r_hi, zbuf):
+    """Depth-test every covered pixel centre of the box [r_lo, r_hi] x [c_lo, c_hi] (top-left rule)."""
+    s = 1.0 if area > 0.0 else -1.0
+    inv = 1.0 / abs(area)
+    o0 = (s * (y2 - y1) > 0.0) or (y2 == y1 and s * (x2 - x1) < 0.0)
+    o1 = (s * (y0 - y2) > 0.0) or (y0 == y2 and s * (x0 - x2) < 0.0)
+    o2 = (s * (y1 - y0) > 0.0) or (y1 == y0 and s * (x1 - x0) < 0.0)
+    base = int64(k) * res * res
+    for r in range(r_lo, r_hi + 1):
+        py = r + 0.5
+        for c in range(c_lo, c_hi + 1):
+            px = c + 0.5
+            e0 = s * _edge(x1, y1, x2, y2, px, py)
+            if e0 < 0.0 or (e0 == 0.0 and not o0):
+                continue
+            e1 = s * _edge(x2, y2, x0, y0, px, py)
+            if e1 < 0.0 or (e1 == 0.0 and not o1):
+                continue
+            e2 = s * _edge(x0, y0, x1, y1, px, py)
+            if e2 < 0.0 or (e2 == 0.0 and not o2):
+                continue
+            z = (e0 * inv) * z0 + (e1 * inv) * z1 + (e2 * inv) * z2
+            key = int32(_float_bits(float32(z)))
+            if key < 0:
+                key = key ^ int32(0x7FFFFFFF)
+            packed = (int64(key) << 32) | int64(f)
+            idx = base + int64(r) * res + c
+            if packed < zbuf[idx]:
+                cuda.atomic.min(zbuf, idx, packed)
+
+
+@cuda.jit
+def _raster_small(verts, faces, cams, res, front_sign, big_px, zbuf, ntiles, n_faces, n_items):
+    """Pass 1: thread t = (view k, face f) = (t // F, t % F)."""
+    t = cuda.grid(1)
+    if t >= n_items:
+        return
+    k = t // n_faces
+    f = t - k * n_faces
+    x0, y0, z0, x1, y1, z1, x2, y2, z2, area, ok, c_lo, c_hi, r_lo, r_hi = _setup(
+        verts, faces, cams, k, f, res, front_sign)
+    ntiles[t] = 0
+    if not ok:
+        return
+    w = c_hi - c_lo + 1
+    h = r_hi - r_lo + 1
+    if int64(w) * h > big_px:
+        ntiles[t] = ((w + TILE - 1) // TILE) * ((h + TILE - 1) // TILE)
+        return
+    _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo, r_hi, zbuf)
+
+
+@cuda.jit
+def _raster_tiles(verts, faces, cams, res, front_sign, big_item, tile_end, zbuf, n_faces, n_big, n_tiles):
+    """Pass 2: one thread per 16 x 16 tile of a big triangle's box; ``tile_end`` is the inclusive cumsum
+    of the big items' tile counts, searched for the item owning tile j."""
+    j = cuda.grid(1)
+    if j >= n_tiles:
+        return
+    lo = 0
+    hi = n_big - 1
+    while lo < hi:                                   # first b with tile_end[b] > j
+        mid = (lo + hi) // 2
+        if tile_end[mid] > j:
+            hi = mid
+        else:
+            lo = mid + 1
+    local = j - (tile_end[lo - 1] if lo > 0 else 0)
+    t = big_item[lo]
+    k = t // n_faces
+    f = t - k * n_faces
+    x0, y0, z0, x1, y1, z1, x2, y2, z2, area, ok, c_lo, c_hi, r_lo, r_hi = _setup(
+        verts, faces, cams, k, f, res, front_sign)
+    tiles_x = (c_hi - c_lo + TILE) // TILE
+    ty = int32(local // tiles_x)
+    tx = int32(local - ty * tiles_x)
+    c0 = c_lo + tx * TILE
+    r0 = r_lo + ty * TILE
+    _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c0, min(c0 + TILE - 1, c_hi), r0,
+          min(r0 + TILE - 1, r_hi), zbuf)
+
+
+@cuda.jit
+def _resolve(verts, faces, cams, res, zbuf, face_id, bary, depth, want_bary, n_px):
+    """Grid-stride over pixels: unpack the winning face, re-evaluate its barycentrics and depth."""
+    for i in range(cuda.grid(1), n_px, cuda.gridsize(1)):
+        _resolve_pixel(verts, faces, cams, res, zbuf, face_id, bary, depth, want_bary, i)
+
+
+@cuda.jit(device=True)
+def _resolve_pixel(verts, faces, cams, res, zbuf, face_id, bary, depth, want_bary, i):
+    packed = zbuf[i]
+    if packed == EMPTY:
+        face_id[i] = -1
+        depth[i] = math.inf
+        return
+    f = int32(packed & 0xFFFFFFFF)
+    face_id[i] = f
+    per_view = int64(res) * res
+    k = i // per_view
+    rem = i - k * per_view
+    r = rem // res
+    c = rem - r * res
+    x0, y0, z0 = _project(verts, cams, k, faces[f, 0], res)
+    x1, y1, z1 = _project(verts, cams, k, faces[f, 1], res)
+    x2, y2, z2 = _project(verts, cams, k, faces[f, 2], res)
+    area = _edge(x1, y1, x2, y2, x0, y0)
+    s = 1.0 if area > 0.0 else -1.0
+    inv = 1.0 / abs(area)
+    px = c + 0.5
+    py = r + 0.5
+    b0 = s * _edge(x1, y1, x2, y2, px, py) * inv
+    b1 = s * _edge(x2, y2, x0, y0, px, py) * inv
+    b2 = s * _edge(x0, y0, x1, y1, px, py) * inv
+    depth[i] = float32(b0 * z0 + b1 * z1 + b2 * z2)
+    if want_bary:
+        bary[3 * i] = float32(b0)
+        bary[3 * i + 1] = float32(b1)
+        bary[3 * i + 2] = float32(b2)
+
+
+@cuda.jit
+def _mark_visible(zbuf, visible, n_px):
+    """Grid-stride over pixels: flag the winning face (visible uint8 [F]); idempotent, so no atomics."""
+    for i in range(cuda.grid(1), n_px, cuda.gridsize(1)):
+        packed = zbuf[i]
+        if packed != EMPTY:
+            f = int32(packed & 0xFFFFFFFF)
+            if visible[f] == 0:
+                visible[f] = 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
+
+def _stride_threads(n_px: int) -> int:
+    """Threads for the grid-stride pixel passes: PX_PER_THREAD pixels each (coalesced: thread i reads
+    pixels i, i + T, i + 2T, ...), which also keeps the CPU simulator's thread count low."""
+    return (n_px + PX_PER_THREAD - 1) // PX_PER_THREAD
+
+
+def camera_params(cameras: Sequence[OrthoCamera], device: torch.device | None = None) -> torch.Tensor:
+    """float64 [K, 13] (r, u, d, half_extent, centre = 0) of ``OrthoCamera`` views, on ``device``."""
+    rows = []
+    for cam in cameras:
+        r, u, d = cam.basis()
+        rows.append(np.concatenate([r, u, d, [float(cam.half_extent)], np.zeros(3)]))
+    params = np.asarray(rows, np.float64).reshape(-1, 13)
+    return torch.from_numpy(params).to(device or kernel_device())
+
+
+def _check_inputs(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.Tensor, resolution: int) -> int:
+    dev = kernel_device()
+    if vertices.dtype != torch.float32 or vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise MeshError(f"vertices must be float32 [V, 3], got {vertices.dtype} {tuple(vertices.shape)}",
+                        "pass DeviceMesh.vertices")
+    if faces.dtype != torch.int32 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise MeshError(f"faces must be int32 [F, 3], got {faces.dtype} {tuple(faces.shape)}",
+                        "pass DeviceMesh.faces")
+    if cams.dtype != torch.float64 or cams.ndim != 2 or cams.shape[1] != 13:
+        raise ConfigError(f"camera parameters must be float64 [K, 13], got {cams.dtype} "
+                          f"{tuple(cams.shape)}", "build them with camera_params(cameras)")
+    for name, t in (("vertices", vertices), ("faces", faces), ("cameras", cams)):
+        if t.device != dev:
+            raise ConfigError(f"{name} on {t.device}, kernels run on {dev}", "move the tensors to "
+                              "triton_kernels.numba_cuda.kernel_device()")
+    if int(resolution) != resolution or not 1 <= resolution <= 16384:
+        raise ConfigError(f"view resolution {resolution} out of range", "use an integer in [1, 16384]")
+    if faces.shape[0] >= 2**31 - 1:
+        raise MeshError(f"{faces.shape[0]} faces exceed the rasteriser's int32 face ids", "split the mesh")
+    if faces.numel() and (int(faces.min()) < 0 or int(faces.max()) >= vertices.shape[0]):
+        raise MeshError(f"face indices outside [0, {vertices.shape[0]})", "re-export the mesh")
+    if not bool(torch.isfinite(vertices).all()):
+        raise MeshError("vertices have NaN/Inf positions", "repair the mesh")
+    return int(resolution)
+
+
+def zbuffer_views(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.Tensor, resolution: int,
+                  cull_backfaces: bool = False, *, big_bbox_px: int = BIG_BBOX_PX) -> torch.Tensor:
+    """Packed z-buffer int64 [K * R * R] of the K views (inputs already checked; see module docstring)."""
+    res = int(resolution)
+    n_views, n_faces = cams.shape[0], faces.shape[0]
+    zbuf = torch.full((n_views * res * res,), int(EMPTY), dtype=torch.int64, device=vertices.device)
+    n_items = n_views * n_faces
+    if n_items == 0:
+        return zbuf
+    front_sign = -1.0 if cull_backfaces else 0.0
+    ntiles = torch.empty(n_items, dtype=torch.int32, device=vertices.device)
+    args = (view(vertices), view(faces), view(cams), res, front_sign)
+    launch(_raster_small, n_items, *args, int(big_bbox_px), view(zbuf), view(ntiles), n_faces, n_items)
+    big_item = torch.nonzero(ntiles).reshape(-1)                                  # [B] int64 (host sync)
+    if big_item.numel():
+        tile_end = torch.cumsum(ntiles[big_item].to(torch.int64), 0)             # [B] inclusive
+        n_tiles = int(tile_end[-1])
+        launch(_raster_tiles, n_tiles, *args, view(big_item), view(tile_end), view(zbuf), n_faces,
+               big_item.numel(), n_tiles)
+    return zbuf
+
+
+def rasterize_views_gpu(vertices: torch.Tensor, faces: torch.Tensor,
+                        cameras: Sequence[OrthoCamera] | torch.Tensor, resolution: int,
+                        cull_backfaces: bool = False, want_bary: bool = True, *,
+                        big_bbox_px: int = BIG_BBOX_PX
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Z-buffered orthographic rasterisation of one mesh in K views, on ``kernel_device()``.
+
+    vertices: float32 [V, 3] world (glTF, CCW front faces); faces: int32 [F, 3]; both on the kernel device.
+    cameras:  K ``OrthoCamera`` views, or their float64 [K, 13] ``camera_params``.
+    Returns (face_id int32 [K, R, R] (-1 empty), bary float32 [K, R, R, 3] or None when ``want_bary`` is
+    False, depth float32 [K, R, R] (inf empty)), pixel conventions of ``OrthoCamera``; per view equal to
+    ``rasterize_ortho`` up to float32 depth ties (see module docstring). ``big_bbox_px``: bounding-box
+    size above which a triangle is split into 16 x 16 tiles (tuning only; the result does not change).
+    """
+    cams = cameras if isinstance(cameras, torch.Tensor) else camera_params(cameras)
+    res = _check_inputs(vertices, faces, cams, resolution)
+    zbuf = zbuffer_views(vertices, faces, cams, res, cull_backfaces, big_bbox_px=big_bbox_px)
+    n_views, dev = cams.shape[0], vertices.device
+    face_id = torch.empty((n_views, res, res), dtype=torch.int32, device=dev)
+    depth = torch.empty((n_views, res, res), dtype=torch.float32, device=dev)
+    bary = torch.zeros((n_views, res, res, 3) if want_bary else (1,), dtype=torch.float32, device=dev)
+    n_px = zbuf.shape[0]
+    launch(_resolve, _stride_threads(n_px), view(vertices), view(faces), view(cams), res, view(zbuf),
+           view(face_id.view(-1)), view(bary.view(-1)), view(depth.view(-1)), bool(want_bary), n_px)
+    return face_id, (bary if want_bary else None), depth
+
+
+def mark_visible_faces(zbuf: torch.Tensor, visible: torch.Tensor) -> None:
+    """Set ``visible`` (uint8 [F], kernel device) to 1 for every face that wins a pixel of ``zbuf``."""
+    if zbuf.dtype != torch.int64 or visible.dtype != torch.uint8:
+        raise ConfigError("mark_visible_faces takes an int64 z-buffer and a uint8 face mask",
+                          "pass zbuffer_views() output and a torch.uint8 tensor")
+    launch(_mark_visible, _stride_threads(zbuf.shape[0]), view(zbuf), view(visible), zbuf.shape[0])
+
+
+def interpolate_gpu(attr: torch.Tensor, faces: torch.Tensor, face_id: torch.Tensor,
+                    bary: torch.Tensor) -> torch.Tensor:
+    """Barycentric interpolation of a per-vertex attribute on the device (reference:
+    ``engine.geometry.rasterize.interpolate``).
+
+    attr: [V, C] or [V]; faces int32 [F, 3]; face_id int32 [..., H, W]; bary float32 [..., H, W, 3].
+    Returns float32 [..., H, W, C] (or [..., H, W]) with zeros where face_id == -1.
+    """
+    if bary.shape != face_id.shape + (3,):
+        raise ConfigError(f"bary shape {tuple(bary.shape)} does not match face_id {tuple(face_id.shape)}",
+                          "pass the outputs of one rasterize call")
+    squeeze = attr.ndim == 1
+    a = attr.reshape(attr.shape[0], -1).to(torch.float32)                        # [V, C]
+    hit = face_id >= 0
+    tri = faces[face_id.clamp(min=0).long()].long()                              # [..., 3]
+    out = (a[tri[..., 0]] * bary[..., 0:1] + a[tri[..., 1]] * bary[..., 1:2]
+           + a[tri[..., 2]] * bary[..., 2:3])                                    # [..., C]
+    out = torch.where(hit[..., None], out, torch.zeros((), dtype=out.dtype, device=out.device))
+    return out[..., 0] if squeeze else out
