@@ -140,7 +140,8 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
         (float32 [V, 3] / int32 [F, 3] on ``kernel_device()``; cleaned on the device by ``clean_device``).
     target_faces: the face budget, >= 4. placement: ON_EDGE (paper) or BOUNDED_OPTIMAL.
     rounds: winner rounds per pass (>= 1).
-    Returns (geometry-only mesh of the input's type, SimplifyReport); ``reached=False`` with the reason
+    Returns (geometry-only mesh of the input's type, ``meta["simplify_passes"]`` = passes run, and the
+    SimplifyReport); ``reached=False`` with the reason
     when no further collapse keeps the mesh manifold, unflipped and the fixed vertices in place.
     """
     if int(target_faces) != target_faces or target_faces < 4:
@@ -170,9 +171,11 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     code = 0
     if target < faces.shape[0]:
         fixed = fixed_vertices_device(faces, pos.shape[0])
-        faces, code, _ = _passes(pos, faces, fixed, target, _MODE[placement], rounds)
+        faces, code, passes = _passes(pos, faces, fixed, target, _MODE[placement], rounds)
+    else:
+        passes = 0
     v_out, f_out = _compact(pos, faces)
-    meta = dict(mesh.meta)
+    meta = dict(mesh.meta, simplify_passes=passes)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
     return out, SimplifyReport(mesh.num_faces, int(f_out.shape[0]), target, code == 0,
