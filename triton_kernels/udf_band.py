@@ -41,6 +41,7 @@ from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
 
 cuda = cuda_module()
 MAX_NODES = 1025
+_ENVELOPE = 1026          # MAX_NODES + 1 boundaries (a literal: numba-cuda wants constant shapes)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -193,7 +194,7 @@ def _edt_envelope_kernel(src, dst, n, stride, outer_stride, inner_stride, finish
     base = (line // n) * outer_stride + (line % n) * inner_stride
     f = cuda.local.array(MAX_NODES, numba.float64)
     v = cuda.local.array(MAX_NODES, numba.int32)
-    z = cuda.local.array(MAX_NODES + 1, numba.float64)
+    z = cuda.local.array(_ENVELOPE, numba.float64)
     for q in range(n):
         f[q] = src[base + q * stride]
     top = -1

@@ -65,7 +65,7 @@ def _union(parent, a, b):
             return
         if a < b:
             a, b = b, a
-        old = cuda.atomic.cas(parent, a, a, b)            # link the larger root under the smaller one
+        old = cuda.atomic.cas(parent, a, numba.int32(a), numba.int32(b))   # larger root under smaller
         if old == a:
             return
         a = old
