@@ -62,7 +62,7 @@ def _assert_bake_parity(low: TriMesh, dense, host_dense: TriMesh, size: int, fra
     close = np.abs(got.astype(int) - ref.astype(int)).max(-1) <= 1
     assert close.mean() >= 0.995
     assert report.texels == ref_report.texels
-    assert abs(report.rejected_distance - ref_report.rejected_distance) <= 0.005 * report.texels
+    assert abs(report.rejected_distance - ref_report.rejected_distance) <= max(2, 0.005 * report.texels)
     assert report.rejected_uv == ref_report.rejected_uv
     assert (ref != [128, 128, 255]).any(axis=-1).mean() > 0.1           # the map carries detail
 
@@ -74,7 +74,7 @@ def test_icosphere_pair_bakes_like_the_host():
     dense = TriMesh(v, f)
     _assert_bake_parity(low, dense, dense, size=64, fraction=0.05)
     # the same dense mesh as a DeviceMesh (normals computed on the device) bakes the same map
-    _assert_bake_parity(low, DeviceMesh.from_trimesh(dense, "cpu"), dense, size=32, fraction=0.05)
+    _assert_bake_parity(low, DeviceMesh.from_trimesh(dense, "cpu"), dense, size=64, fraction=0.05)
 
 
 @pytest.fixture(scope="module")
