@@ -99,18 +99,18 @@ def _reachable_through_seed(seed: np.ndarray, offsets: np.ndarray, nbrs: np.ndar
 
 
 def test_flood_fill_invariant_and_interior_never_promoted():
-    v, f = icosphere(3)
+    v, f = icosphere(2)
     mesh = _merge((v, f), (v * 0.5, f))                                    # inner shell faces outwards
     n_outer = f.shape[0]
     rng = np.random.default_rng(0)
     by_rays = np.zeros(mesh.num_faces, bool)
-    by_rays[rng.choice(n_outer, 12, replace=False)] = True                 # sparse "ray" hits
+    by_rays[rng.choice(n_outer, 6, replace=False)] = True                 # sparse "ray" hits
     dm = _device(mesh)
     vis, seed = (t.cpu().numpy() for t in flood_fill_gpu(torch.from_numpy(by_rays).to(dm.device),
                                                           dm.vertices, dm.faces))
     normals = face_normals(mesh.vertices, mesh.faces).astype(np.float64)
     promoted = vis & ~by_rays
-    assert promoted.sum() > 100 and not vis[n_outer:].any()
+    assert promoted.sum() > 50 and not vis[n_outer:].any()
     assert (seed[by_rays] == np.flatnonzero(by_rays)).all() and by_rays[seed[promoted]].all()
     assert ((normals[seed[promoted]] * normals[promoted]).sum(1) > NORMAL_AGREEMENT).all()
     offsets, nbrs = face_adjacency(mesh.faces)
@@ -143,7 +143,9 @@ def test_odd_inputs():
     with pytest.raises(MeshError, match="no faces"):
         remove_hidden_faces_gpu(TriMesh(np.zeros((3, 3), np.float32), np.zeros((0, 3), np.int32)), 4, 8)
     with pytest.raises(MeshError, match="NaN"):
-        remove_hidden_faces_gpu(DeviceMesh(torch.full((3, 3), float("nan")), torch.tensor([[0, 1, 2]])), 4, 8)
+        dev = kernel_device()
+        remove_hidden_faces_gpu(DeviceMesh(torch.full((3, 3), float("nan"), device=dev),
+                                           torch.tensor([[0, 1, 2]], device=dev)), 4, 8)
     with pytest.raises(ConfigError, match="view"):
         remove_hidden_faces_gpu(plane, 0, 8)
 
