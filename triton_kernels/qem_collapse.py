@@ -7,10 +7,9 @@ Maths
 -----
 Quadrics: each face with unit normal n, offset d = -n.v0 and area A adds A [n;d][n;d]^T to its three
 vertices; stored as 10 float64s per vertex (a00 a01 a02 a03 a11 a12 a13 a22 a23 a33), accumulated with
-float64 atomics (float32 accumulation loses ~1e-4 relative on 1M-face meshes: the quadric of a flat
-neighbourhood is a difference of large terms). Placement and cost of an edge: ``_place_dev`` is the
-serial ``_place`` line by line (ON_EDGE = 0, BOUNDED_OPTIMAL = 1; one fixed endpoint -> that endpoint;
-both fixed -> not a candidate, cost -1).
+float64 atomics (float64 as in the reference; float32 accumulation was not measured). Placement and
+cost of an edge: ``_place_dev`` is the serial ``_place`` line by line (ON_EDGE = 0, BOUNDED_OPTIMAL =
+1; one fixed endpoint -> that endpoint; both fixed -> not a candidate, cost -1).
 
 Layouts
 -------
