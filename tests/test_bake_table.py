@@ -116,5 +116,5 @@ def test_table2_merges_runs(tmp_path):
                                     md=str(md), no_csv=True))
     text = md.read_text()
     # latency: medians 2 and 4 -> 3; Chamfer mean 15
-    assert "| 5K | qem_ref | cpu | 3.000 | 15.0 | 1.00 | 3 | 2.00 | 4.00 | 5000 |" in text
+    assert "| 5K | qem_ref | cpu | 2 | 3.000 | 15.0 | 1.00 | 3 | 2.00 | 4.00 | 5000 |" in text
     assert "- qem_gpu: no rows / quality missing" in text

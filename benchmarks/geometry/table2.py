@@ -194,15 +194,18 @@ def table(args) -> None:
                   f"bake_normal_map at {r0['bake_size']}^2 + baked_normal_error; Geo mean = face-normal "
                   "angle (normal_angular_error). Values are means over assets; latency = per-asset median "
                   "of the timed calls, then the mean.", ""]
-    lines += ["| Target | Method | Device | " + " | ".join(c[2] for c in COLUMNS) + " | Faces |",
-              "|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
+    lines += ["Rows average over different asset sets when a run is partial (Assets column): compare methods "
+              "like for like in the per-asset table below.", "",
+              "| Target | Method | Device | Assets | " + " | ".join(c[2] for c in COLUMNS) + " | Faces |",
+              "|---|---|---|---|" + "---|" * (len(COLUMNS) + 1)]
     for target in TARGETS:
         for r in done:
             rows = [x for x in r["rows"] if x["target"] == target]
             if rows:
                 m = _mean_row(rows)
-                lines.append(f"| {target // 1000}K | {r['method']} | {r['device']} | " + " | ".join(
-                    fmt.format(m[k]) for k, _, _, fmt in COLUMNS) + f" | {m['faces']:.0f} |")
+                head = f"| {target // 1000}K | {r['method']} | {r['device']} | {len(rows)} | "
+                lines.append(head + " | ".join(fmt.format(m[k]) for k, _, _, fmt in COLUMNS)
+                             + f" | {m['faces']:.0f} |")
     missing = [f"- {r['method']}: {r['skipped'] or 'no rows / quality missing'}"
                for r in runs if r not in done]
     lines += ["", "Not measured:", ""] + missing if missing else []
