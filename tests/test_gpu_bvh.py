@@ -60,7 +60,8 @@ def _assert_rays(host, dev, origins, dirs, **kw):
     hit = ref.face_id >= 0
     assert (face[hit] == ref.face_id[hit]).mean() >= 0.99          # only exact ties may differ
     np.testing.assert_allclose(t[hit], ref.t[hit], rtol=1e-5)
-    np.testing.assert_allclose(bary[hit], ref.bary[hit], atol=1e-5)
+    same = hit & (face == ref.face_id)                             # a tie's bary belongs to another face
+    np.testing.assert_allclose(bary[same], ref.bary[same], atol=1e-5)
     assert np.isinf(t[~hit]).all() and (face[~hit] == -1).all() and (bary[~hit] == 0).all()
     return hit
 
