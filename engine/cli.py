@@ -23,6 +23,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         normal_map_size=args.normal_map_size,
         device=args.device,
         seed=getattr(args, "seed", None),
+        placement=args.placement,
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -109,6 +110,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--texture-size", type=int, default=None, help="base-colour atlas edge (power of two)")
     p.add_argument("--normal-map-size", type=int, default=None, help="normal map edge (power of two)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--placement", default=None, choices=["on_edge", "bounded_optimal"],
+                   help="QEM survivor placement: the paper's on-edge rule or the bounded quadric optimum")
     p.add_argument("--timings", action="store_true", help="print a per-stage timing table")
 
 

@@ -24,6 +24,13 @@ class Device(enum.Enum):
     CUDA = "cuda"
 
 
+class Placement(enum.Enum):
+    """Where QEM edge collapse puts the surviving vertex (engine/geometry/simplify.py)."""
+
+    ON_EDGE = "on_edge"  # paper 6.1: the quadric optimum projected onto the collapsed edge
+    BOUNDED_OPTIMAL = "bounded_optimal"  # the quadric optimum when within one edge length of the midpoint
+
+
 class TextureGuidance(enum.Enum):
     CFG = "cfg"  # conditional + white-reference unconditional branch (default preset)
     DISTILLED = "distilled"  # guidance folded into one conditional pass (flash preset)
@@ -72,6 +79,7 @@ class GeometryConfig:
     visibility_resolution: int = 1024  # rays per view side
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
     bake_max_distance: float = 0.01  # closest-point filter, share of the bounding-box diagonal
+    placement: Placement = Placement.ON_EDGE  # QEM survivor placement (--placement)
 
     def __post_init__(self) -> None:
         _require(self.faces >= 4, f"face budget {self.faces} is below 4", "use --faces 4 or more")
@@ -161,6 +169,7 @@ class PipelineConfig:
         normal_map_size: int | None = None,
         device: str | None = None,
         seed: int | None = None,
+        placement: str | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime = self.geometry, self.texture, self.runtime
@@ -168,6 +177,12 @@ class PipelineConfig:
             geometry = replace(geometry, faces=faces)
         if normal_map_size is not None:
             geometry = replace(geometry, normal_map_size=normal_map_size)
+        if placement is not None:
+            try:
+                geometry = replace(geometry, placement=Placement(placement))
+            except ValueError:
+                raise ConfigError(f"unknown placement '{placement}'",
+                                  "use --placement on_edge or --placement bounded_optimal") from None
         if texture_size is not None:
             texture = replace(texture, atlas_size=texture_size)
         if device is not None:
@@ -180,17 +195,22 @@ class PipelineConfig:
         return replace(self, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:
-        """Scale sampling densities for stages that run on the CPU reference path, and say so in ``notes``.
+        """Scale sampling densities for a CPU run, and say so in ``notes``.
 
-        On ``cpu`` everything is scaled for a 2-core budget (< 3 min per image). On ``cuda`` marching cubes
-        runs its Triton kernel at the paper's 512^3; the stages whose GPU kernels are not written yet
-        (hidden-face removal's ray casting among them) still run their CPU references, so their sampling is
-        scaled the same way and the note names them.
+        On ``cpu`` everything is scaled for a 2-core budget (< 3 min per image). On ``cuda`` the geometry
+        stage runs its GPU kernels at the paper's sampling (512^3 grid, 512 views at 1024 px); UV
+        unwrapping runs on CPU worker processes and the texture on its CPU reference, as the note says.
         """
         notes = list(self.notes)
         shape, geometry = self.shape, self.geometry
-        on_cpu = self.runtime.device is Device.CPU
-        if on_cpu and shape.grid_resolution > CPU_GRID_RESOLUTION:
+        if self.runtime.device is not Device.CPU:
+            notes.append(
+                "cuda: watertight repair, marching cubes, floaters + simplification, hidden faces and the "
+                "normal bake run on the GPU; UV unwrapping runs partitioned on CPU worker processes; the "
+                "texture runs its CPU reference (the GPU texture kernels are a separate issue)"
+            )
+            return replace(self, notes=tuple(notes))
+        if shape.grid_resolution > CPU_GRID_RESOLUTION:
             shape = replace(shape, grid_resolution=CPU_GRID_RESOLUTION)
             notes.append(
                 f"CPU path: marching-cubes grid {CPU_GRID_RESOLUTION}^3 instead of "
@@ -205,16 +225,10 @@ class PipelineConfig:
                 visibility_views=min(geometry.visibility_views, CPU_VISIBILITY_VIEWS),
                 visibility_resolution=min(geometry.visibility_resolution, CPU_VISIBILITY_RESOLUTION),
             )
-            where = "CPU path" if on_cpu else "CPU reference (its GPU kernel is not written yet)"
             notes.append(
-                f"{where}: hidden-face removal casts {geometry.visibility_views} views at "
+                f"CPU path: hidden-face removal casts {geometry.visibility_views} views at "
                 f"{geometry.visibility_resolution} px instead of {self.geometry.visibility_views} at "
                 f"{self.geometry.visibility_resolution} px"
-            )
-        if not on_cpu:
-            notes.append(
-                "cuda: marching cubes runs on the GPU (Triton); simplification, hidden faces, UV, bake and "
-                "texture run their CPU references until the GPU geometry and texture kernels land"
             )
         return replace(self, shape=shape, geometry=geometry, notes=tuple(notes))
 

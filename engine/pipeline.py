@@ -60,35 +60,68 @@ def _stage_shape_prior(prepared, config: PipelineConfig) -> dict:
     return {"sdf": grid, "_note": f"{config.shape.grid_resolution}^3 grid"}
 
 
+def _on_gpu(config: PipelineConfig) -> bool:
+    return config.runtime.device is Device.CUDA
+
+
+def _device_mesh(mesh):
+    """A TriMesh uploaded as a DeviceMesh for the GPU stages (a DeviceMesh passes through)."""
+    from engine.geometry.device_mesh import DeviceMesh
+    from triton_kernels.numba_cuda import kernel_device
+
+    return mesh if isinstance(mesh, DeviceMesh) else DeviceMesh.from_trimesh(mesh, kernel_device())
+
+
 def _stage_extract(sdf, config: PipelineConfig) -> dict:
     from engine.geometry.marching_cubes import extract_mesh
 
-    if config.runtime.device is Device.CUDA:  # the Triton kernel runs where the field lives
+    if _on_gpu(config):  # the Triton kernel runs where the field lives
         import torch
 
         sdf = SdfGrid(torch.from_numpy(np.ascontiguousarray(sdf.values)).cuda(), sdf.lo, sdf.hi)
-    dense = extract_mesh(sdf)
+        dense = _device_mesh(extract_mesh(sdf))
+    else:
+        dense = extract_mesh(sdf)
     return {"dense": dense, "_note": f"{dense.num_faces} faces"}
 
 
-def _stage_simplify(dense: TriMesh, config: PipelineConfig) -> dict:
-    from engine.geometry.floaters import remove_floaters
-    from engine.geometry.simplify import simplify_qem
+def _placement(config: PipelineConfig):
+    from engine.geometry.simplify import Placement
 
-    kept, removed = remove_floaters(dense, config.geometry.floater_min_fraction)
-    low, report = simplify_qem(kept, config.geometry.faces)
+    return Placement(config.geometry.placement.value)
+
+
+def _stage_simplify(dense, config: PipelineConfig) -> dict:
+    fraction, budget = config.geometry.floater_min_fraction, config.geometry.faces
+    if _on_gpu(config):
+        from engine.geometry.floaters_gpu import remove_floaters_gpu
+        from engine.geometry.simplify_gpu import simplify_qem_gpu
+
+        kept, removed = remove_floaters_gpu(_device_mesh(dense), fraction)
+        low, report = simplify_qem_gpu(kept, budget, _placement(config))
+    else:
+        from engine.geometry.floaters import remove_floaters
+        from engine.geometry.simplify import simplify_qem
+
+        kept, removed = remove_floaters(dense, fraction)
+        low, report = simplify_qem(kept, budget, _placement(config))
     note = f"{removed} floaters removed, {report.faces_in} -> {report.faces_out} faces"
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
     return {"low": low, "_note": note}
 
 
-def _stage_hidden_faces(low: TriMesh, config: PipelineConfig) -> dict:
-    from engine.geometry.hidden_faces import remove_hidden_faces
-
+def _stage_hidden_faces(low, config: PipelineConfig) -> dict:
     g = config.geometry
-    visible, report = remove_hidden_faces(low, g.visibility_views, g.visibility_resolution)
-    removed = low.num_faces - visible.num_faces
+    if _on_gpu(config):
+        from engine.geometry.hidden_faces_gpu import remove_hidden_faces_gpu
+
+        visible, report = remove_hidden_faces_gpu(low, g.visibility_views, g.visibility_resolution)
+    else:
+        from engine.geometry.hidden_faces import remove_hidden_faces
+
+        visible, report = remove_hidden_faces(low, g.visibility_views, g.visibility_resolution)
+    removed = report.faces_in - report.faces_out
     return {
         "visible": visible,
         "_note": f"{removed} hidden faces removed ({g.visibility_views} views at "
@@ -98,10 +131,16 @@ def _stage_hidden_faces(low: TriMesh, config: PipelineConfig) -> dict:
 
 def _stage_uv(visible: TriMesh, config: PipelineConfig) -> dict:
     from engine.geometry.tangents import compute_tangents
-    from engine.geometry.uv_unwrap import unwrap_uv
 
     mesh = visible.copy(normals=vertex_normals(visible.vertices, visible.faces))
-    unwrapped, report = unwrap_uv(mesh, resolution=config.texture.atlas_size)
+    if _on_gpu(config):  # the GPU machine's CPU cores: charts per spatial part in worker processes
+        from engine.geometry.uv_parallel import unwrap_uv_parallel
+
+        unwrapped, report = unwrap_uv_parallel(mesh, resolution=config.texture.atlas_size)
+    else:
+        from engine.geometry.uv_unwrap import unwrap_uv
+
+        unwrapped, report = unwrap_uv(mesh, resolution=config.texture.atlas_size)
     unwrapped.tangents = compute_tangents(unwrapped)
     return {
         "unwrapped": unwrapped,
@@ -109,11 +148,13 @@ def _stage_uv(visible: TriMesh, config: PipelineConfig) -> dict:
     }
 
 
-def _stage_bake(unwrapped: TriMesh, dense: TriMesh, config: PipelineConfig) -> dict:
-    from engine.geometry.normal_bake import bake_normal_map
-
+def _stage_bake(unwrapped: TriMesh, dense, config: PipelineConfig) -> dict:
     g = config.geometry
-    normal_map, report = bake_normal_map(
+    if _on_gpu(config):
+        from engine.geometry.normal_bake_gpu import bake_normal_map_gpu as bake
+    else:
+        from engine.geometry.normal_bake import bake_normal_map as bake
+    normal_map, report = bake(
         unwrapped, dense, size=g.normal_map_size, max_distance_fraction=g.bake_max_distance
     )
     return {
@@ -166,10 +207,16 @@ def _stage_repair(source: TriMesh, config: PipelineConfig) -> dict:
     dense = clean_mesh(source, weld_tolerance=1e-7 * max(source.diagonal(), 1e-12))
     topo = edge_topology(dense.faces)
     if topo.is_manifold and topo.is_consistently_wound:
-        return {"dense": dense, "_note": f"input used as is ({topo.boundary_edges} boundary edges)"}
-    from engine.geometry.watertight import watertight_mesh
+        return {"dense": _device_mesh(dense) if _on_gpu(config) else dense,
+                "_note": f"input used as is ({topo.boundary_edges} boundary edges)"}
+    if _on_gpu(config):
+        from engine.geometry.watertight_gpu import watertight_mesh_gpu
 
-    remeshed = watertight_mesh(dense, config.shape.grid_resolution)
+        remeshed = _device_mesh(watertight_mesh_gpu(dense, config.shape.grid_resolution, mc="sparse"))
+    else:
+        from engine.geometry.watertight import watertight_mesh
+
+        remeshed = watertight_mesh(dense, config.shape.grid_resolution)
     return {
         "dense": remeshed,
         "_note": f"remeshed watertight at {config.shape.grid_resolution}^3: input had "

@@ -1,6 +1,6 @@
 import pytest
 
-from engine.config import Device, PipelineConfig, Preset, TextureGuidance
+from engine.config import Device, PipelineConfig, Placement, Preset, TextureGuidance
 from engine.errors import ConfigError
 
 
@@ -28,9 +28,17 @@ def test_overrides_are_validated():
         PipelineConfig.from_name("turbo")
 
 
-def test_cpu_scaling_is_recorded_and_gpu_notes_its_reference_stages():
+def test_cpu_scaling_is_recorded_and_gpu_keeps_the_paper_sampling():
     cpu = PipelineConfig.from_name("default").for_device()
     assert cpu.shape.grid_resolution < 512 and any("CPU path" in n for n in cpu.notes)
     gpu = PipelineConfig.from_name("default").with_overrides(device="cuda").for_device()
     assert gpu.shape.grid_resolution == 512
-    assert any("GPU kernel is not written yet" in n for n in gpu.notes)
+    assert (gpu.geometry.visibility_views, gpu.geometry.visibility_resolution) == (512, 1024)
+    assert any("texture runs its CPU reference" in n for n in gpu.notes)
+
+
+def test_placement_override():
+    config = PipelineConfig.from_name("default").with_overrides(placement="bounded_optimal")
+    assert config.geometry.placement is Placement.BOUNDED_OPTIMAL
+    with pytest.raises(ConfigError, match="unknown placement"):
+        PipelineConfig.from_name("default").with_overrides(placement="midpoint")

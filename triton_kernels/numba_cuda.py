@@ -48,9 +48,10 @@ def cuda_module():
     """The ``numba.cuda`` module, or a MissingDependencyError naming the ``gpu`` extra."""
     _numpy_compat()
     try:
-        from numba import cuda
+        from numba import config, cuda
     except ImportError as exc:  # pragma: no cover - numba is a core dependency
         raise MissingDependencyError("numba", "gpu") from exc
+    config.CUDA_LOW_OCCUPANCY_WARNINGS = 0   # small launches (tiny meshes, last passes) are expected
     return cuda
 
 
