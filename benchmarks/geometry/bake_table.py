@@ -22,7 +22,6 @@ Phases (the GPU machine has no bpy, this one no GPU):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, append_result, git_sha, percentiles
-from benchmarks.geometry.dense_inputs import DEFAULT_CACHE, all_assets, dense_mesh, shared_dir
+from benchmarks.geometry.dense_inputs import DEFAULT_CACHE, all_assets, dense_mesh, mesh_sha256, shared_dir
 from engine.errors import AssetGenError
 from engine.geometry.mesh import TriMesh
 
@@ -46,13 +45,6 @@ DISTANCE = 0.01
 
 
 # ----------------------------------------------------------------------------- shared with table2.py
-def mesh_sha256(mesh: TriMesh) -> str:
-    """sha256 of the float32 vertices and int32 faces bytes (dense meshes must be bit-identical)."""
-    h = hashlib.sha256(np.ascontiguousarray(mesh.vertices, np.float32).tobytes())
-    h.update(np.ascontiguousarray(mesh.faces, np.int32).tobytes())
-    return h.hexdigest()
-
-
 def device_name() -> str:
     """'cpu' or the CUDA device's name (the device of the rows this process measures)."""
     import torch

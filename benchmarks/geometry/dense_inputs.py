@@ -15,6 +15,7 @@ Run:  python -m benchmarks.geometry.dense_inputs [--assets ...] [--resolution 51
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -54,18 +55,33 @@ def source_mesh(name: str, shared: Path) -> TriMesh:
     return normalised(load_mesh(find_mesh_file(shared / "assets" / name)))
 
 
+def mesh_sha256(mesh: TriMesh) -> str:
+    """Hash of the exact float32 positions and int32 faces (equal inputs across machines and backends)."""
+    digest = hashlib.sha256(np.ascontiguousarray(mesh.vertices, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(mesh.faces, np.int32).tobytes())
+    return digest.hexdigest()
+
+
 def dense_mesh(name: str, resolution: int = 512, shared: Path | None = None,
-               cache_dir: Path = DEFAULT_CACHE) -> tuple[TriMesh, float]:
-    """(dense watertight MC mesh of asset ``name``, seconds spent building it; 0 when read from cache)."""
+               cache_dir: Path = DEFAULT_CACHE, backend: str = "cpu") -> tuple[TriMesh, float]:
+    """(dense watertight MC mesh of asset ``name``, seconds spent building it; 0 when read from cache).
+
+    backend "cpu" runs ``watertight_mesh``; "gpu" runs ``watertight_mesh_gpu`` (sparse MC), which gives the
+    same mesh (checked by ``mesh_sha256`` against the CPU builds: see benchmarks/geometry/README.md)."""
     cache = Path(cache_dir) / f"{name}_{resolution}.npz"
     if cache.is_file():
         data = np.load(cache)
         return TriMesh(data["vertices"], data["faces"]), 0.0
-    from engine.geometry.watertight import watertight_mesh
-
     raw = source_mesh(name, shared_dir(shared))
     t0 = time.perf_counter()
-    dense = watertight_mesh(raw, resolution)
+    if backend == "gpu":
+        from engine.geometry.watertight_gpu import watertight_mesh_gpu
+
+        dense = watertight_mesh_gpu(raw, resolution, mc="sparse")
+    else:
+        from engine.geometry.watertight import watertight_mesh
+
+        dense = watertight_mesh(raw, resolution)
     seconds = time.perf_counter() - t0
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
@@ -80,11 +96,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--shared", default=None)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE))
+    parser.add_argument("--backend", choices=["cpu", "gpu"], default="cpu")
     args = parser.parse_args()
     shared = shared_dir(args.shared)
     for name in args.assets or all_assets(shared):
-        mesh, seconds = dense_mesh(name, args.resolution, shared, Path(args.cache))
-        print(f"{name:14s} {mesh.num_faces:9d} faces {mesh.num_vertices:9d} verts  built in {seconds:.1f} s")
+        mesh, seconds = dense_mesh(name, args.resolution, shared, Path(args.cache), args.backend)
+        print(f"{name:14s} {mesh.num_faces:9d} faces {mesh.num_vertices:9d} verts  built in {seconds:.1f} s "
+              f"({args.backend})  sha256 {mesh_sha256(mesh)[:16]}", flush=True)
 
 
 if __name__ == "__main__":
