@@ -1,22 +1,63 @@
 #!/usr/bin/env bash
-# One device-machine session (the H100): GPU tests and GPU benchmarks together, tables and logs under $OUT.
-# Carried (git-ignored) paths: .whl (xatlas wheel for the machine's Python 3.12), .gpu_inputs (a copy of
-# ../shared/images/typical_misc_crate.png, since ../shared does not travel).
+# GPU tests and GPU benchmarks of the geometry stage on the device machine (one H100), in two parts that
+# each fit one 10-minute device call:  bash benchmarks/gpu_run.sh tests|bench|tables
+# Carried (git-ignored) paths: .whl (xatlas wheel for the machine's Python 3.12), .gpu_inputs (shared/assets
+# copy as .gpu_inputs/shared, the Table 4 low meshes as .gpu_inputs/bake_prep, the crate picture), since
+# ../shared does not travel. Everything lands in $OUT: logs, tables, and results.tgz (CSV rows, JSON, meshes).
 set -uo pipefail
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+PART=${1:-tests}
 OUT=${OUT:-/tmp/assetgen_out}
-mkdir -p "$OUT"
+RES=/tmp/assetgen_res
+mkdir -p "$OUT" "$RES"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_marching_cubes.py 2>&1 | tee "$OUT/gpu_tests.log"
-python3 -m benchmarks.geometry.marching_cubes_gpu --out "$OUT/marching_cubes_gpu.md" --csv "$OUT/h100.csv" 2>&1 \
-  | tee "$OUT/marching_cubes_gpu.log"
-if [ -f .gpu_inputs/typical_misc_crate.png ]; then
-  python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png -o "$OUT/crate_cuda.glb" --device cuda \
-    --timings 2>&1 | tee "$OUT/generate_cuda.log"
-fi
+export ASSETGEN_SHARED=$PWD/.gpu_inputs/shared
+CORE="bunny armadillo spot duck trellis_T"
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to $RES/NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "=== $name ($(date +%T))"
+  timeout "$limit" "$@" > "$RES/$name.log" 2>&1; echo "=== $name rc=$? ($(date +%T))"; tail -n 25 "$RES/$name.log"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$RES/gpu.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt"
+cat "$RES/gpu.txt"
+dense() { python3 -m benchmarks.geometry.dense_inputs --backend gpu --resolution 512 --assets "$@"; }
+case "$PART" in
+tests)
+  step gpu_tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_numba_cuda_plumbing.py \
+    tests/test_gpu_bvh.py tests/test_gpu_normal_bake.py tests/test_gpu_rasterize_views.py \
+    tests/test_gpu_hidden_faces.py tests/test_gpu_simplify.py tests/test_gpu_floaters.py \
+    tests/test_gpu_watertight.py tests/test_gpu_marching_cubes_sparse.py tests/test_gpu_marching_cubes.py
+  step dense_core 120 dense $CORE
+  step stage_latency 200 python3 -m benchmarks.geometry.stage_latency --assets $CORE \
+    --out "$RES/geometry_stage_h100.md" --csv "$RES/h100.csv"
+  ;;
+bench)
+  step dense_all 150 dense $(ls .gpu_inputs/shared/assets)
+  step table2_gpu 120 python3 -m benchmarks.geometry.table2 --method qem_gpu --no-quality \
+    --results "$RES/geometry_table2_qem_gpu.json" --meshes "$RES/t2meshes"
+  step table2_gpu_bounded 120 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality \
+    --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
+  step bake_gpu 90 python3 -m benchmarks.geometry.bake_table --method ours_gpu --prepared .gpu_inputs/bake_prep \
+    --results "$RES/geometry_bake_ours_gpu.json"
+  step hidden_faces 120 python3 -m benchmarks.geometry.hidden_faces_gpu --assets $CORE \
+    --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
+  ;;
+tables)
+  step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets $CORE --out "$RES/geometry_uv_h100.md" \
+    --csv "$RES/h100.csv"
+  step bvh_bake 120 python3 -m benchmarks.geometry.bvh_bake_gpu --assets bunny --resolution 512 \
+    --out "$RES/geometry_bvh_bake_h100.md" --csv "$RES/h100.csv"
+  step process_cuda 120 python3 -m engine.cli process .gpu_inputs/shared/assets/spot/spot.obj \
+    -o "$RES/spot_cuda.glb" --device cuda --timings
+  step generate_cuda 150 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
+    -o "$RES/crate_cuda.glb" --device cuda --timings
+  ;;
+esac
+cp "$RES"/*.md "$OUT"/ 2>/dev/null
+tar czf "$OUT/results_$PART.tgz" -C "$RES" --exclude='*.glb' .
+ls -la "$OUT"
