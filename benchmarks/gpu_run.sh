@@ -25,19 +25,19 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $RES/NAME.lo
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$RES/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt"
 cat "$RES/gpu.txt"
-dense() { python3 -m benchmarks.geometry.dense_inputs --backend gpu --resolution 512 --assets "$@"; }
+DENSE="python3 -m benchmarks.geometry.dense_inputs --backend gpu --resolution 512 --assets"
 case "$PART" in
 tests)
-  step gpu_tests 300 python3 -m pytest -q -p no:cacheprovider tests/test_numba_cuda_plumbing.py \
+  step gpu_tests 220 python3 -m pytest -q -p no:cacheprovider tests/test_numba_cuda_plumbing.py \
     tests/test_gpu_bvh.py tests/test_gpu_normal_bake.py tests/test_gpu_rasterize_views.py \
     tests/test_gpu_hidden_faces.py tests/test_gpu_simplify.py tests/test_gpu_floaters.py \
     tests/test_gpu_watertight.py tests/test_gpu_marching_cubes_sparse.py tests/test_gpu_marching_cubes.py
-  step dense_core 120 dense $CORE
+  step dense_core 90 $DENSE $CORE
   step stage_latency 200 python3 -m benchmarks.geometry.stage_latency --assets $CORE \
     --out "$RES/geometry_stage_h100.md" --csv "$RES/h100.csv"
   ;;
 bench)
-  step dense_all 150 dense $(ls .gpu_inputs/shared/assets)
+  step dense_all 150 $DENSE $(ls .gpu_inputs/shared/assets)
   step table2_gpu 120 python3 -m benchmarks.geometry.table2 --method qem_gpu --no-quality \
     --results "$RES/geometry_table2_qem_gpu.json" --meshes "$RES/t2meshes"
   step table2_gpu_bounded 120 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality \

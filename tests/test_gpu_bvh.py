@@ -73,7 +73,13 @@ def _assert_closest(host, dev, points, **kw):
     hit = ref.face_id >= 0
     np.testing.assert_allclose(dist[hit], ref.distance[hit], rtol=0, atol=1e-5)
     np.testing.assert_allclose(point[hit], ref.point[hit], atol=1e-5)
-    assert (face[hit] == ref.face_id[hit]).mean() >= 0.99
+    # A point closest to a shared edge or vertex is equally close to several faces (a tie: ~1.7% of random
+    # queries on the H100, where FMA rounds differently); whichever face is returned, the point must lie on
+    # it at the returned barycentrics.
+    tri = host.vertices[host.faces[face[hit]]].astype(np.float64)          # [H, 3, 3]
+    on_face = np.einsum("hk,hkc->hc", bary[hit].astype(np.float64), tri)
+    np.testing.assert_allclose(on_face, point[hit], atol=1e-5)
+    assert (face[hit] == ref.face_id[hit]).mean() >= 0.95
     assert np.isinf(dist[~hit]).all() and np.isnan(point[~hit]).all()
     return hit
 

@@ -15,6 +15,8 @@ from triton_kernels.marching_cubes_sparse import (
     marching_cubes_sparse,
 )
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"    # Triton interpreter on the CPU in CI
+
 
 def _field(n: int) -> np.ndarray:
     """Sphere + torus SDF on [-1, 1]^3, float32 [n, n, n]."""
@@ -37,49 +39,50 @@ def _sorted_triangles(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def test_narrow_band_equals_dense_reference(n, brick):
     values = _field(n)
     ref_v, ref_f = marching_cubes_ref(values)
-    mask = crossing_bricks(torch.from_numpy(values), brick)
+    mask = crossing_bricks(torch.from_numpy(values).to(DEVICE), brick)
     assert 0 < int(mask.sum()) < mask.numel()                       # a real narrow band, not every brick
-    v, f = marching_cubes_dense_bricks(torch.from_numpy(values), 0.0, brick)
+    v, f = marching_cubes_dense_bricks(torch.from_numpy(values).to(DEVICE), 0.0, brick)
     assert v.dtype == torch.float32 and f.dtype == torch.int32
-    np.testing.assert_array_equal(v.numpy(), ref_v)                 # same vertex order (global edge ids)
-    np.testing.assert_array_equal(f.numpy().astype(np.int64), ref_f)  # same faces, same order
-    np.testing.assert_array_equal(_sorted_triangles(v.numpy(), f.numpy()), _sorted_triangles(ref_v, ref_f))
+    v, f = v.cpu().numpy(), f.cpu().numpy()
+    np.testing.assert_array_equal(v, ref_v)                         # same vertex order (global edge ids)
+    np.testing.assert_array_equal(f.astype(np.int64), ref_f)        # same faces, same order
+    np.testing.assert_array_equal(_sorted_triangles(v, f), _sorted_triangles(ref_v, ref_f))
 
 
 def test_explicit_bricks_any_order_and_int_mask():
     n, brick = 33, 8
-    values = torch.from_numpy(_field(n))
+    values = torch.from_numpy(_field(n)).to(DEVICE)
     mask = crossing_bricks(values, brick)
-    ref_v, ref_f = marching_cubes_ref(values.numpy())
+    ref_v, ref_f = marching_cubes_ref(values.cpu().numpy())
     v, f = marching_cubes_bricks(values, mask.to(torch.int32), brick)
-    np.testing.assert_array_equal(f.numpy().astype(np.int64), ref_f)
+    np.testing.assert_array_equal(f.cpu().numpy().astype(np.int64), ref_f)
     # hand the bricks directly, shuffled, with their node values (what a hierarchical decoder returns)
     perm = torch.randperm(int(mask.sum()), generator=torch.Generator().manual_seed(0))
-    bricks = torch.nonzero(mask).to(torch.int32)[perm]
-    r = torch.arange(brick + 1)
+    bricks = torch.nonzero(mask).to(torch.int32)[perm.to(mask.device)]
+    r = torch.arange(brick + 1, device=DEVICE)
     idx = [(bricks[:, a].long() * brick)[:, None] + r for a in range(3)]
     node_values = values[idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]]
     v2, f2 = marching_cubes_sparse(bricks, node_values.contiguous(), n)
-    np.testing.assert_array_equal(v2.numpy(), ref_v)
-    np.testing.assert_array_equal(f2.numpy().astype(np.int64), ref_f)
+    np.testing.assert_array_equal(v2.cpu().numpy(), ref_v)
+    np.testing.assert_array_equal(f2.cpu().numpy().astype(np.int64), ref_f)
 
 
 def test_missing_band_brick_loses_its_triangles_only():
     n, brick = 33, 8
-    values = torch.from_numpy(_field(n))
+    values = torch.from_numpy(_field(n)).to(DEVICE)
     mask = crossing_bricks(values, brick)
     first = tuple(torch.nonzero(mask)[0].tolist())
     mask[first] = False
     v, f = marching_cubes_bricks(values, mask, brick)
-    ref_v, ref_f = marching_cubes_ref(values.numpy())
+    ref_v, ref_f = marching_cubes_ref(values.cpu().numpy())
     assert 0 < f.shape[0] < ref_f.shape[0]
     # every produced triangle is a reference triangle
     ref_set = {tuple(r) for r in _sorted_triangles(ref_v, ref_f).tolist()}
-    assert all(tuple(r) in ref_set for r in _sorted_triangles(v.numpy(), f.numpy()).tolist())
+    assert all(tuple(r) in ref_set for r in _sorted_triangles(v.cpu().numpy(), f.cpu().numpy()).tolist())
 
 
 def test_empty_band_and_bad_inputs():
-    values = torch.ones(9, 9, 9)
+    values = torch.ones(9, 9, 9, device=DEVICE)
     v, f = marching_cubes_dense_bricks(values)
     assert v.shape == (0, 3) and f.shape == (0, 3)
     with pytest.raises(ValueError, match="int32"):

@@ -58,8 +58,13 @@ def test_udf_band_and_edt_match_references():
     udf = udf_band(torch.from_numpy(verts).to(dev), torch.from_numpy(mesh.faces.astype(np.int32)).to(dev),
                    11, 2.87).cpu().numpy()
     ref = udf_band_ref(verts, mesh.faces, 11, 2.87)
-    np.testing.assert_array_equal(np.isinf(udf), np.isinf(ref))
-    np.testing.assert_allclose(udf[np.isfinite(ref)], ref[np.isfinite(ref)], rtol=0, atol=1e-6)
+    # Distances exactly at the band radius may fall on either side of the cut on a GPU (fused multiply-add
+    # rounds differently): the band membership must agree everywhere else.
+    both = np.isfinite(udf) & np.isfinite(ref)
+    differ = np.isinf(udf) != np.isinf(ref)
+    at_cut = np.abs(np.where(np.isfinite(udf), udf, ref) - 2.87) < 1e-5
+    assert (at_cut | ~differ).all(), f"{int((differ & ~at_cut).sum())} nodes differ in band membership"
+    np.testing.assert_allclose(udf[both], ref[both], rtol=0, atol=1e-6)
     band = ref < 0.87
     np.testing.assert_array_equal(edt_to_mask(torch.from_numpy(band).to(dev)).cpu().numpy(),
                                   edt_to_mask_ref(band))
