@@ -17,6 +17,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 export ASSETGEN_SHARED=$PWD/.gpu_inputs/shared
 CORE="bunny armadillo spot duck trellis_T"
+TABLE="bunny armadillo fox bob spot duck trellis_T camelhead"
 step() {  # step NAME SECONDS CMD...: run with a time limit, log to $RES/NAME.log
   local name=$1 limit=$2; shift 2
   echo "=== $name ($(date +%T))"
@@ -37,10 +38,10 @@ tests)
     --out "$RES/geometry_stage_h100.md" --csv "$RES/h100.csv"
   ;;
 bench)
-  step dense_all 150 $DENSE $(ls .gpu_inputs/shared/assets)
-  step table2_gpu 120 python3 -m benchmarks.geometry.table2 --method qem_gpu --no-quality \
+  step dense_table 120 $DENSE $TABLE
+  step table2_gpu 120 python3 -m benchmarks.geometry.table2 --method qem_gpu --no-quality --assets $TABLE \
     --results "$RES/geometry_table2_qem_gpu.json" --meshes "$RES/t2meshes"
-  step table2_gpu_bounded 120 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality \
+  step table2_gpu_bounded 120 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality --assets $TABLE \
     --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
   step bake_gpu 90 python3 -m benchmarks.geometry.bake_table --method ours_gpu --prepared .gpu_inputs/bake_prep \
     --results "$RES/geometry_bake_ours_gpu.json"
@@ -48,8 +49,8 @@ bench)
     --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
   ;;
 tables)
-  step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets $CORE --out "$RES/geometry_uv_h100.md" \
-    --csv "$RES/h100.csv"
+  step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
+    --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
   step bvh_bake 120 python3 -m benchmarks.geometry.bvh_bake_gpu --assets bunny --resolution 512 \
     --out "$RES/geometry_bvh_bake_h100.md" --csv "$RES/h100.csv"
   step process_cuda 120 python3 -m engine.cli process .gpu_inputs/shared/assets/spot/spot.obj \

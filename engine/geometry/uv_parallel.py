@@ -43,6 +43,7 @@ from engine.geometry.uv_unwrap import UvReport, welded_vertex_normals
 _FACES_PER_PART = 500        # below this a part's xatlas overhead outweighs the parallel gain
 _GRID = 1.025                # scale step of the packing search
 _POOLS: dict[int, tuple[ProcessPoolExecutor, float]] = {}
+WORKER_TIMEOUT_S = 300.0     # one map over the workers; xatlas has looped forever on a degenerate input
 
 
 def _xatlas():
@@ -157,14 +158,27 @@ def _xatlas_ready(_: int) -> bool:
     return _xatlas() is not None
 
 
+def _drop_pool(pool) -> None:
+    key = next((k for k, v in _POOLS.items() if v[0] is pool), None)
+    if key is not None:
+        _POOLS.pop(key)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(pool, "_processes", {}).values()):    # a worker stuck in xatlas's C++
+            proc.kill()
+
+
 def _run(pool, fn, jobs):
     if pool is None:
         return [fn(*job) for job in jobs]
     try:
-        return list(pool.map(fn, *zip(*jobs)))
+        return list(pool.map(fn, *zip(*jobs), timeout=WORKER_TIMEOUT_S))
     except BrokenProcessPool:
-        _POOLS.pop(next(k for k, v in _POOLS.items() if v[0] is pool), None)
+        _drop_pool(pool)
         raise MeshError("a UV worker process died inside xatlas", "retry with workers=1") from None
+    except TimeoutError:
+        _drop_pool(pool)
+        raise MeshError(f"UV unwrapping of one part took over {WORKER_TIMEOUT_S:.0f} s (xatlas stuck)",
+                        "retry with workers=1, or simplify the mesh further") from None
 
 
 # ---------------------------------------------------------------- stages
