@@ -18,6 +18,7 @@ from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
 from engine.geometry.hidden_faces import (
     NORMAL_AGREEMENT,
+    _flood_fill,
     face_adjacency,
     find_visible_faces,
     ray_hit_counts,
@@ -115,13 +116,22 @@ def test_flood_fill_invariant_and_interior_never_promoted():
     assert ((normals[seed[promoted]] * normals[promoted]).sum(1) > NORMAL_AGREEMENT).all()
     offsets, nbrs = face_adjacency(mesh.faces)
     assert _reachable_through_seed(seed, offsets, nbrs)[vis].all()
+    src = np.repeat(np.arange(mesh.num_faces), np.diff(offsets))           # fixed point: all levels ran,
+    open_edge = vis[src] & ~vis[nbrs]                                      # no kept face could promote
+    assert ((normals[seed[src[open_edge]]] * normals[nbrs[open_edge]]).sum(1) <= NORMAL_AGREEMENT).all()
     cpu = find_visible_faces(mesh, 6, 4)                                   # the reference's fill, coarse
     assert not cpu[n_outer:].any()
+    # with every normal agreeing the fill is order-independent: exactly the seeds' components (the BFS's)
+    one_seed = np.zeros(mesh.num_faces, bool)
+    one_seed[n_outer + 7] = True
+    all_in, _ = flood_fill_gpu(torch.from_numpy(one_seed).to(dm.device), dm.vertices, dm.faces, -2.0)
+    assert np.array_equal(all_in.cpu().numpy(), _flood_fill(one_seed, normals, offsets, nbrs, -2.0))
+    assert all_in.cpu().numpy().sum() == n_outer                            # one whole shell, many levels
 
 
 def test_edge_groups_match_face_adjacency():
     fan = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4], [2, 1, 5]], np.int32)   # edge (0, 1) has 3 faces
-    start, owner = (t.cpu().numpy() for t in edge_groups(torch.from_numpy(fan).to(kernel_device()), 6))
+    start, owner, _ = (t.cpu().numpy() for t in edge_groups(torch.from_numpy(fan).to(kernel_device()), 6))
     pairs = {tuple(sorted((a, b))) for e in range(start.size - 1)
              for a in owner[start[e]:start[e + 1]] for b in owner[start[e]:start[e + 1]] if a != b}
     offsets, nbrs = face_adjacency(fan)

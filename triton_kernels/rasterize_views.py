@@ -55,7 +55,13 @@ cuda = cuda_module()
 EMPTY = np.int64(0x7FFFFFFFFFFFFFFF)     # z-buffer clear value (no real fragment packs to it)
 TILE = 16                                # side of the tiles that split big triangles
 PX_PER_THREAD = 32                       # pixels per thread of the resolve passes
+ITEMS_PER_THREAD = 8                     # (view, face) items per thread of the binning passes
 BIG_BBOX_PX = 1024                       # bounding boxes above this many pixels go to the tile pass
+BIN = 32                                 # side of the screen tiles of the binned visibility pass
+BIN_PX = BIN * BIN                       # pixels of one tile's shared-memory z-buffer (8 KiB)
+BIN_THREADS = 256                        # threads per tile block
+BIN_GROUP = 8                            # lanes sharing one triangle in a tile block (power of 2 <= 32)
+MAX_BIN_ENTRIES = 1 << 26                # (view, tile, face) entries per batch of views: 256 MiB
 
 if simulated():
     def _float_bits(x):
@@ -129,33 +135,55 @@ def _setup(verts, faces, cams, k, f, res, front_sign):
             int32(c_lo), int32(c_hi), int32(r_lo), int32(r_hi))
 
 
-@cuda.jit(device=True)
-def _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo, r_hi, zbuf):
-    """Depth-test every covered pixel centre of the box [r_lo, r_hi] x [c_lo, c_hi] (top-left rule)."""
+@cuda.jit(device=True, inline=True)
+def _coverage_setup(x0, y0, x1, y1, x2, y2, area):
+    """Sign, inverse |area| and top-left ownership of the three edges (edge i is opposite vertex i)."""
     s = 1.0 if area > 0.0 else -1.0
     inv = 1.0 / abs(area)
     o0 = (s * (y2 - y1) > 0.0) or (y2 == y1 and s * (x2 - x1) < 0.0)
     o1 = (s * (y0 - y2) > 0.0) or (y0 == y2 and s * (x0 - x2) < 0.0)
     o2 = (s * (y1 - y0) > 0.0) or (y1 == y0 and s * (x1 - x0) < 0.0)
+    return s, inv, o0, o1, o2
+
+
+@cuda.jit(device=True, inline=True)
+def _edge_consts(ax, ay, bx, by, s):
+    """``s * _edge(a, b, p)`` as g * (dx * (py - oy) - dy * (px - ox)): origin o = the lexicographically
+    smaller endpoint, (dx, dy) towards the other, g = -s when swapped. Same operations, same bits."""
+    if bx < ax or (bx == ax and by < ay):
+        return bx, by, ax - bx, ay - by, -s
+    return ax, ay, bx - ax, by - ay, s
+
+
+@cuda.jit(device=True, inline=True)
+def _fragment(x0, y0, z0, x1, y1, z1, x2, y2, z2, s, inv, o0, o1, o2, f, r, c):
+    """Packed ``key << 32 | f`` of face f at pixel (r, c), or EMPTY where the pixel centre is not covered."""
+    px = c + 0.5
+    py = r + 0.5
+    e0 = s * _edge(x1, y1, x2, y2, px, py)
+    if e0 < 0.0 or (e0 == 0.0 and not o0):
+        return EMPTY
+    e1 = s * _edge(x2, y2, x0, y0, px, py)
+    if e1 < 0.0 or (e1 == 0.0 and not o1):
+        return EMPTY
+    e2 = s * _edge(x0, y0, x1, y1, px, py)
+    if e2 < 0.0 or (e2 == 0.0 and not o2):
+        return EMPTY
+    z = (e0 * inv) * z0 + (e1 * inv) * z1 + (e2 * inv) * z2
+    key = int32(_float_bits(float32(z)))
+    if key < 0:
+        key = key ^ int32(0x7FFFFFFF)
+    return (int64(key) << 32) | int64(f)
+
+
+@cuda.jit(device=True)
+def _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo, r_hi, zbuf):
+    """Depth-test every covered pixel centre of the box [r_lo, r_hi] x [c_lo, c_hi] (top-left rule)."""
+    s, inv, o0, o1, o2 = _coverage_setup(x0, y0, x1, y1, x2, y2, area)
     base = int64(k) * res * res
     for r in range(r_lo, r_hi + 1):
-        py = r + 0.5
         for c in range(c_lo, c_hi + 1):
-            px = c + 0.5
-            e0 = s * _edge(x1, y1, x2, y2, px, py)
-            if e0 < 0.0 or (e0 == 0.0 and not o0):
-                continue
-            e1 = s * _edge(x2, y2, x0, y0, px, py)
-            if e1 < 0.0 or (e1 == 0.0 and not o1):
-                continue
-            e2 = s * _edge(x0, y0, x1, y1, px, py)
-            if e2 < 0.0 or (e2 == 0.0 and not o2):
-                continue
-            z = (e0 * inv) * z0 + (e1 * inv) * z1 + (e2 * inv) * z2
-            key = int32(_float_bits(float32(z)))
-            if key < 0:
-                key = key ^ int32(0x7FFFFFFF)
-            packed = (int64(key) << 32) | int64(f)
+            packed = _fragment(x0, y0, z0, x1, y1, z1, x2, y2, z2, s, inv, o0, o1, o2, f, r, c)
             idx = base + int64(r) * res + c
             if packed < zbuf[idx]:
                 cuda.atomic.min(zbuf, idx, packed)
@@ -262,14 +290,123 @@ def _mark_visible(zbuf, visible, n_px):
                 visible[f] = 1
 
 
+# Binned visibility: per-(view, 32 x 32 tile) triangle lists, a shared-memory z-buffer per tile, mark only.
+
+@cuda.jit(device=True, inline=True)
+def _tile_box(verts, faces, cams, t, v0, res, front_sign, n_faces):
+    """Item t = (view v0 + t // F, face t % F): (view, face, ok, clipped box in tiles)."""
+    k = v0 + t // n_faces
+    f = t - (t // n_faces) * n_faces
+    _, _, _, _, _, _, _, _, _, _, ok, c_lo, c_hi, r_lo, r_hi = _setup(
+        verts, faces, cams, k, f, res, front_sign)
+    return k, f, ok, c_lo // BIN, c_hi // BIN, r_lo // BIN, r_hi // BIN
+
+
+@cuda.jit
+def _bin_count(verts, faces, cams, res, front_sign, tiles, counts, v0, n_faces, n_items):
+    """Grid-stride over items (view, face): +1 to the count of every tile its clipped box touches."""
+    for t in range(cuda.grid(1), n_items, cuda.gridsize(1)):
+        k, f, ok, tx0, tx1, ty0, ty1 = _tile_box(verts, faces, cams, t, v0, res, front_sign, n_faces)
+        if ok:
+            base = int64(k) * tiles * tiles
+            for ty in range(ty0, ty1 + 1):
+                for tx in range(tx0, tx1 + 1):
+                    cuda.atomic.add(counts, base + ty * tiles + tx, int32(1))
+
+
+@cuda.jit
+def _bin_fill(verts, faces, cams, res, front_sign, tiles, cursor, entries, entry_base, v0, n_faces,
+              n_items):
+    """Grid-stride over items (view v0 + t // F, face): append the face to the list of every tile it
+    touches (``cursor`` starts at each tile's exclusive offset; list order is irrelevant to the result:
+    the packed depth test is order-independent)."""
+    for t in range(cuda.grid(1), n_items, cuda.gridsize(1)):
+        k, f, ok, tx0, tx1, ty0, ty1 = _tile_box(verts, faces, cams, t, v0, res, front_sign, n_faces)
+        if ok:
+            base = int64(k) * tiles * tiles
+            for ty in range(ty0, ty1 + 1):
+                for tx in range(tx0, tx1 + 1):
+                    pos = cuda.atomic.add(cursor, base + ty * tiles + tx, int64(1))
+                    entries[pos - entry_base] = f
+
+
+@cuda.jit
+def _bin_raster(verts, faces, cams, res, front_sign, tiles, offsets, counts, entries, entry_base, bin0,
+                group, visible, zbuf_out, write_zbuf):
+    """Block b = tile bin0 + b: z-buffer the tile's triangles in shared memory (``group`` lanes share a
+    triangle and stride over its box clipped to the tile), then flag each pixel's winning face in
+    ``visible`` (uint8 [F]) and, when ``write_zbuf``, store the packed keys in ``zbuf_out``."""
+    zb = cuda.shared.array(BIN_PX, int64)
+    b = bin0 + cuda.blockIdx.x
+    n = counts[b]
+    if n == 0:
+        return                                          # whole block: nothing to draw or mark
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    for i in range(tid, BIN_PX, nt):
+        zb[i] = EMPTY
+    cuda.syncthreads()
+    per_view = tiles * tiles
+    k = b // per_view
+    ty = (b - k * per_view) // tiles
+    c0 = (b - k * per_view - ty * tiles) * BIN
+    r0 = ty * BIN
+    lo = offsets[b] - entry_base
+    lane = tid % group
+    for i in range(tid // group, n, nt // group):
+        f = entries[lo + i]
+        x0, y0, z0, x1, y1, z1, x2, y2, z2, area, ok, c_lo, c_hi, r_lo, r_hi = _setup(
+            verts, faces, cams, k, f, res, front_sign)
+        s, inv, o0, o1, o2 = _coverage_setup(x0, y0, x1, y1, x2, y2, area)
+        ax0, ay0, dx0, dy0, g0 = _edge_consts(x1, y1, x2, y2, s)
+        ax1, ay1, dx1, dy1, g1 = _edge_consts(x2, y2, x0, y0, s)
+        ax2, ay2, dx2, dy2, g2 = _edge_consts(x0, y0, x1, y1, s)
+        c_lo = max(c_lo, c0)
+        r_lo = max(r_lo, r0)
+        w = min(c_hi, c0 + BIN - 1) - c_lo + 1
+        n_px = w * (min(r_hi, r0 + BIN - 1) - r_lo + 1)
+        for p in range(lane, n_px, group):                # the body is _fragment with hoisted constants
+            dr = p // w
+            r = r_lo + dr
+            c = c_lo + p - dr * w
+            py = r + 0.5
+            px = c + 0.5
+            e0 = g0 * (dx0 * (py - ay0) - dy0 * (px - ax0))
+            if e0 < 0.0 or (e0 == 0.0 and not o0):
+                continue
+            e1 = g1 * (dx1 * (py - ay1) - dy1 * (px - ax1))
+            if e1 < 0.0 or (e1 == 0.0 and not o1):
+                continue
+            e2 = g2 * (dx2 * (py - ay2) - dy2 * (px - ax2))
+            if e2 < 0.0 or (e2 == 0.0 and not o2):
+                continue
+            z = (e0 * inv) * z0 + (e1 * inv) * z1 + (e2 * inv) * z2
+            key = int32(_float_bits(float32(z)))
+            if key < 0:
+                key = key ^ int32(0x7FFFFFFF)
+            packed = (int64(key) << 32) | int64(f)
+            local = (r - r0) * BIN + (c - c0)
+            if packed < zb[local]:
+                cuda.atomic.min(zb, local, packed)
+    cuda.syncthreads()
+    for i in range(tid, BIN_PX, nt):
+        packed = zb[i]
+        if packed != EMPTY:
+            f = int32(packed & 0xFFFFFFFF)
+            if visible[f] == 0:
+                visible[f] = 1
+            if write_zbuf:
+                zbuf_out[int64(k) * res * res + int64(r0 + i // BIN) * res + c0 + i % BIN] = packed
+
+
 # --------------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------------
 
-def _stride_threads(n_px: int) -> int:
-    """Threads for the grid-stride pixel passes: PX_PER_THREAD pixels each (coalesced: thread i reads
-    pixels i, i + T, i + 2T, ...), which also keeps the CPU simulator's thread count low."""
-    return (n_px + PX_PER_THREAD - 1) // PX_PER_THREAD
+def _stride_threads(n_px: int, per_thread: int = PX_PER_THREAD) -> int:
+    """Threads for the grid-stride passes: ``per_thread`` items each (coalesced: thread i reads items
+    i, i + T, i + 2T, ...), which also keeps the CPU simulator's thread count low."""
+    return (n_px + per_thread - 1) // per_thread
 
 
 def camera_params(cameras: Sequence[OrthoCamera], device: torch.device | None = None) -> torch.Tensor:
@@ -327,6 +464,104 @@ def zbuffer_views(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.Tenso
         n_tiles = int(tile_end[-1])
         launch(_raster_tiles, n_tiles, *args, view(big_item), view(tile_end), view(zbuf), n_faces,
                big_item.numel(), n_tiles)
+    return zbuf
+
+
+def _view_chunks(ends: np.ndarray, n_faces: int, max_entries: int) -> list[tuple[int, int]]:
+    """Consecutive view ranges [v0, v1) whose bin entries (``ends``: inclusive cumsum per view) stay
+    under ``max_entries`` (a single view may exceed it) and whose (view, face) threads fit in int32."""
+    chunks, v0, n_views = [], 0, ends.shape[0]
+    max_views = max(1, (2**31 - 1) // max(n_faces, 1))
+    while v0 < n_views:
+        base = int(ends[v0 - 1]) if v0 else 0
+        v1 = int(np.searchsorted(ends, base + max_entries, side="right"))
+        v1 = min(max(v1, v0 + 1), v0 + max_views)
+        chunks.append((v0, v1))
+        v0 = v1
+    return chunks
+
+
+def mark_visible_views(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.Tensor, resolution: int,
+                       visible: torch.Tensor, cull_backfaces: bool = False, *,
+                       max_entries: int = MAX_BIN_ENTRIES, group: int | None = None,
+                       threads: int | None = None, zbuf_out: torch.Tensor | None = None) -> None:
+    """Binned visibility (inputs already checked): set ``visible`` (uint8 [F]) to 1 for every face that
+    wins a pixel of one of the K views, without a global z-buffer.
+
+    Passes: count the (view, 32 x 32 tile, face) overlaps of the clipped bounding boxes (one atomic per
+    overlap into int32 [K * T^2]); exclusive cumsum; one host read of the K per-view totals to split the
+    views into batches of at most ``max_entries`` entries; per batch, append each face to its tiles'
+    lists (int32 entries) and run one block per tile (``_bin_raster``). ``group`` lanes (a power of two
+    <= 32 dividing ``threads``) share a triangle; ``group``, ``threads`` and ``max_entries`` tune speed
+    and memory only (defaults: BIN_GROUP x BIN_THREADS on CUDA; 1 x 32 in the CPU simulator, where every
+    thread is a Python thread and redundant per-lane triangle setups cost seconds). ``zbuf_out`` (int64
+    [K * R * R], filled with EMPTY) receives the packed z-buffer, bit-identical to ``zbuffer_views``.
+    """
+    if group is None:
+        group = 1 if simulated() else BIN_GROUP
+    if threads is None:
+        threads = 32 if simulated() else BIN_THREADS
+    if group < 1 or group > 32 or group & (group - 1) or threads % group or threads > 1024:
+        raise ConfigError(f"bin group {group} / threads {threads} invalid",
+                          "use a power of two <= 32 for group that divides threads <= 1024")
+    res = int(resolution)
+    n_views, n_faces = cams.shape[0], faces.shape[0]
+    if n_views * n_faces == 0:
+        return
+    dev = vertices.device
+    tiles = (res + BIN - 1) // BIN
+    per_view = tiles * tiles
+    args = (view(vertices), view(faces), view(cams), res, -1.0 if cull_backfaces else 0.0, tiles)
+    counts = torch.zeros(n_views * per_view, dtype=torch.int32, device=dev)      # [K * T^2]
+    step = max(1, (2**31 - 1) // n_faces)                                         # int32 thread ids
+    for v0 in range(0, n_views, step):
+        items = (min(v0 + step, n_views) - v0) * n_faces
+        launch(_bin_count, _stride_threads(items, ITEMS_PER_THREAD), *args, view(counts), v0, n_faces,
+               items)
+    ends = torch.cumsum(counts, 0, dtype=torch.int64)                             # [K * T^2] inclusive
+    offsets = ends - counts                                                        # exclusive
+    cursor = offsets.clone()
+    view_ends = ends.view(n_views, per_view)[:, -1].cpu().numpy()                 # [K] (host sync)
+    write = zbuf_out is not None
+    zout = zbuf_out if write else torch.empty(1, dtype=torch.int64, device=dev)
+    for v0, v1 in _view_chunks(view_ends, n_faces, int(max_entries)):
+        base = int(view_ends[v0 - 1]) if v0 else 0
+        n_entries = int(view_ends[v1 - 1]) - base
+        if n_entries == 0:
+            continue
+        entries = torch.empty(n_entries, dtype=torch.int32, device=dev)          # face ids by tile
+        items = (v1 - v0) * n_faces
+        launch(_bin_fill, _stride_threads(items, ITEMS_PER_THREAD), *args, view(cursor), view(entries),
+               base, v0, n_faces, items)
+        launch(_bin_raster, (v1 - v0) * per_view * threads, *args, view(offsets), view(counts),
+               view(entries), base, v0 * per_view, group, view(visible), view(zout), write, threads=threads)
+        del entries
+
+
+def visible_faces_views(vertices: torch.Tensor, faces: torch.Tensor,
+                        cameras: Sequence[OrthoCamera] | torch.Tensor, resolution: int,
+                        cull_backfaces: bool = False, **tuning) -> torch.Tensor:
+    """bool [F] on the kernel device: faces owning at least one pixel of the K views, i.e. the face ids
+    present in ``rasterize_views_gpu``'s output (same depth test and tie rule), by ``mark_visible_views``.
+
+    vertices float32 [V, 3]; faces int32 [F, 3]; cameras: K ``OrthoCamera`` or float64 [K, 13] params.
+    ``tuning``: ``max_entries``, ``group``, ``threads`` of ``mark_visible_views`` (speed/memory only).
+    """
+    cams = cameras if isinstance(cameras, torch.Tensor) else camera_params(cameras)
+    res = _check_inputs(vertices, faces, cams, resolution)
+    visible = torch.zeros(faces.shape[0], dtype=torch.uint8, device=vertices.device)
+    mark_visible_views(vertices, faces, cams, res, visible, cull_backfaces, **tuning)
+    return visible.bool()
+
+
+def zbuffer_views_binned(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.Tensor, resolution: int,
+                         cull_backfaces: bool = False, **tuning) -> torch.Tensor:
+    """Packed z-buffer int64 [K * R * R] written by the binned pass (inputs already checked); equal to
+    ``zbuffer_views``. For tests and callers that need the keys; visibility alone needs no z-buffer."""
+    res = int(resolution)
+    zbuf = torch.full((cams.shape[0] * res * res,), int(EMPTY), dtype=torch.int64, device=vertices.device)
+    visible = torch.zeros(faces.shape[0], dtype=torch.uint8, device=vertices.device)
+    mark_visible_views(vertices, faces, cams, res, visible, cull_backfaces, zbuf_out=zbuf, **tuning)
     return zbuf
 
 

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 import torch
-from numba import float64
+from numba import float64, int32
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
@@ -46,12 +46,12 @@ from engine.geometry.hidden_faces import (
     fibonacci_sphere,
 )
 from engine.geometry.mesh import TriMesh, validate_mesh
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
-from triton_kernels.rasterize_views import BIG_BBOX_PX, mark_visible_faces, zbuffer_views
+from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
+from triton_kernels.rasterize_views import mark_visible_views
 
 cuda = cuda_module()
 
-BATCH_BYTES = 1 << 30
+FILL_THREADS = 1024                      # the one block of the fill's level loop
 
 
 def view_params(views: int, center: np.ndarray, radius: float, device: torch.device) -> torch.Tensor:
@@ -73,20 +73,14 @@ def bounding_sphere_device(mesh: DeviceMesh) -> tuple[np.ndarray, float]:
     return center.cpu().numpy(), max(radius * 1.001, 1e-12)
 
 
-def views_visible_gpu(mesh: DeviceMesh, views: int, resolution: int, *, batch_bytes: int = BATCH_BYTES,
-                      big_bbox_px: int = BIG_BBOX_PX) -> torch.Tensor:
+def views_visible_gpu(mesh: DeviceMesh, views: int, resolution: int, **tuning) -> torch.Tensor:
     """bool [F] on the mesh's device: faces winning at least one pixel of the ``views`` Fibonacci views
-    (the reference's ``ray_hit_counts(...) > 0``)."""
+    (the reference's ``ray_hit_counts(...) > 0``). ``tuning``: ``max_entries``, ``group``, ``threads`` of
+    ``rasterize_views.mark_visible_views`` (speed and memory only)."""
     center, radius = bounding_sphere_device(mesh)
     cams = view_params(views, center, radius, mesh.device)
-    per_view = resolution * resolution * 8 + mesh.num_faces * 4
-    batch = int(max(1, min(views, batch_bytes // per_view)))
     visible = torch.zeros(mesh.num_faces, dtype=torch.uint8, device=mesh.device)
-    for s in range(0, views, batch):
-        zbuf = zbuffer_views(mesh.vertices, mesh.faces, cams[s:s + batch].contiguous(), resolution,
-                             big_bbox_px=big_bbox_px)
-        mark_visible_faces(zbuf, visible)
-        del zbuf
+    mark_visible_views(mesh.vertices, mesh.faces, cams, resolution, visible, **tuning)
     return visible.bool()
 
 
@@ -94,26 +88,62 @@ def views_visible_gpu(mesh: DeviceMesh, views: int, resolution: int, *, batch_by
 # Flood fill
 # --------------------------------------------------------------------------------------------------
 
-@cuda.jit
-def _fill_step(edge_start, owner, seed, normals, threshold, changed, n_edges):
-    """Thread e: faces owner[edge_start[e]:edge_start[e + 1]] share one undirected edge."""
-    e = cuda.grid(1)
-    if e >= n_edges:
-        return
-    lo = edge_start[e]
-    hi = edge_start[e + 1]
-    for a in range(lo, hi):
-        s = seed[owner[a]]
-        if s < 0:
+@cuda.jit(device=True)
+def _expand(h, s, start, owner, face_edges, seed, normals, threshold, front, out, counter, slot):
+    """Promote the unclaimed faces sharing an edge with face h (seed s) whose normal agrees with n_s;
+    claim each with a CAS of its seed and append (face, seed) at ``front[out + 2 * counter[slot]]``."""
+    for j in range(3):
+        e = face_edges[3 * h + j]
+        if e < 0:
             continue
-        for b in range(lo, hi):
-            g = owner[b]
+        for a in range(start[e], start[e + 1]):
+            g = owner[a]
             if seed[g] >= 0:
                 continue
             dot = (float64(normals[s, 0]) * normals[g, 0] + float64(normals[s, 1]) * normals[g, 1]
                    + float64(normals[s, 2]) * normals[g, 2])
-            if dot > threshold and cuda.atomic.cas(seed, g, -1, s) == -1:
-                cuda.atomic.add(changed, 0, 1)
+            if dot > threshold and cuda.atomic.cas(seed, g, int32(-1), int32(s)) == -1:
+                pos = cuda.atomic.add(counter, slot, int32(1))
+                front[out + 2 * pos] = g
+                front[out + 2 * pos + 1] = s
+
+
+@cuda.jit
+def _fill_from_seeds(by_rays, start, owner, face_edges, seed, normals, threshold, front, counter, n_faces):
+    """Level 0, thread h: expand every ray-visible face (its own seed) into the first frontier."""
+    h = cuda.grid(1)
+    if h >= n_faces or by_rays[h] == 0:
+        return
+    _expand(h, h, start, owner, face_edges, seed, normals, threshold, front, 0, counter, 0)
+
+
+@cuda.jit
+def _fill_levels(start, owner, face_edges, seed, normals, threshold, front, counter, n_faces):
+    """One block: breadth-first levels until a level promotes nothing. Frontiers alternate between the
+    halves of ``front`` (int32 [2, F, 2] of (face, seed)); sizes live in shared memory, so the whole
+    fill is one launch with no host round trip."""
+    size = cuda.shared.array(2, int32)                  # [current level, next level]
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    if tid == 0:
+        size[0] = counter[0]
+        size[1] = 0
+    cuda.syncthreads()
+    level = 0
+    while True:
+        n = size[0]                                     # read by every thread before the first barrier
+        if n == 0:
+            break
+        cur = (level % 2) * 2 * n_faces
+        for i in range(tid, n, nt):
+            _expand(front[cur + 2 * i], front[cur + 2 * i + 1], start, owner, face_edges, seed, normals,
+                    threshold, front, 2 * n_faces - cur, size, 1)
+        cuda.syncthreads()
+        if tid == 0:
+            size[0] = size[1]
+            size[1] = 0
+        cuda.syncthreads()
+        level += 1
 
 
 def face_normals_device(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -125,9 +155,10 @@ def face_normals_device(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Te
     return (n / torch.linalg.norm(n, dim=1, keepdim=True).clamp_min(1e-30)).float()
 
 
-def edge_groups(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Faces grouped by undirected edge: (start int64 [E + 1], owner int32 [sum]) for the E edges with
-    at least two distinct faces; ``owner[start[e]:start[e + 1]]`` share edge e."""
+def edge_groups(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Faces grouped by undirected edge: (start int64 [E + 1], owner int32 [sum], face_edges int32 [F, 3])
+    for the E edges with at least two face slots; ``owner[start[e]:start[e + 1]]`` share edge e and
+    ``face_edges[f, j]`` is the group of f's edge (v_j, v_{j+1}), -1 where no other face shares it."""
     a = faces.reshape(-1).long()
     b = faces[:, [1, 2, 0]].reshape(-1).long()
     keys = torch.minimum(a, b) * num_vertices + torch.maximum(a, b)                # [3F]
@@ -142,26 +173,31 @@ def edge_groups(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, t
     lengths = (ends - starts)[shared]
     start = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=faces.device)
     start[1:] = torch.cumsum(lengths, 0)
-    return start, owner[keep].contiguous()
+    group = torch.where(shared, torch.cumsum(shared, 0) - 1, -1)                 # [E_all] shared index
+    face_edges = torch.empty_like(keys, dtype=torch.int32)
+    face_edges[order] = group[torch.cumsum(new, 0) - 1].to(torch.int32)           # by sorted slot
+    return start, owner[keep].contiguous(), face_edges.reshape(-1, 3)
 
 
 def flood_fill_gpu(by_rays: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
                    threshold: float = NORMAL_AGREEMENT) -> tuple[torch.Tensor, torch.Tensor]:
     """Normal-gated flood fill from ``by_rays`` (bool [F]). Returns (visible bool [F], seed int32 [F]):
-    seed[f] is the ray-visible face whose normal promoted f (f itself when ray-visible, -1 if hidden)."""
+    seed[f] is the ray-visible face whose normal promoted f (f itself when ray-visible, -1 if hidden).
+    Two launches (level 0 over all faces, then one block for the remaining levels), no host sync."""
     f_count = faces.shape[0]
-    seed = torch.where(by_rays, torch.arange(f_count, dtype=torch.int32, device=faces.device),
-                       torch.full((), -1, dtype=torch.int32, device=faces.device)).contiguous()
-    start, owner = edge_groups(faces, vertices.shape[0])
-    n_edges = start.numel() - 1
+    dev = faces.device
+    seed = torch.where(by_rays, torch.arange(f_count, dtype=torch.int32, device=dev),
+                       torch.full((), -1, dtype=torch.int32, device=dev)).contiguous()
+    start, owner, face_edges = edge_groups(faces, vertices.shape[0])
     normals = face_normals_device(vertices, faces).contiguous()
-    changed = torch.zeros(1, dtype=torch.int32, device=faces.device)
-    for _ in range(f_count + 1):                       # each productive step promotes >= 1 face
-        changed.zero_()
-        launch(_fill_step, n_edges, view(start), view(owner), view(seed), view(normals), float(threshold),
-               view(changed), n_edges)
-        if int(changed[0]) == 0:
-            break
+    front = torch.empty(4 * f_count, dtype=torch.int32, device=dev)               # [2, F, 2] frontiers
+    counter = torch.zeros(1, dtype=torch.int32, device=dev)
+    graph = (view(start), view(owner), view(face_edges.reshape(-1)), view(seed), view(normals),
+             float(threshold), view(front), view(counter))
+    rays_u8 = by_rays.to(torch.uint8).contiguous()
+    launch(_fill_from_seeds, f_count, view(rays_u8), *graph, f_count)
+    threads = 32 if simulated() else FILL_THREADS      # simulator: each thread is a Python thread
+    launch(_fill_levels, threads, *graph, f_count, threads=threads)
     return seed >= 0, seed
 
 
