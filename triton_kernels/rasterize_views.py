@@ -23,15 +23,31 @@ box). Pass 2 has one thread per tile of the big triangles (found with one ``nonz
 host sync). The resolve pass has one thread per pixel: it unpacks the face and re-evaluates that face's
 edge functions at the pixel centre for the barycentrics and depth, so pass 1 stores nothing but the key.
 
+Binned visibility (``mark_visible_views``; used by hidden-face removal, which needs only "does face f
+win a pixel of some view"). The views are cut into 32 x 32 tiles. A count pass (thread per (view, face))
+adds 1 to each tile its clipped box touches; an exclusive cumsum gives each tile's offset; a fill pass
+appends the face id to those tiles' lists (atomic cursor per tile; list order does not matter because the
+packed min is order-independent). One block per tile then keeps the tile's z-buffer in shared memory
+(8 KiB of packed int64 keys, same ``_setup``, coverage rule, depth and packing as above, so bit-identical
+to ``zbuffer_views``; ``group`` lanes share a triangle and stride over its box clipped to the tile) and
+ends with one pass over its 1024 pixels that flags each winning face in a uint8 [F] mask. No global
+z-buffer is cleared, atomically min-ed or read back.
+
 Layouts: vertices float32 [V, 3], faces int32 [F, 3], camera parameters float64 [K, 13] =
 (r[3], u[3], d[3], h, c[3]); z-buffer int64 [K * R * R] (row-major per view); outputs face_id int32
 [K, R, R] (-1 empty), bary float32 [K, R, R, 3] (zeros where empty), depth float32 [K, R, R] (inf empty).
+Binned pass: counts int32 [K * T^2] and offsets/cursor int64 [K * T^2] (T = ceil(R / 32)), entries int32
+[sum of counts of a batch of views], mask uint8 [F].
 
 Limits: F < 2^31; R <= 16384. Memory: 8 bytes/pixel of z-buffer + 4 bytes per (view, face) tile count +
-20 bytes/pixel of outputs (``want_bary=False``: 8). Callers batch views to bound it.
+20 bytes/pixel of outputs (``want_bary=False``: 8). Callers batch views to bound it. The binned pass needs
+20 bytes per (view, tile) and 4 bytes per (view, tile, face) entry, batched under ``MAX_BIN_ENTRIES``
+(256 MiB); at 512 views x 1024 px x 36K faces: ~10 MB + ~100 MB (one batch).
 Floor: one projected triangle setup per (view, face) (27 + ~40 float64 FLOPs), ~25 float64 FLOPs per
 bounding-box pixel tested, one 8-byte atomic per covered fragment that passes the early depth read, and a
-resolve pass that reads 8 B and writes 4 + 12 + 4 B per pixel.
+resolve pass that reads 8 B and writes 4 + 12 + 4 B per pixel. Binned pass: three setups per (view, face)
+(count, fill, raster; the last per touched tile), ~20 float64 FLOPs per box pixel with the edge constants
+hoisted, shared-memory atomics only, and ~12 B of global traffic per (view, tile, face) entry.
 """
 
 from __future__ import annotations

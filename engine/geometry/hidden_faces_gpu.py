@@ -7,25 +7,31 @@ normal-gated flood fill, both on ``kernel_device()``. Same semantics and report 
    the face winning the depth test at that pixel with no culling, so the views are rasterised
    (``triton_kernels.rasterize_views``) with the same framing: camera looking along ``-direction``, image
    right = the reference's ``u``, image up = ``-v`` (rows go along ``+v``), half extent = the bounding
-   sphere's radius, centre = its centre. Views go in batches whose z-buffer and per-(view, face) tile
-   counts stay under ``batch_bytes``; a pass over each batch's z-buffer flags the winning faces
-   (``count > 0`` of the reference's hit counts; no per-face counting is needed for the decision).
-   Equal to the rays except where a ray passes exactly through a shared edge or vertex (the rasteriser
-   gives the pixel to one face by the top-left rule, the ray caster to the nearer or first-found one) or
-   where two faces' depths tie to float32 rounding.
-2. Flood fill. Face adjacency comes from the sorted undirected edge keys (torch sort); one thread per
-   edge shared by >= 2 faces promotes a not-yet-visible face of the edge when another face of the edge
-   carries a seed (its own index for ray-visible faces) whose normal agrees with it
-   (``dot > NORMAL_AGREEMENT``), claiming it with an atomic compare-and-swap of the seed; launches repeat
-   until one promotes nothing (one host sync per step, at most the fill's breadth-first depth steps).
-   The reference's BFS is order-dependent (a face reachable from two fronts takes the first front's seed)
-   and so is this parallel version, differently. The invariant both keep, and the tests check: every
-   promoted face has a ray-visible seed whose normal agrees with it (dot > 0.5) and is reachable from that
-   seed through faces carrying the same seed; faces sharing no edge with a visible one (interior shells)
-   are never promoted. Zero-area faces have zero normals and are never promoted.
+   sphere's radius, centre = its centre. The binned pass (``mark_visible_views``: per-tile triangle lists,
+   a shared-memory z-buffer per 32 x 32 tile, no global z-buffer) flags the faces that win a pixel
+   (``count > 0`` of the reference's hit counts; no per-face counting is needed for the decision). Views
+   are batched only when their tile lists exceed ``MAX_BIN_ENTRIES``. Equal to the rays except where a
+   ray passes exactly through a shared edge or vertex (the rasteriser gives the pixel to one face by the
+   top-left rule, the ray caster to the nearer or first-found one) or where two faces' depths tie to
+   float32 rounding.
+2. Flood fill. Face adjacency comes from the sorted undirected edge keys (torch sort): faces grouped per
+   edge and, per face, its three edge groups. A breadth-first search from the ray-visible faces, level by
+   level: a face of the frontier promotes each not-yet-visible face sharing one of its edges whose normal
+   agrees with the frontier face's seed normal (``dot > NORMAL_AGREEMENT``), claiming it with an atomic
+   compare-and-swap of the seed and appending (face, seed) to the next frontier. Level 0 is one grid
+   launch over all faces; the remaining levels run in a single block that loops until a level promotes
+   nothing (barriers between levels, frontier sizes in shared memory): the whole fill is two launches and
+   never waits on the host. The reference's BFS is order-dependent (a face reachable from two fronts takes
+   the first front's seed) and so is this parallel version, differently. The invariants both keep, and the
+   tests check: every promoted face has a ray-visible seed whose normal agrees with it (dot > 0.5) and is
+   reachable from that seed through faces carrying the same seed; no kept face could promote a discarded
+   neighbour (fixed point); faces sharing no edge with a visible one (interior shells) are never promoted.
+   Zero-area faces have zero normals and are never promoted.
 
-Cost: views * resolution^2 z-buffer pixels (8 B each, written, atomically min-ed, read), views * F
-triangle setups, and F-sized torch passes for the fill.
+Cost: views x F triangle setups (x3: count, fill, raster), views x (covered tile pixels) shared-memory
+depth tests, ~12 B of global traffic per (view, tile, face) entry, and F-sized torch passes plus two
+launches for the fill. Host syncs: input checks, the bounding sphere, one per-view entry total read, the
+edge grouping (nonzero) and the report counts -- none per view, tile or fill level.
 """
 
 from __future__ import annotations
