@@ -57,7 +57,7 @@ from triton_kernels.rasterize_views import mark_visible_views
 
 cuda = cuda_module()
 
-FILL_THREADS = 1024                      # the one block of the fill's level loop
+FILL_THREADS = 512                       # the one block of the fill's level loop (<= 128 registers)
 
 
 def view_params(views: int, center: np.ndarray, radius: float, device: torch.device) -> torch.Tensor:
