@@ -1,43 +1,71 @@
-"""Parallel QEM edge collapse (paper 6.1 on the GPU): numba-cuda kernels for quadrics, edge costs, the
-neighbourhood-disjoint winner selection, validity checks, the collapse itself, and the one-time
-fixed-vertex (bow-tie) walk. The orchestration (passes, budget, compaction) lives in
-``engine.geometry.simplify_gpu``; the maths is the serial reference's (``engine.geometry.simplify``).
+"""Parallel QEM edge collapse (paper 6.1 on the GPU): numba-cuda kernels for quadrics, validated edge
+candidates, their cost threshold and priority keys, the neighbourhood-disjoint winner rounds, the collapse
+itself, and the one-time fixed-vertex (bow-tie) walk. ``CollapsePasses`` owns the device buffers of one
+simplification and runs a pass in ~30 launches with one host sync; the loop over passes and the budget
+live in ``engine.geometry.simplify_gpu``. The maths is the serial reference's (``engine.geometry.simplify``);
+``collapse_passes_ref`` is the whole pass algorithm in serial numba, built on the serial reference's own
+placement and validity functions: under the CUDA simulator the kernels reproduce it exactly.
 
 Maths
 -----
 Quadrics: each face with unit normal n, offset d = -n.v0 and area A adds A [n;d][n;d]^T to its three
-vertices; stored as 10 float64s per vertex (a00 a01 a02 a03 a11 a12 a13 a22 a23 a33), accumulated with
-float64 atomics (float64 as in the reference; float32 accumulation was not measured). Placement and
-cost of an edge: ``_place_dev`` is the serial ``_place`` line by line (ON_EDGE = 0, BOUNDED_OPTIMAL =
-1; one fixed endpoint -> that endpoint; both fixed -> not a candidate, cost -1).
+vertices; 10 float64s per vertex (a00 a01 a02 a03 a11 a12 a13 a22 a23 a33), float64 atomics. Placement
+and cost of an edge: ``_place_dev`` is the serial ``_place`` line by line (ON_EDGE = 0, BOUNDED_OPTIMAL =
+1; one fixed endpoint -> that endpoint; both fixed -> not a candidate). Costs are clamped to >= +0.0 (a
+rounding-negative energy or -0.0 would set the float32 sign bit, i.e. a negative key); NaN -> no candidate.
+
+One pass (why it is built this way: see "History" below)
+-------------------------------------------------------
+1. Vertex -> face CSR of the current faces (bincount + cumsum + atomic fill).
+2. ``candidate_kernel``, one thread per half-edge h = 3 f + k (faces[f, k] -> faces[f, (k+1) % 3]): the
+   edge's a < b half-edge computes placement and cost and runs the serial reference's validity checks
+   (link condition with the tetrahedral ear, 60-degree normal turn, sliver quality) on the current mesh;
+   cost float32 [3F], -1 where h is no valid candidate. Validity only reads the 1-rings of a and b,
+   which no other collapse of the pass touches, so it is decided once per pass, before selection.
+3. Threshold: a 4096-bin histogram of the candidates' float32 bits >> 19 (1/16 octave bins); only the
+   cheapest ``ELIGIBLE_PERCENT`` % of the valid candidates (rounded up to a bin edge) compete this pass.
+   This keeps the order close to the serial greedy one (collapse cheap edges first) while a pass still
+   removes ~10 % of the faces.
+4. Keys int64 [3F]: (cost bits >> 20) << 32 | perm(h) -- 1/8-octave cost buckets (non-negative float32
+   bits order like the floats), ties broken by a 32-bit bijective hash of h so that equal-cost regions
+   (flat marching-cubes patches) do not serialise along the face order; INT64_MAX = not competing.
+5. ``ROUNDS`` winner rounds: vmin[v] = min key at v (atomicMin); fmin[f] = min over f's vertices; v2[v] =
+   min fmin over the faces at v. Edge (a, b) wins iff v2[a] == v2[b] == key: it holds the minimum on
+   every face around both endpoints, so no other winner has an endpoint on those faces and the
+   collapses touch disjoint faces and vertices. Winners are valid by construction (step 2): each is
+   appended to a compact list (atomic slot) and locks every vertex of every face around its endpoints;
+   candidates touching a locked vertex leave the pass, later rounds fill the gaps.
+6. Host sync: the number of winners n. If n exceeds the collapses still needed, the cheapest ``needed``
+   keys are kept (topk). Apply: the survivor (the fixed endpoint if any) moves to the placement (recomputed:
+   same inputs, same result as step 2), takes the removed vertex's quadric; faces are remapped and the two
+   faces of each collapsed edge die (exactly 2: link condition), so the new face count is known on the
+   host; compaction keeps face order. The alive count is read back at the next pass's sync (same
+   transfer) and checked against it.
 
 Layouts
 -------
-positions float64 [V, 3]; quadrics float64 [V, 10]; faces int32 [F, 3] (CCW); half-edge h = 3 f + k is
-faces[f, k] -> faces[f, (k + 1) % 3]. An undirected candidate edge is the half-edge with a < b: on an
-edge with a non-fixed endpoint the mesh is manifold and consistently oriented, so exactly one of its two
-half-edges has a < b (edges in != 2 faces or inconsistently oriented fix both endpoints). Edge keys are
-int64: (float32 bits of the cost) << 32 | h -- non-negative float32 bits order like the floats, so the
-minimum key is the cheapest edge with ties broken by id. INT64_MAX = no candidate.
-Vertex -> face adjacency: CSR (offsets int32 [V + 1], face ids int32 [3F]) filled by ``_csr_fill``.
-
-Winner selection (one round; a pass runs a few rounds, then applies)
---------------------------------------------------------------------
-vmin[v] = min key of the candidate edges at v (atomicMin); fmin[f] = min over f's vertices; v2[v] = min
-fmin over the faces at v (atomicMin). Edge (a, b) wins iff v2[a] == v2[b] == key, i.e. it holds the
-minimum on every face around both endpoints: two winners never share such a face, so their checks and
-collapses touch disjoint faces and vertices. A winner is checked (link condition, 60-degree normal
-turn, sliver quality -- the reference's rules) and leaves the candidates; an accepted one locks every
-vertex of every face around its endpoints (vlock), and candidates touching a locked vertex leave the
-pass, so later rounds pick only collapses whose faces are disjoint from it (and locked edges no longer
-shadow their neighbours).
+positions float64 [V, 3]; quadrics float64 [V, 10]; faces int32 [F, 3] (CCW), double-buffered [2, F0, 3]
+with the current faces a prefix; CSR offsets int32 [V + 1] and face ids int32 [3F]; cost float32 [3F]
+(read as int32 bits by the integer kernels); keys int64 [3F]; winners: half-edge int32 / key int64
+[F0 / 2 + 1]; vmin/v2 int64 [2, V]; vlock int8 [V]; vmap int32 [V] (removed -> survivor, -1).
 
 Limits and floor
 ----------------
-F < 2^31 / 3 (half-edge ids in 32 bits); degree is unbounded (checks iterate the CSR). Per round the
-kernels read the faces (12 B/face) and keys (24 B/face) and do atomics on 3 int64 per half-edge: the floor
-of one pass at F faces is ~150 B/face of traffic, i.e. ~0.05 ms at 1M faces on an H100 (3 TB/s); launch
-latency (~10 launches of ~5 us per round) dominates below ~200K faces.
+F < 2^31 / 3 (half-edge ids in 32 bits); degree unbounded (checks iterate the CSR). A pass at F faces
+reads the faces a few times per kernel (12 B/face) plus the CSR, keys (24 B/face) and vmin/v2, ~250 B/face
+of traffic in all: ~0.15 ms at 1.6M faces on an H100 (3 TB/s); the validity checks (~100 face reads per
+candidate, L1/L2-resident) are the arithmetic part. Passes shrink the mesh by ~10 % each, so the sum
+over passes is ~10x the first pass. Below ~200K faces the ~30 launches of a pass (numba-cuda dispatch,
+~20-50 us each from Python) dominate.
+
+History
+-------
+The first version checked validity only for the winners of each round and had no eligibility
+threshold: a winner that failed the checks left the round, but stayed a candidate, and on marching-cubes
+meshes the cheapest edge of most neighbourhoods is invalid (it would flip or leave a sliver). Those edges
+won every pass again and shadowed their valid neighbours, so after ~30 passes each pass collapsed a few
+edges (the serial emulation of 1.6M-face bunny 512^3: 452,886 faces after 35 passes, then none; on the
+H100 the 1000-pass cap stopped it at 268K faces with the "no further collapse" reason).
 """
 
 from __future__ import annotations
@@ -47,28 +75,54 @@ import math
 import numba
 import numpy as np
 import torch
+from numba import njit
 
-from engine.geometry.simplify import MAX_TURN_COS, MIN_QUALITY, face_quadrics_ref, placement_ref
-from triton_kernels.numba_cuda import cuda_module, launch, view
+from engine.errors import MeshError
+from engine.geometry import simplify as serial
+from engine.geometry.simplify import (
+    MAX_TURN_COS,
+    MIN_QUALITY,
+    face_quadrics_ref,
+    placement_ref,
+)
+from triton_kernels.numba_cuda import cuda_module, launch, simulated, view
 
 cuda = cuda_module()
 
 MAX_KEY = np.int64(np.iinfo(np.int64).max)
+ROUNDS = 4                 # winner rounds per pass (measured: the 4th adds < 1 % of a pass's collapses)
+ELIGIBLE_PERCENT = 25      # cheapest share of the valid candidates that compete in a pass
+HIST_SHIFT = 19            # threshold histogram bin = float32 bits >> 19 (1/16 octave; 4096 bins)
+HIST_BINS = 4096
+KEY_SHIFT = 20             # key bucket = float32 bits >> 20 (1/8 octave), then the hash of h
 REFERENCES = (face_quadrics_ref, placement_ref)      # the numpy references the parity tests use
+SIM_THREADS = 32           # threads per launch in the CUDA simulator (each is a Python thread)
+
+
+def _launch(kernel, items: int, *args) -> None:
+    """Launch a grid-stride kernel over ``items``: one thread per item on the GPU; in the CUDA simulator
+    one block of ``SIM_THREADS`` threads that loop (thread start-up, not the kernel, dominated there)."""
+    if simulated():
+        launch(kernel, min(items, SIM_THREADS), *args, threads=SIM_THREADS)
+    else:
+        launch(kernel, items, *args)
 
 
 # ------------------------------------------------------------------------------------------ device maths
 @cuda.jit(device=True)
-def _energy(q, v, x, y, z):
-    """[x;1]^T Q [x;1] for the 10-float quadric q[v, :]."""
-    return (q[v, 0] * x * x + 2.0 * q[v, 1] * x * y + 2.0 * q[v, 2] * x * z + 2.0 * q[v, 3] * x
-            + q[v, 4] * y * y + 2.0 * q[v, 5] * y * z + 2.0 * q[v, 6] * y + q[v, 7] * z * z
-            + 2.0 * q[v, 8] * z + q[v, 9])
+def _energy2(q, a, b, x, y, z):
+    """[x;1]^T (Q_a + Q_b) [x;1], coefficients summed first (the serial reference's rounding)."""
+    return ((q[a, 0] + q[b, 0]) * x * x + 2.0 * (q[a, 1] + q[b, 1]) * x * y
+            + 2.0 * (q[a, 2] + q[b, 2]) * x * z
+            + 2.0 * (q[a, 3] + q[b, 3]) * x + (q[a, 4] + q[b, 4]) * y * y
+            + 2.0 * (q[a, 5] + q[b, 5]) * y * z
+            + 2.0 * (q[a, 6] + q[b, 6]) * y + (q[a, 7] + q[b, 7]) * z * z + 2.0 * (q[a, 8] + q[b, 8]) * z
+            + (q[a, 9] + q[b, 9]))
 
 
 @cuda.jit(device=True)
 def _place_dev(pos, q, fixed, a, b, mode, out):
-    """Placement of collapse (a, b) into out[3] and its cost; -1 when both endpoints are fixed."""
+    """Placement of collapse (a, b) into out[3] and its cost >= +0.0; -1 when both endpoints are fixed."""
     if fixed[a] and fixed[b]:
         return -1.0
     if fixed[a] or fixed[b]:
@@ -120,8 +174,10 @@ def _place_dev(pos, q, fixed, a, b, mode, out):
             out[0] = pos[a, 0] + t * ex
             out[1] = pos[a, 1] + t * ey
             out[2] = pos[a, 2] + t * ez
-    e = _energy(q, a, out[0], out[1], out[2]) + _energy(q, b, out[0], out[1], out[2])
-    return max(e, 0.0)
+    e = _energy2(q, a, b, out[0], out[1], out[2])
+    if e != e:
+        return -1.0                                  # NaN: never a candidate
+    return e if e > 0.0 else 0.0                     # +0.0, never -0.0 (sign bit = negative key)
 
 
 @cuda.jit(device=True)
@@ -219,12 +275,15 @@ def _link_ok(faces, off, vf, a, b):
 
 
 # ---------------------------------------------------------------------------------------------- kernels
-@cuda.jit
-def quadrics_kernel(pos, faces, q, nf):
-    """One thread per face: atomically add its area-weighted plane quadric to its three vertices."""
-    f = cuda.grid(1)
-    if f >= nf:
-        return
+@cuda.jit(device=True)
+def _perm32(h):
+    """Bijection of [0, 2^32): odd multiply mod 2^32, then xor-shift (a tie-break hash of the half-edge)."""
+    x = (h * 2654435761) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+@cuda.jit(device=True)
+def _quadrics_one(pos, faces, q, nf, f):
     i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
     ux, uy, uz = pos[i1, 0] - pos[i0, 0], pos[i1, 1] - pos[i0, 1], pos[i1, 2] - pos[i0, 2]
     wx, wy, wz = pos[i2, 0] - pos[i0, 0], pos[i2, 1] - pos[i0, 1], pos[i2, 2] - pos[i0, 2]
@@ -250,11 +309,14 @@ def quadrics_kernel(pos, faces, q, nf):
 
 
 @cuda.jit
-def edge_cost_kernel(pos, q, fixed, faces, mode, cost, place, nh):
-    """One thread per half-edge: cost (float32, -1 = not a candidate) and placement [3] of its edge."""
-    h = cuda.grid(1)
-    if h >= nh:
-        return
+def quadrics_kernel(pos, faces, q, nf):
+    """One thread per face: atomically add its area-weighted plane quadric to its three vertices."""
+    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
+        _quadrics_one(pos, faces, q, nf, f)
+
+
+@cuda.jit(device=True)
+def _edge_cost_one(pos, q, fixed, faces, mode, cost, place, nh, h):
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
@@ -270,32 +332,96 @@ def edge_cost_kernel(pos, q, fixed, faces, mode, cost, place, nh):
 
 
 @cuda.jit
-def vertex_min_kernel(keys, faces, vlock, vmin, nh):
-    """One thread per candidate edge (key's low 32 bits = half-edge h): vmin[a], vmin[b] = atomicMin(key)."""
-    i = cuda.grid(1)
-    if i >= nh:
-        return
-    key = keys[i]
+def edge_cost_kernel(pos, q, fixed, faces, mode, cost, place, nh):
+    """One thread per half-edge: cost (float32, -1 = not a candidate) and placement [3] of its edge,
+    without the validity checks (the placement maths alone, for the parity tests)."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _edge_cost_one(pos, q, fixed, faces, mode, cost, place, nh, h)
+
+
+@cuda.jit(device=True)
+def _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h):
+    f = h // 3
+    k = h - 3 * f
+    a = faces[f, k]
+    b = faces[f, (k + 1) % 3]
+    c = -1.0
+    if a < b:
+        p = cuda.local.array(3, numba.float64)
+        c = _place_dev(pos, q, fixed, a, b, mode, p)
+        if c >= 0.0:
+            n0 = cuda.local.array(4, numba.float64)
+            n1 = cuda.local.array(4, numba.float64)
+            if not (_link_ok(faces, off, vf, a, b) and _faces_ok(pos, faces, off, vf, a, a, b, p, n0, n1)
+                    and _faces_ok(pos, faces, off, vf, b, a, b, p, n0, n1)):
+                c = -1.0
+    cost[h] = c
+
+
+@cuda.jit
+def candidate_kernel(pos, q, fixed, faces, off, vf, mode, cost, nh):
+    """One thread per half-edge h: cost (float32) of its edge if h is the edge's a < b half-edge, not both
+    endpoints are fixed and the collapse passes the link / flip / sliver checks now; else -1."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h)
+
+
+@cuda.jit(device=True)
+def _cost_histogram_one(bits, hist, nh, h):
+    x = bits[h]
+    if x >= 0:
+        cuda.atomic.add(hist, x >> HIST_SHIFT, 1)
+
+
+@cuda.jit
+def cost_histogram_kernel(bits, hist, nh):
+    """One thread per half-edge: hist[bits >> HIST_SHIFT] += 1 for candidates (non-negative bits)."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _cost_histogram_one(bits, hist, nh, h)
+
+
+@cuda.jit(device=True)
+def _keys_one(bits, bmax, keys, nh, h):
+    x = bits[h]
+    if x < 0 or (x >> HIST_SHIFT) > bmax[0]:
+        keys[h] = MAX_KEY
+    else:
+        keys[h] = (numba.int64(x >> KEY_SHIFT) << 32) | _perm32(numba.int64(h))
+
+
+@cuda.jit
+def keys_kernel(bits, bmax, keys, nh):
+    """One thread per half-edge: priority key of an eligible candidate (bin <= bmax[0]), else INT64_MAX."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _keys_one(bits, bmax, keys, nh, h)
+
+
+@cuda.jit(device=True)
+def _vertex_min_one(keys, faces, vlock, vmin, nh, h):
+    key = keys[h]
     if key == MAX_KEY:
         return
-    h = key & 0xFFFFFFFF
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
     b = faces[f, (k + 1) % 3]
     if vlock[a] != 0 or vlock[b] != 0:          # touches an accepted collapse's faces: out of this pass
-        keys[i] = MAX_KEY
+        keys[h] = MAX_KEY
         return
     cuda.atomic.min(vmin, a, key)
     cuda.atomic.min(vmin, b, key)
 
 
 @cuda.jit
-def face_min_kernel(faces, vmin, v2, nf):
-    """One thread per face: m = min vmin over its vertices; v2[v] = atomicMin(m)."""
-    f = cuda.grid(1)
-    if f >= nf:
-        return
+def vertex_min_kernel(keys, faces, vlock, vmin, nh):
+    """One thread per half-edge with a key: vmin[a], vmin[b] = atomicMin(key); a key touching a locked
+    vertex leaves the pass instead."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _vertex_min_one(keys, faces, vlock, vmin, nh, h)
+
+
+@cuda.jit(device=True)
+def _face_min_one(faces, vmin, v2, nf, f):
     m = min(vmin[faces[f, 0]], min(vmin[faces[f, 1]], vmin[faces[f, 2]]))
     if m == MAX_KEY:
         return
@@ -304,36 +430,27 @@ def face_min_kernel(faces, vmin, v2, nf):
 
 
 @cuda.jit
-def select_kernel(keys, faces, v2, off, vf, pos, place, vlock, accepted, nh):
-    """One thread per candidate edge i: a winner (v2[a] == v2[b] == key) leaves the round's candidates
-    (keys[i] = MAX); if the collapse passes the link / flip / sliver checks, accepted[i] = key and it locks
-    every vertex of every face around its endpoints (vlock = 1)."""
-    i = cuda.grid(1)
-    if i >= nh:
-        return
-    key = keys[i]
+def face_min_kernel(faces, vmin, v2, nf):
+    """One thread per face: m = min vmin over its vertices; v2[v] = atomicMin(m)."""
+    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
+        _face_min_one(faces, vmin, v2, nf, f)
+
+
+@cuda.jit(device=True)
+def _select_one(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh, h):
+    key = keys[h]
     if key == MAX_KEY:
         return
-    h = key & 0xFFFFFFFF
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
     b = faces[f, (k + 1) % 3]
     if v2[a] != key or v2[b] != key:
         return
-    keys[i] = MAX_KEY
-    if not _link_ok(faces, off, vf, a, b):
-        return
-    p = cuda.local.array(3, numba.float64)
-    p[0] = place[h, 0]
-    p[1] = place[h, 1]
-    p[2] = place[h, 2]
-    n0 = cuda.local.array(4, numba.float64)
-    n1 = cuda.local.array(4, numba.float64)
-    if not (_faces_ok(pos, faces, off, vf, a, a, b, p, n0, n1)
-            and _faces_ok(pos, faces, off, vf, b, a, b, p, n0, n1)):
-        return
-    accepted[i] = key
+    keys[h] = MAX_KEY
+    slot = cuda.atomic.add(count, 0, 1)
+    win_h[slot] = h
+    win_key[slot] = key
     for j in range(off[a], off[a + 1]):
         for c in range(3):
             vlock[faces[vf[j], c]] = 1
@@ -343,31 +460,41 @@ def select_kernel(keys, faces, v2, off, vf, pos, place, vlock, accepted, nh):
 
 
 @cuda.jit
-def apply_kernel(sel, faces, fixed, place, pos, q, vmap, n):
-    """One thread per selected half-edge: survivor s (the fixed endpoint if any) moves to the placement,
-    takes the removed vertex's quadric, vmap[u] = s."""
-    i = cuda.grid(1)
-    if i >= n:
-        return
+def select_kernel(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh):
+    """One thread per half-edge with a key: a winner (v2[a] == v2[b] == key) leaves the candidates, is
+    appended to (win_h, win_key) at slot atomicAdd(count[0]) and locks every vertex of every face around
+    its endpoints (vlock = 1)."""
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+        _select_one(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh, h)
+
+
+@cuda.jit(device=True)
+def _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i):
     h = sel[i]
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
     b = faces[f, (k + 1) % 3]
+    p = cuda.local.array(3, numba.float64)
+    _place_dev(pos, q, fixed, a, b, mode, p)
     s, u = (b, a) if fixed[b] else (a, b)
     for c in range(3):
-        pos[s, c] = place[h, c]
+        pos[s, c] = p[c]
     for j in range(10):
         q[s, j] += q[u, j]
     vmap[u] = s
 
 
 @cuda.jit
-def remap_kernel(faces, vmap, alive, nf):
-    """One thread per face: removed vertices -> survivors; a face that lost a distinct corner dies."""
-    f = cuda.grid(1)
-    if f >= nf:
-        return
+def apply_kernel(sel, faces, fixed, pos, q, mode, vmap, n):
+    """One thread per selected half-edge: survivor s (the fixed endpoint if any) moves to the placement
+    (recomputed from the unchanged endpoints), takes the removed vertex's quadric, vmap[u] = s."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride (_launch)
+        _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i)
+
+
+@cuda.jit(device=True)
+def _remap_one(faces, vmap, alive, nf, f):
     for c in range(3):
         v = faces[f, c]
         if vmap[v] >= 0:
@@ -376,23 +503,28 @@ def remap_kernel(faces, vmap, alive, nf):
 
 
 @cuda.jit
-def csr_fill_kernel(faces, cursor, vf, nc):
-    """One thread per corner: vf[cursor[v]++] = face (cursor starts at the CSR offsets)."""
-    c = cuda.grid(1)
-    if c >= nc:
-        return
+def remap_kernel(faces, vmap, alive, nf):
+    """One thread per face: removed vertices -> survivors; a face that lost a distinct corner dies."""
+    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
+        _remap_one(faces, vmap, alive, nf, f)
+
+
+@cuda.jit(device=True)
+def _csr_fill_one(faces, cursor, vf, nc, c):
     f = c // 3
     slot = cuda.atomic.add(cursor, faces[f, c - 3 * f], 1)
     vf[slot] = f
 
 
 @cuda.jit
-def fan_count_kernel(start, opp, fans_ok, degree, nv):
-    """One thread per vertex with only good edges: walk its fan through opposite half-edges from corner
-    start[v]; fans_ok[v] = 1 when the walk visits all degree[v] corners (one fan), else 0 (bow-tie)."""
-    v = cuda.grid(1)
-    if v >= nv:
-        return
+def csr_fill_kernel(faces, cursor, vf, nc):
+    """One thread per corner: vf[cursor[v]++] = face (cursor starts at the CSR offsets)."""
+    for c in range(cuda.grid(1), nc, cuda.gridsize(1)):  # grid-stride (_launch)
+        _csr_fill_one(faces, cursor, vf, nc, c)
+
+
+@cuda.jit(device=True)
+def _fan_count_one(start, opp, fans_ok, degree, nv, v):
     c0 = start[v]
     if c0 < 0 or fans_ok[v] == 0:
         return
@@ -405,6 +537,145 @@ def fan_count_kernel(start, opp, fans_ok, degree, nv):
         if c < 0 or c == c0:
             break
     fans_ok[v] = 1 if (c == c0 and steps == degree[v]) else 0
+
+
+@cuda.jit
+def fan_count_kernel(start, opp, fans_ok, degree, nv):
+    """One thread per vertex with only good edges: walk its fan through opposite half-edges from corner
+    start[v]; fans_ok[v] = 1 when the walk visits all degree[v] corners (one fan), else 0 (bow-tie)."""
+    for v in range(cuda.grid(1), nv, cuda.gridsize(1)):  # grid-stride (_launch)
+        _fan_count_one(start, opp, fans_ok, degree, nv, v)
+
+
+# --------------------------------------------------------------------------------------------- reference
+@njit(cache=True)
+def _csr_ref(faces, nv):
+    off = np.zeros(nv + 1, np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            off[faces[f, k] + 1] += 1
+    off = np.cumsum(off)
+    cur = off[:-1].copy()
+    vf = np.empty(3 * faces.shape[0], np.int64)
+    for f in range(faces.shape[0]):
+        for k in range(3):
+            vf[cur[faces[f, k]]] = f
+            cur[faces[f, k]] += 1
+    return off, vf
+
+
+@njit(cache=True)
+def candidates_ref(pos, q, fixed, faces, mode):
+    """float32 [3F] cost of each valid candidate half-edge, else -1, with the serial reference's own
+    placement (``_place``) and checks (``_link_ok``, ``_faces_ok``); also the CSR (off, vf)."""
+    nv, nh = pos.shape[0], 3 * faces.shape[0]
+    off, vf = _csr_ref(faces, nv)
+    cost = np.full(nh, -1.0, np.float32)
+    mark = np.zeros(nv, np.int64)
+    mark2 = np.zeros(nv, np.int64)
+    p = np.empty(3)
+    for h in range(nh):
+        f, k = h // 3, h % 3
+        a, b = faces[f, k], faces[f, (k + 1) % 3]
+        if a >= b:
+            continue
+        c = serial._place(pos, q, fixed, a, b, p, mode)
+        if not c >= 0.0:
+            continue
+        fa, fb = vf[off[a]:off[a + 1]], vf[off[b]:off[b + 1]]
+        if not serial._link_ok(faces, fa, fa.size, fb, fb.size, a, b, mark, mark2, h + 1):
+            continue
+        if serial._faces_ok(pos, faces, fa, fa.size, a, b, p) and serial._faces_ok(pos, faces, fb, fb.size,
+                                                                                 a, b, p):
+            cost[h] = c if c > 0.0 else 0.0
+    return cost, off, vf
+
+
+@njit(cache=True)
+def select_ref(cost, faces, off, vf, nv, rounds, eligible_percent):
+    """Winners (half-edge ids, keys) of one pass: threshold, keys and rounds as the kernels do them."""
+    bits = cost.view(np.int32)
+    nh = bits.shape[0]
+    hist = np.zeros(HIST_BINS, np.int64)
+    for h in range(nh):
+        if bits[h] >= 0:
+            hist[bits[h] >> HIST_SHIFT] += 1
+    cdf = np.cumsum(hist)
+    bmax = np.searchsorted(cdf, max(1, (cdf[-1] * eligible_percent + 99) // 100))
+    keys = np.full(nh, MAX_KEY)
+    for h in range(nh):
+        if bits[h] >= 0 and (bits[h] >> HIST_SHIFT) <= bmax:
+            x = (h * 2654435761) & 0xFFFFFFFF
+            keys[h] = (np.int64(bits[h] >> KEY_SHIFT) << 32) | (x ^ (x >> 16))
+    vlock = np.zeros(nv, np.bool_)
+    win_h = []
+    win_key = []
+    for _ in range(rounds):
+        vmin = np.full(nv, MAX_KEY)
+        v2 = np.full(nv, MAX_KEY)
+        for h in range(nh):
+            a, b = faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]
+            if keys[h] != MAX_KEY and (vlock[a] or vlock[b]):
+                keys[h] = MAX_KEY
+            if keys[h] != MAX_KEY:
+                vmin[a] = min(vmin[a], keys[h])
+                vmin[b] = min(vmin[b], keys[h])
+        for f in range(faces.shape[0]):
+            m = min(vmin[faces[f, 0]], min(vmin[faces[f, 1]], vmin[faces[f, 2]]))
+            for c in range(3):
+                v2[faces[f, c]] = min(v2[faces[f, c]], m)
+        first = len(win_h)
+        for h in range(nh):
+            a, b = faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]
+            if keys[h] != MAX_KEY and v2[a] == keys[h] and v2[b] == keys[h]:
+                win_h.append(h)
+                win_key.append(keys[h])
+                keys[h] = MAX_KEY
+        for i in range(first, len(win_h)):
+            for v in (faces[win_h[i] // 3, win_h[i] % 3], faces[win_h[i] // 3, (win_h[i] % 3 + 1) % 3]):
+                for j in range(off[v], off[v + 1]):
+                    for c in range(3):
+                        vlock[faces[vf[j], c]] = True
+    return np.array(win_h, np.int64), np.array(win_key, np.int64)
+
+
+@njit(cache=True)
+def _apply_ref(sel, faces, fixed, pos, q, mode):
+    vmap = np.full(pos.shape[0], -1, np.int64)
+    p = np.empty(3)
+    for h in sel:
+        a, b = faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]
+        serial._place(pos, q, fixed, a, b, p, mode)
+        s, u = (b, a) if fixed[b] else (a, b)
+        pos[s] = p
+        q[s] += q[u]
+        vmap[u] = s
+    alive = np.ones(faces.shape[0], np.bool_)
+    for f in range(faces.shape[0]):
+        for c in range(3):
+            if vmap[faces[f, c]] >= 0:
+                faces[f, c] = vmap[faces[f, c]]
+        alive[f] = faces[f, 0] != faces[f, 1] and faces[f, 1] != faces[f, 2] and faces[f, 0] != faces[f, 2]
+    return alive
+
+
+def collapse_passes_ref(pos: np.ndarray, faces: np.ndarray, fixed: np.ndarray, target: int, mode: int,
+                        rounds: int = ROUNDS, max_passes: int = 1000) -> tuple[np.ndarray, np.ndarray, int]:
+    """Serial numba reference of the whole pass loop (``CollapsePasses`` + ``simplify_gpu._passes``):
+    (positions float64 [V, 3], faces int32 [F', 3], passes). Inputs are not modified."""
+    pos, faces = pos.astype(np.float64), faces.astype(np.int32)
+    q = serial._quadrics(pos, faces)
+    passes = 0
+    while faces.shape[0] > target and passes < max_passes:
+        passes += 1
+        needed = (faces.shape[0] - target + 1) // 2
+        cost, off, vf = candidates_ref(pos, q, fixed, faces, mode)
+        win_h, win_key = select_ref(cost, faces, off, vf, pos.shape[0], rounds, ELIGIBLE_PERCENT)
+        if win_h.size == 0:
+            break
+        sel = win_h[np.argsort(win_key)[:needed]]
+        faces = faces[_apply_ref(sel, faces, fixed, pos, q, mode)]
+    return pos, faces, passes
 
 
 # --------------------------------------------------------------------------------------------- launchers
@@ -424,13 +695,13 @@ def vertex_quadrics(pos, faces):
     _check(pos, "positions", torch.float64, 3, pos.device)
     _check(faces, "faces", torch.int32, 3, pos.device)
     q = torch.zeros(pos.shape[0], 10, dtype=torch.float64, device=pos.device)
-    launch(quadrics_kernel, faces.shape[0], view(pos), view(faces), view(q), faces.shape[0])
+    _launch(quadrics_kernel, faces.shape[0], view(pos), view(faces), view(q), faces.shape[0])
     return q
 
 
 def edge_costs(pos, q, fixed, faces, mode: int):
-    """(cost float32 [3F], placement float64 [3F, 3]) per half-edge; cost -1 where h is not a candidate
-    (b < a, or both endpoints fixed). mode 0 = ON_EDGE, 1 = BOUNDED_OPTIMAL."""
+    """(cost float32 [3F], placement float64 [3F, 3]) per half-edge, without validity checks; cost -1
+    where h is not a candidate (b < a, or both endpoints fixed). mode 0 = ON_EDGE, 1 = BOUNDED_OPTIMAL."""
     _check(pos, "positions", torch.float64, 3, pos.device)
     _check(q, "quadrics", torch.float64, 10, pos.device)
     _check(fixed, "fixed", torch.bool, None, pos.device)
@@ -438,16 +709,9 @@ def edge_costs(pos, q, fixed, faces, mode: int):
     nh = 3 * faces.shape[0]
     cost = torch.empty(nh, dtype=torch.float32, device=pos.device)
     place = torch.empty(nh, 3, dtype=torch.float64, device=pos.device)
-    launch(edge_cost_kernel, nh, view(pos), view(q), view(fixed), view(faces), int(mode), view(cost),
+    _launch(edge_cost_kernel, nh, view(pos), view(q), view(fixed), view(faces), int(mode), view(cost),
            view(place), nh)
     return cost, place
-
-
-def edge_keys(cost):
-    """Keys int64 [E] of the candidate edges (cost >= 0): cost float32 bits << 32 | half-edge id, in
-    half-edge order. One host sync (the candidate count)."""
-    ids = torch.nonzero(cost >= 0).reshape(-1)                               # [E] half-edge ids
-    return (cost[ids].view(torch.int32).to(torch.int64) << 32) | ids
 
 
 def vertex_faces(faces, num_vertices: int):
@@ -458,7 +722,7 @@ def vertex_faces(faces, num_vertices: int):
     off[1:] = torch.cumsum(torch.bincount(corners, minlength=num_vertices), 0)
     cursor = off[:-1].clone()
     vf = torch.empty(corners.shape[0], dtype=torch.int32, device=faces.device)
-    launch(csr_fill_kernel, corners.shape[0], view(faces), view(cursor), view(vf), corners.shape[0])
+    _launch(csr_fill_kernel, corners.shape[0], view(faces), view(cursor), view(vf), corners.shape[0])
     return off, vf
 
 
@@ -485,28 +749,114 @@ def fixed_vertices_device(faces, num_vertices: int):
     start = torch.full((nv,), -1, dtype=torch.int64, device=faces.device)
     start.scatter_(0, a, torch.arange(a.shape[0], device=faces.device))
     fans_ok = (~fixed).to(torch.int32)
-    launch(fan_count_kernel, nv, view(start), view(opp), view(fans_ok), view(degree), nv)
+    _launch(fan_count_kernel, nv, view(start), view(opp), view(fans_ok), view(degree), nv)
     return fixed | ((fans_ok == 0) & (degree > 0))
 
 
-def select_round(keys, faces, vmin, v2, vlock, off, vf, pos, place, accepted) -> None:
-    """One winner round over the candidate keys int64 [E] (see the module docstring); updates keys, vlock
-    (int8 [V]) and accepted (int64 [E], MAX = not accepted) in place."""
-    nh, nf = keys.shape[0], faces.shape[0]
-    vmin.fill_(int(MAX_KEY))
-    v2.fill_(int(MAX_KEY))
-    launch(vertex_min_kernel, nh, view(keys), view(faces), view(vlock), view(vmin), nh)
-    launch(face_min_kernel, nf, view(faces), view(vmin), view(v2), nf)
-    launch(select_kernel, nh, view(keys), view(faces), view(v2), view(off), view(vf), view(pos), view(place),
-           view(vlock), view(accepted), nh)
+class CollapsePasses:
+    """Device state of one simplification: positions and quadrics (modified in place), the current faces
+    and every per-pass buffer, allocated once at the input size with their kernel views made once (a
+    view costs ~10 us of host time; a pass launches ~30 kernels).
 
+    pos: float64 [V, 3]; faces: int32 [F, 3]; fixed: bool [V], all contiguous on the kernel device;
+    mode: 0 = ON_EDGE, 1 = BOUNDED_OPTIMAL; rounds >= 1 winner rounds per pass."""
 
-def collapse(sel, faces, fixed, place, pos, q, vmap):
-    """Apply the selected, mutually disjoint collapses (half-edge ids int64 [n]) in place; returns the
-    bool [F] mask of surviving faces (exactly 2 faces die per collapse)."""
-    n, nf = sel.shape[0], faces.shape[0]
-    launch(apply_kernel, n, view(sel), view(faces), view(fixed), view(place), view(pos), view(q), view(vmap),
-           n)
-    alive = torch.empty(nf, dtype=torch.bool, device=faces.device)
-    launch(remap_kernel, nf, view(faces), view(vmap), view(alive), nf)
-    return alive
+    def __init__(self, pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, mode: int, rounds: int):
+        dev = pos.device
+        _check(pos, "positions", torch.float64, 3, dev)
+        _check(faces, "faces", torch.int32, 3, dev)
+        _check(fixed, "fixed", torch.bool, None, dev)
+        if fixed.shape[0] != pos.shape[0] or 3 * faces.shape[0] >= 2**31:
+            raise ValueError(f"fixed must be [V] = [{pos.shape[0]}] and 3F < 2^31; got {tuple(fixed.shape)}, "
+                             f"F = {faces.shape[0]}")
+        nv, f0 = pos.shape[0], faces.shape[0]
+        self.nf, self.mode, self.rounds, self.cur = f0, int(mode), int(rounds), 0
+        self.pos, self.fixed = pos, fixed
+        self.q = vertex_quadrics(pos, faces)
+        self.faces2 = torch.empty(2, f0, 3, dtype=torch.int32, device=dev)    # double buffer
+        self.faces2[0].copy_(faces)
+        self.off = torch.zeros(nv + 1, dtype=torch.int32, device=dev)
+        self.cursor = torch.empty(nv, dtype=torch.int32, device=dev)
+        self.vf = torch.empty(3 * f0, dtype=torch.int32, device=dev)
+        self.cost = torch.empty(3 * f0, dtype=torch.float32, device=dev)
+        self.hist = torch.empty(HIST_BINS, dtype=torch.int32, device=dev)
+        self.bmax = torch.empty(1, dtype=torch.int64, device=dev)
+        self.keys = torch.empty(3 * f0, dtype=torch.int64, device=dev)
+        self.vmin2 = torch.empty(2, nv, dtype=torch.int64, device=dev)       # vmin, v2
+        self.vlock = torch.empty(nv, dtype=torch.int8, device=dev)
+        self.count = torch.tensor([0, f0], dtype=torch.int64, device=dev)    # winners, alive faces
+        self.win_h = torch.empty(f0 // 2 + 1, dtype=torch.int32, device=dev)
+        self.win_key = torch.empty(f0 // 2 + 1, dtype=torch.int64, device=dev)
+        self.vmap = torch.empty(nv, dtype=torch.int32, device=dev)
+        self.alive = torch.empty(f0, dtype=torch.bool, device=dev)
+        self.v = {name: view(getattr(self, name)) for name in (
+            "pos", "fixed", "q", "off", "cursor", "vf", "cost", "hist", "bmax", "keys", "vlock", "count",
+            "win_h", "win_key", "vmap", "alive")}
+        self.v["bits"] = view(self.cost.view(torch.int32))
+        self.v["faces"] = [view(self.faces2[0]), view(self.faces2[1])]
+        self.v["vmin"], self.v["v2"] = view(self.vmin2[0]), view(self.vmin2[1])
+
+    @property
+    def faces(self) -> torch.Tensor:
+        """The current faces int32 [F', 3] (a view into the double buffer)."""
+        return self.faces2[self.cur, :self.nf]
+
+    def select(self) -> int:
+        """Steps 1-5 of a pass (module docstring) and its one host sync: returns the number of winners.
+        Raises MeshError when the previous compaction's alive count (read in the same transfer) broke the
+        2-faces-per-collapse invariant."""
+        v, nf, nh = self.v, self.nf, 3 * self.nf
+        fv = v["faces"][self.cur]
+        corners = self.faces.reshape(-1)
+        torch.cumsum(torch.bincount(corners, minlength=self.pos.shape[0]), 0, dtype=torch.int32,
+                     out=self.off[1:])
+        self.cursor.copy_(self.off[:-1])
+        _launch(csr_fill_kernel, nh, fv, v["cursor"], v["vf"], nh)
+        _launch(candidate_kernel, nh, v["pos"], v["q"], v["fixed"], fv, v["off"], v["vf"], self.mode,
+               v["cost"], nh)
+        self.hist.zero_()
+        _launch(cost_histogram_kernel, nh, v["bits"], v["hist"], nh)
+        cdf = torch.cumsum(self.hist, 0)                                      # [HIST_BINS] int64
+        kth = torch.clamp((cdf[-1:] * ELIGIBLE_PERCENT + 99) // 100, min=1)
+        torch.searchsorted(cdf, kth, out=self.bmax)
+        _launch(keys_kernel, nh, v["bits"], v["bmax"], v["keys"], nh)
+        self.vlock.zero_()
+        self.count[0] = 0
+        for _ in range(self.rounds):
+            self.vmin2.fill_(int(MAX_KEY))
+            _launch(vertex_min_kernel, nh, v["keys"], fv, v["vlock"], v["vmin"], nh)
+            _launch(face_min_kernel, nf, fv, v["vmin"], v["v2"], nf)
+            _launch(select_kernel, nh, v["keys"], fv, v["v2"], v["off"], v["vf"], v["vlock"], v["count"],
+                   v["win_h"], v["win_key"], nh)
+        n, alive = self.count.tolist()                                        # the pass's host sync
+        self._check_alive(alive)
+        return n
+
+    def finish(self) -> None:
+        """Check the last compaction (one sync)."""
+        self._check_alive(int(self.count[1]))
+
+    def _check_alive(self, alive: int) -> None:
+        if alive != self.nf:
+            raise MeshError(f"GPU edge collapse left {alive} faces where {self.nf} were expected "
+                            "(internal invariant: 2 faces per collapse)",
+                            "simplify this mesh with the CPU simplify_qem and report the input")
+
+    def apply(self, n: int, keep: int) -> int:
+        """Collapse the ``keep`` cheapest of the ``n`` winners (all when keep >= n); returns the new face
+        count (2 faces die per collapse) and compacts the faces, keeping their order."""
+        v, nf = self.v, self.nf
+        if keep < n:
+            sel = self.win_h[torch.topk(self.win_key[:n], keep, largest=False, sorted=False).indices]
+        else:
+            sel, keep = self.win_h[:n], n
+        self.vmap.fill_(-1)
+        _launch(apply_kernel, keep, view(sel.contiguous()), v["faces"][self.cur], v["fixed"], v["pos"],
+                v["q"], self.mode, v["vmap"], keep)
+        _launch(remap_kernel, nf, v["faces"][self.cur], v["vmap"], v["alive"], nf)
+        torch.sum(self.alive[:nf], dim=0, out=self.count[1])                  # checked at the next sync
+        new = nf - 2 * keep
+        idx = torch.nonzero_static(self.alive[:nf], size=new).reshape(-1)
+        torch.index_select(self.faces2[self.cur, :nf], 0, idx, out=self.faces2[1 - self.cur, :new])
+        self.cur, self.nf = 1 - self.cur, new
+        return new
