@@ -34,20 +34,39 @@ MAX_PASSES = 1000      # a safety cap: every pass collapses >= 1 edge, ~35 passe
 def clean_device(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Device version of ``clean_mesh``: weld exactly coincident positions, drop faces with a repeated
     index, duplicate faces (same vertex set, first kept) and zero-area faces, compact the vertices.
-    vertices float32 [V, 3], faces int32 [F, 3] -> the same, on the same device."""
-    uniq, inv = torch.unique(vertices, dim=0, return_inverse=True)      # welded, lexicographic order
-    f = inv[faces.long()]                                                  # [F, 3] int64
+    vertices float32 [V, 3], faces int32 [F, 3] -> the same, on the same device. Rows are grouped by
+    stable 1-D sorts (radix sort on CUDA), not ``torch.unique(dim=0)`` (a comparison sort of rows)."""
+    v = vertices + 0.0                                                    # -0.0 -> +0.0 (equal positions)
+    order = _lexsort_rows(v)
+    first = _first_of_groups(v[order])                                   # [V] bool, in sorted order
+    welded = torch.empty(v.shape[0], dtype=torch.int64, device=v.device)
+    welded[order] = torch.cumsum(first.to(torch.int64), 0) - 1           # vertex -> welded id
+    uniq = v[order[first]]                                               # [V', 3], lexicographic order
+    f = welded[faces.long()]                                             # [F, 3] int64
     f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
     srt = torch.sort(f, dim=1).values
-    _, which = torch.unique(srt, dim=0, return_inverse=True)
-    first = torch.full((int(which.max()) + 1 if which.numel() else 0,), f.shape[0], device=f.device,
-                       dtype=torch.int64).scatter_reduce_(0, which, torch.arange(f.shape[0], device=f.device),
-                                                          "amin")
-    f = f[torch.sort(first).values]
-    v = uniq.to(torch.float64)
-    cross = torch.linalg.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    order = _lexsort_rows(srt)
+    f = f[torch.sort(order[_first_of_groups(srt[order])]).values]         # first of duplicates, in order
+    p = uniq.to(torch.float64)
+    cross = torch.linalg.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])
     f = f[torch.linalg.vector_norm(cross, dim=1) > 0.0]
     return _compact(uniq, f)
+
+
+def _lexsort_rows(x: torch.Tensor) -> torch.Tensor:
+    """int64 [N] permutation sorting the rows of x [N, C] lexicographically (stable sorts, last column
+    first); equal rows keep their input order."""
+    order = torch.arange(x.shape[0], device=x.device)
+    for c in range(x.shape[1] - 1, -1, -1):
+        order = order[torch.sort(x[order, c], stable=True).indices]
+    return order
+
+
+def _first_of_groups(rows: torch.Tensor) -> torch.Tensor:
+    """bool [N]: True where a row of the sorted rows [N, C] differs from the one before it."""
+    first = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    first[1:] = (rows[1:] != rows[:-1]).any(dim=1)
+    return first
 
 
 def _compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
