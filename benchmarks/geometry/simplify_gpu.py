@@ -10,6 +10,9 @@ What runs:
     resident dense mesh;
   * CPU: the serial reference ``simplify_qem`` on the same mesh and targets (wall clock, one run after
     its JIT warm-up), unless ``--no-serial``;
+  * phases (``--phases``, default on): CUDA-event medians of the parts of one floaters + simplify call --
+    floaters, ``clean_device``, ``fixed_vertices_device``, the passes -- so a miss of the 0.10 s target
+    points at its part;
   * quality: ``benchmarks.geometry.simplify_reference.quality`` (the same metric code and settings as the
     CPU table: Chamfer x1e-5, Hausdorff x1e-3, flipped px over 24 views, geo mean deg) of every result vs
     the dense mesh. MeshLab / meshoptimizer rows are not on the GPU machine: they come from
@@ -75,6 +78,32 @@ def compile_seconds() -> float:
     return time.perf_counter() - t0
 
 
+def phase_times(dm: DeviceMesh, target: int, placement: Placement, repeats: int) -> dict[str, float]:
+    """Median seconds of each part of floaters + simplify (CUDA events around each part)."""
+    from engine.geometry.floaters_gpu import remove_floaters_gpu
+    from engine.geometry.simplify import _MODE
+    from engine.geometry.simplify_gpu import _passes, clean_device
+    from triton_kernels.qem_collapse import ROUNDS, fixed_vertices_device
+
+    parts: dict[str, list[float]] = {"floaters": [], "clean": [], "fixed": [], "passes": []}
+    for _ in range(repeats + 1):
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
+        events[0].record()
+        kept, _ = remove_floaters_gpu(dm)
+        events[1].record()
+        verts, faces = clean_device(kept.vertices, kept.faces)
+        events[2].record()
+        pos = verts.to(torch.float64).contiguous()
+        fixed = fixed_vertices_device(faces, pos.shape[0])
+        events[3].record()
+        _passes(pos, faces, fixed, target, _MODE[placement], ROUNDS)
+        events[4].record()
+        torch.cuda.synchronize()
+        for i, key in enumerate(parts):
+            parts[key].append(events[i].elapsed_time(events[i + 1]) / 1e3)
+    return {key: float(np.median(times[1:])) for key, times in parts.items()}     # first call: warm-up
+
+
 def run_asset(name: str, args, rows: list[dict], emit) -> None:
     from engine.geometry.floaters_gpu import remove_floaters_gpu
     from engine.geometry.simplify import simplify_qem
@@ -101,6 +130,10 @@ def run_asset(name: str, args, rows: list[dict], emit) -> None:
             row = dict(asset=name, method=f"gpu_{placement.value}", target=target, latency=t_s,
                        latency_with_floaters=t_both, peak_mib=peak, passes=out.meta["simplify_passes"],
                        faces=out.num_faces)
+            if args.phases:
+                row["phases"] = phase_times(dm, target, placement, args.repeats)
+                print("    phases ms: " + "  ".join(f"{k} {v * 1e3:.2f}" for k, v in row["phases"].items()),
+                      flush=True)
             rows.append(row)
             results.append((row, out.to_trimesh()))
             print(f"  {target:>6} gpu {placement.value:<16} {np.median(t_s) * 1e3:7.2f} ms (+floaters "
@@ -140,8 +173,9 @@ def write(args, rows: list[dict], compile_s: float) -> None:
              f"calls on a tiny mesh): {compile_s:.1f} s. Quality: `simplify_reference.quality` vs the dense "
              "mesh (same metric code and settings as geometry_simplify_cpu.md).", "",
              "| Asset | Method | Target | Latency ms p50 (p20-p80) | +floaters ms | Passes | Peak MiB | "
-             "Faces | Chamfer (x1e-5) | Hausdorff (x1e-3) | Flipped px | Geo mean (deg) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Faces | Chamfer (x1e-5) | Hausdorff (x1e-3) | Flipped px | Geo mean (deg) | "
+             "Parts ms (floaters / clean / fixed / passes) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p50, p20, p80 = percentiles(r["latency"])
         cells = [r["asset"], r["method"], str(r["target"]),
@@ -150,6 +184,7 @@ def write(args, rows: list[dict], compile_s: float) -> None:
                  str(r.get("passes", "")), f"{r['peak_mib']:.0f}" if "peak_mib" in r else "",
                  str(int(r.get("faces", 0)))]
         cells += [f"{r[k]:.2f}" if k in r else "" for k in ("chamfer", "hausdorff", "flipped_px", "geo_mean")]
+        cells.append(" / ".join(f"{v * 1e3:.2f}" for v in r["phases"].values()) if "phases" in r else "")
         lines.append("| " + " | ".join(cells) + " |")
         device = "cpu" if r["method"].startswith("serial") else gpu
         done = r.setdefault("_csv", set())
@@ -161,13 +196,17 @@ def write(args, rows: list[dict], compile_s: float) -> None:
                           *percentiles(r["latency_with_floaters"]), config, device)
             append_result(args.csv, NAME, r["method"], "peak_memory", "MiB", size, r["peak_mib"], None, None,
                           config, device)
+        if "phases" in r and "phases" not in done:
+            for part, sec in r["phases"].items():
+                append_result(args.csv, NAME, r["method"], f"part_{part}", "s", size, sec, None, None, config,
+                              device)
         for key, unit in (("chamfer", "x1e-5"), ("hausdorff", "x1e-3"), ("flipped_px", "px"),
                           ("geo_mean", "deg")):
             if key in r and key not in done:
                 append_result(args.csv, NAME, r["method"], key, unit, size, r[key], None, None, config,
                               device)
         done.update(k for k in ("latency", "latency_with_floaters", "chamfer", "hausdorff", "flipped_px",
-                                "geo_mean") if k in r)
+                                "geo_mean", "phases") if k in r)
     if not rows[0].get("_compile_done"):
         rows[0]["_compile_done"] = True
         append_result(args.csv, NAME, "gpu", "compile", "s", "tiny subdivided tetrahedron", compile_s, None,
@@ -186,6 +225,7 @@ def main() -> None:
     ap.add_argument("--view-px", type=int, default=256)
     ap.add_argument("--dense-cache", default=str(DEFAULT_CACHE))
     ap.add_argument("--no-serial", action="store_true", help="skip the serial CPU reference")
+    ap.add_argument("--no-phases", dest="phases", action="store_false", help="skip the per-part timings")
     ap.add_argument("--csv", default=str(RESULTS / "h100.csv"))
     ap.add_argument("--out", default=str(RESULTS / "geometry_simplify_gpu.md"))
     args = ap.parse_args()
