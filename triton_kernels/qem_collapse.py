@@ -716,18 +716,6 @@ def edge_costs(pos, q, fixed, faces, mode: int):
     return cost, place
 
 
-def vertex_faces(faces, num_vertices: int):
-    """Vertex -> face CSR: (offsets int32 [V + 1], face ids int32 [3F]); order within a vertex is
-    arbitrary (atomic fill)."""
-    corners = faces.reshape(-1)
-    off = torch.zeros(num_vertices + 1, dtype=torch.int32, device=faces.device)
-    off[1:] = torch.cumsum(torch.bincount(corners, minlength=num_vertices), 0)
-    cursor = off[:-1].clone()
-    vf = torch.empty(corners.shape[0], dtype=torch.int32, device=faces.device)
-    _launch(csr_fill_kernel, corners.shape[0], view(faces), view(cursor), view(vf), corners.shape[0])
-    return off, vf
-
-
 def fixed_vertices_device(faces, num_vertices: int):
     """bool [V] on faces' device, the same set as ``engine.geometry.simplify.fixed_vertices``: endpoints
     of edges that are not in exactly one face per direction (boundary, non-manifold, inconsistent), and
