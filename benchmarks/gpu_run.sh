@@ -36,6 +36,8 @@ tests)
   step dense_core 90 $DENSE $CORE
   step stage_latency 200 python3 -m benchmarks.geometry.stage_latency --assets $CORE \
     --out "$RES/geometry_stage_h100.md" --csv "$RES/h100.csv"
+  step simplify_parts 90 python3 -m benchmarks.geometry.simplify_gpu --assets bunny --targets 20000 --no-serial \
+    --placement bounded_optimal --out "$RES/geometry_simplify_gpu_h100.md" --csv "$RES/h100.csv"
   ;;
 bench)
   step dense_table 120 $DENSE $TABLE
@@ -45,7 +47,7 @@ bench)
     --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
   step bake_gpu 90 python3 -m benchmarks.geometry.bake_table --method ours_gpu --prepared .gpu_inputs/bake_prep \
     --results "$RES/geometry_bake_ours_gpu.json"
-  step hidden_faces 120 python3 -m benchmarks.geometry.hidden_faces_gpu --assets $CORE \
+  step hidden_faces 150 python3 -m benchmarks.geometry.hidden_faces_gpu --assets bunny armadillo bob \
     --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
   ;;
 tables)

@@ -79,7 +79,7 @@ class GeometryConfig:
     visibility_resolution: int = 1024  # rays per view side
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
     bake_max_distance: float = 0.01  # closest-point filter, share of the bounding-box diagonal
-    placement: Placement = Placement.ON_EDGE  # QEM survivor placement (--placement)
+    placement: Placement = Placement.BOUNDED_OPTIMAL  # QEM survivor placement (--placement; paper: on_edge)
 
     def __post_init__(self) -> None:
         _require(self.faces >= 4, f"face budget {self.faces} is below 4", "use --faces 4 or more")

@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=512)
     ap.add_argument("--faces", type=int, default=20000)
     ap.add_argument("--atlas", type=int, default=2048)
-    ap.add_argument("--placement", choices=[p.value for p in Placement], default=Placement.ON_EDGE.value)
+    ap.add_argument("--placement", choices=[p.value for p in Placement],
+                    default=Placement.BOUNDED_OPTIMAL.value)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dense-cache", default=str(DEFAULT_CACHE))
     ap.add_argument("--out", default=str(RESULTS / "geometry_stage_h100.md"))
