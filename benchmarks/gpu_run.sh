@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # GPU tests and GPU benchmarks of the geometry stage on the device machine (one H100), in two parts that
-# each fit one 10-minute device call:  bash benchmarks/gpu_run.sh tests|bench|tables
+# each fit one 10-minute device call:  bash benchmarks/gpu_run.sh tests | bench tables
 # Carried (git-ignored) paths: .whl (xatlas wheel for the machine's Python 3.12), .gpu_inputs (shared/assets
 # copy as .gpu_inputs/shared, the Table 4 low meshes as .gpu_inputs/bake_prep, the crate picture), since
 # ../shared does not travel. Everything lands in $OUT: logs, tables, and results.tgz (CSV rows, JSON, meshes).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-PART=${1:-tests}
+[ $# -gt 0 ] || set -- tests
 OUT=${OUT:-/tmp/assetgen_out}
 RES=/tmp/assetgen_res
 mkdir -p "$OUT" "$RES"
@@ -27,6 +27,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$RES/gpu
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt"
 cat "$RES/gpu.txt"
 DENSE="python3 -m benchmarks.geometry.dense_inputs --backend gpu --resolution 512 --assets"
+for PART in "$@"; do
 case "$PART" in
 tests)
   step gpu_tests 220 python3 -m pytest -q -p no:cacheprovider tests/test_numba_cuda_plumbing.py \
@@ -40,6 +41,7 @@ tests)
     --placement bounded_optimal --out "$RES/geometry_simplify_gpu_h100.md" --csv "$RES/h100.csv"
   ;;
 bench)
+  step floaters_test 60 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_floaters.py
   step dense_table 120 $DENSE $TABLE
   step table2_gpu 120 python3 -m benchmarks.geometry.table2 --method qem_gpu --no-quality --assets $TABLE \
     --results "$RES/geometry_table2_qem_gpu.json" --meshes "$RES/t2meshes"
@@ -55,12 +57,13 @@ tables)
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
   step bvh_bake 120 python3 -m benchmarks.geometry.bvh_bake_gpu --assets bunny --resolution 512 \
     --out "$RES/geometry_bvh_bake_h100.md" --csv "$RES/h100.csv"
-  step process_cuda 120 python3 -m engine.cli process .gpu_inputs/shared/assets/spot/spot.obj \
-    -o "$RES/spot_cuda.glb" --device cuda --timings
+  step process_cuda 120 python3 -m engine.cli process .gpu_inputs/shared/assets/bunny/stanford-bunny.obj \
+    -o "$RES/bunny_cuda.glb" --device cuda --timings
   step generate_cuda 150 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
     -o "$RES/crate_cuda.glb" --device cuda --timings
   ;;
 esac
+done
 cp "$RES"/*.md "$OUT"/ 2>/dev/null
-tar czf "$OUT/results_$PART.tgz" -C "$RES" --exclude='*.glb' .
+tar czf "$OUT/results_$(IFS=_; echo "$*").tgz" -C "$RES" --exclude='*.glb' .
 ls -la "$OUT"
