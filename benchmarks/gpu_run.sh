@@ -22,6 +22,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $RES/NAME.lo
   local name=$1 limit=$2; shift 2
   echo "=== $name ($(date +%T))"
   timeout "$limit" "$@" > "$RES/$name.log" 2>&1; echo "=== $name rc=$? ($(date +%T))"; tail -n 25 "$RES/$name.log"
+  tar czf "$OUT/results_partial.tgz" -C "$RES" --exclude='*.glb' .   # what is done survives a killed call
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$RES/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt"
@@ -51,6 +52,14 @@ bench)
     --results "$RES/geometry_bake_ours_gpu.json"
   step hidden_faces 150 python3 -m benchmarks.geometry.hidden_faces_gpu --assets bunny armadillo bob \
     --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
+  ;;
+final)  # the last call of a session whose budget is nearly spent: the rows still missing
+  step t2_bounded 150 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality --repeats 1 \
+    --assets bunny armadillo fox bob --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
+  step uv 150 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot --repeats 1 \
+    --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
+  step process_cuda 100 python3 -m engine.cli process .gpu_inputs/shared/assets/bunny/stanford-bunny.obj \
+    -o "$RES/bunny_cuda.glb" --device cuda --timings
   ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
