@@ -54,6 +54,7 @@ bench)
     --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
   ;;
 final)  # the last call of a session whose budget is nearly spent: the rows still missing
+  step dense_final 60 $DENSE bunny armadillo fox bob
   step t2_bounded 150 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality --repeats 1 \
     --assets bunny armadillo fox bob --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
   step uv 150 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot --repeats 1 \
