@@ -56,6 +56,21 @@ def time_repeats(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) ->
     return times, result
 
 
+def cuda_times(fn: Callable[[], object], repeats: int) -> list[float]:
+    """Seconds of ``repeats`` calls of ``fn``, each between two CUDA events on the current stream."""
+    import torch
+
+    times = []
+    for _ in range(repeats):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1000.0)
+    return times
+
+
 def append_result(csv_path: str | Path, name: str, variant: str, metric: str, unit: str, size: str | int,
                   p50: float, p20: float | None, p80: float | None, config: str, device: str) -> None:
     """Append one row to ``csv_path`` (header written when the file is new), with git sha and timestamp.

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import append_result, percentiles
+from benchmarks.common import append_result, cuda_times, percentiles
 from benchmarks.geometry.dense_inputs import dense_mesh
 from engine.geometry.bvh import build_bvh
 from engine.geometry.bvh_gpu import build_bvh_gpu
@@ -34,19 +34,6 @@ from engine.geometry.normal_bake_gpu import bake_normal_map_gpu
 from engine.geometry.simplify import Placement, simplify_qem
 from engine.geometry.tangents import compute_tangents
 from engine.geometry.uv_unwrap import unwrap_uv
-
-
-def cuda_times(fn, repeats: int) -> list[float]:
-    """Seconds of ``repeats`` calls measured with CUDA events."""
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1000.0)
-    return times
 
 
 def first_call(fn) -> float:

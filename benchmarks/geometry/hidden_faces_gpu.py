@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import append_result, percentiles
+from benchmarks.common import append_result, cuda_times, percentiles
 from benchmarks.geometry.dense_inputs import dense_mesh, shared_dir
 from engine.geometry.bvh import build_bvh
 from engine.geometry.device_mesh import DeviceMesh
@@ -84,17 +84,6 @@ def with_inner_shell(mesh: TriMesh) -> TriMesh:
     return TriMesh(np.concatenate([mesh.vertices, inner]),
                    np.concatenate([mesh.faces, faces[:, ::-1] + mesh.num_vertices]).astype(np.int32))
 
-
-def cuda_times(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1000.0)
-    return times
 
 
 def bench_asset(name: str, mesh: TriMesh, args, gpu: str, rows: list[str]) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import append_result, percentiles
+from benchmarks.common import append_result, cuda_times, percentiles
 from triton_kernels.marching_cubes import marching_cubes_ref, marching_cubes_triton
 
 COPY_TBPS = 3.0  # measured device-to-device copy rate on the H100 (shared/TARGETS.md)
@@ -30,17 +30,6 @@ def field(n: int) -> np.ndarray:
     torus = np.sqrt((np.sqrt(gx**2 + gz**2) - 0.55) ** 2 + gy**2) - 0.25
     return (np.minimum(torus, np.sqrt(gx**2 + gy**2 + gz**2) - 0.35) + bumps).astype(np.float32)
 
-
-def cuda_times(fn, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / 1000.0)
-    return times
 
 
 def main() -> None:
