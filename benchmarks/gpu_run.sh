@@ -62,6 +62,20 @@ final)  # the last call of a session whose budget is nearly spent: the rows stil
   step process_cuda 100 python3 -m engine.cli process .gpu_inputs/shared/assets/bunny/stanford-bunny.obj \
     -o "$RES/bunny_cuda.glb" --device cuda --timings
   ;;
+close)  # issue 3's closing call: the rows still missing, most wanted first (each step's results survive a kill)
+  step floaters_test 45 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_floaters.py
+  step uv 150 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
+    --repeats 1 --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
+  step process_cuda 70 python3 -m engine.cli process .gpu_inputs/shared/assets/bunny/stanford-bunny.obj \
+    -o "$RES/bunny_cuda.glb" --device cuda --timings
+  step generate_cuda 80 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
+    -o "$RES/crate_cuda.glb" --device cuda --timings
+  step hidden_faces 60 python3 -m benchmarks.geometry.hidden_faces_gpu --assets bunny armadillo --repeats 3 \
+    --out "$RES/geometry_hidden_faces_h100.md" --csv "$RES/h100.csv"
+  step dense_final 45 $DENSE bunny armadillo fox bob
+  step t2_bounded 90 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality --repeats 1 \
+    --assets bunny armadillo fox bob --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
