@@ -35,3 +35,11 @@ class MissingDependencyError(AssetGenError):
     def __init__(self, module: str, extra: str) -> None:
         super().__init__(f"optional dependency '{module}' is not installed",
                          f"pip install 'assetgen[{extra}]'")
+
+
+class WeightsError(AssetGenError):
+    """A checkpoint cannot be used (missing file, missing/unexpected keys, wrong shapes or layout)."""
+
+
+class DeviceMemoryError(AssetGenError):
+    """The GPU ran out of memory for a stage; the fix names a smaller preset or setting."""
