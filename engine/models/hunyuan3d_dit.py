@@ -286,13 +286,22 @@ class Hunyuan3DDiT(nn.Module):
         self.double_blocks = nn.ModuleList(DoubleStreamBlock(cfg) for _ in range(cfg.depth))
         self.single_blocks = nn.ModuleList(SingleStreamBlock(cfg) for _ in range(cfg.depth_single_blocks))
         self.final_layer = LastLayer(w, cfg.in_channels)
-        half = TIME_EMBED_DIM // 2
-        freqs = torch.exp(-math.log(cfg.time_factor) * torch.arange(half, dtype=torch.float32) / half)
-        self.register_buffer("time_freqs", freqs, persistent=False)  # [128], built once
+        # fp32 frequency table per device, built once (not a buffer: module.to(bf16) and to_empty must not
+        # touch it, and the published state dict has no such key)
+        self._freqs: dict[torch.device, torch.Tensor] = {}
+
+    def time_frequencies(self, device: torch.device) -> torch.Tensor:
+        """[128] float32: exp(-ln(time_factor) i / 128) (Tencent's max_period = time_factor quirk)."""
+        freqs = self._freqs.get(device)
+        if freqs is None:
+            half = TIME_EMBED_DIM // 2
+            i = torch.arange(half, dtype=torch.float32)
+            freqs = self._freqs[device] = torch.exp(-math.log(self.cfg.time_factor) * i / half).to(device)
+        return freqs
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
         """t [B] -> [B, 256] float32: [cos, sin] of time_factor * t times the frequency table."""
-        args = (t.float() * self.cfg.time_factor)[:, None] * self.time_freqs.float()[None]
+        args = (t.float() * self.cfg.time_factor)[:, None] * self.time_frequencies(t.device)[None]
         return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
@@ -342,20 +351,3 @@ def flops_per_forward(cfg: Hunyuan3DDiTConfig, n_latents: int, n_cond: int, batc
     attn = (cfg.depth + cfg.depth_single_blocks) * attention_flops(1, cfg.num_heads, n + l_, n + l_,
                                                                      cfg.head_dim)
     return {"gemm": batch * gemm, "attention": batch * attn, "total": batch * (gemm + attn)}
-
-
-def init_random(model: Hunyuan3DDiT, seed: int = 0, std: float = 0.02) -> Hunyuan3DDiT:
-    """Deterministic random weights for latency runs and tests: N(0, std) matrices, zero biases, unit norm
-    scales; drawn on the parameters' own device from one seeded generator (same seed, same weights)."""
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".scale"):
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32).to(p.dtype)
-                        * std)
-    return model
