@@ -156,7 +156,8 @@ def sample_anisotropic_gpu(mips: list[torch.Tensor], px: torch.Tensor, fp: Footp
         w = torch.zeros(1, 1, dtype=torch.uint8, device=dev)                # never read (use_where = 0)
     else:
         w = where.contiguous().view(torch.uint8)
+    pxc = px.contiguous()                                                    # alive until after the launch
     _launch(aniso_sample_kernel, k * t, view(flat), view(offs), view(sides), len(mips), int(mips[0].shape[1]),
-            view(px.contiguous()), view(fp.step), view(fp.lod), view(fp.taps), view(w), use_where, view(out),
+            view(pxc), view(fp.step), view(fp.lod), view(fp.taps), view(w), use_where, view(out),
             k * t, t)
     return out

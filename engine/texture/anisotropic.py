@@ -244,6 +244,15 @@ def footprints(j_u: torch.Tensor, j_v: torch.Tensor, config: AnisoConfig = Aniso
     return Footprint(step.contiguous(), lod.contiguous(), n.to(torch.uint8).contiguous())
 
 
+def precompute_footprints(position: torch.Tensor, valid: torch.Tensor, cameras: list[OrthoCamera],
+                          resolution: int, config: AnisoConfig = AnisoConfig()) -> Footprint:
+    """Mesh + rig only (runs while diffusion runs, paper 8.2): texel maps position float32 [H, W, 3],
+    valid bool [H, W] on any device -> Footprint over [K = len(cameras), T = valid.sum()] texels."""
+    du, dv, ok_u, ok_v = texel_differentials(position, valid)
+    ju, jv = pixel_jacobian(du, dv, ok_u, ok_v, cameras, resolution)
+    return footprints(ju, jv, config)
+
+
 # ---------------------------------------------------------------------------------------- reference
 def _bilinear(level: torch.Tensor, k: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Clamp-to-edge bilinear lookups in level [K, C, S, S] at level pixel coordinates x, y [N] of views
