@@ -140,3 +140,14 @@ def test_benchmark_cpu_tiny_runs(tmp_path):
     text = out.read_text()
     assert "DINOv2" in text and "T5" in text and "CLIP" in text
     assert len((tmp_path / "r.csv").read_text().splitlines()) >= 5
+
+
+def test_engine_format_round_trip(tmp_path):
+    from engine.models.checkpoints import load_engine_checkpoint, save_engine_checkpoint
+
+    src = _tiny(4)
+    path = save_engine_checkpoint(tmp_path / "dinov2_tiny.safetensors", src, src.cfg, "dinov2")
+    dst, cfg = load_engine_checkpoint(path, Dinov2Model, Dinov2Config, model_name="dinov2")
+    x = torch.randn(1, 3, 56, 56)
+    with torch.inference_mode():
+        assert cfg == src.cfg and torch.equal(dst(x), src(x))
