@@ -38,6 +38,7 @@ per-block AdaLN linears).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -186,8 +187,10 @@ class TextureGenDiT(nn.Module):
         self._pos: dict[tuple, torch.Tensor] = {}
 
     def _plan(self, device: torch.device) -> MultiViewAttentionPlan:
+        """Index tables built once per device (normal tensors even when first made under inference mode)."""
         if device not in self._plans:
-            self._plans[device] = MultiViewAttentionPlan(self.cfg.num_views, device)
+            with torch.inference_mode(False):
+                self._plans[device] = MultiViewAttentionPlan(self.cfg.num_views, device)
         return self._plans[device]
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +220,8 @@ class TextureGenDiT(nn.Module):
         gh, gw = h // cfg.patch, w // cfg.patch
         key = (gh, gw, geometry.device, dt)
         if key not in self._pos:
-            self._pos[key] = sincos_2d(gh, gw, cfg.width).to(geometry.device, dt)        # [T, W]
+            with torch.inference_mode(False):
+                self._pos[key] = sincos_2d(gh, gw, cfg.width).to(geometry.device, dt)    # [T, W]
         pos = (self._pos[key][None] + self.slot_offset[:, None]).reshape(1, -1, cfg.width)   # [1, S*T, W]
         base = (self.geometry_in(self._patchify(geo)) + pos).repeat(repeat, 1, 1)    # [B', S*T, W]
         context = torch.cat([self.t5_proj(t5.to(dt)), self.clip_proj(clip.to(dt))], dim=1)  # [B, M, W]
@@ -238,7 +242,7 @@ class TextureGenDiT(nn.Module):
         x = self.final_out(dit_layers.modulate(self.final_norm(x), shift, scale))      # [B', S*T, C p^2]
         return self._unpatchify(x, h, w).to(grid.dtype)
 
-    def velocity_fn(self, request: TextureGenRequest):
+    def velocity_fn(self, request: TextureGenRequest) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The sampler's ``velocity_fn(grid, t)`` bound to a prepared request."""
         return lambda grid, t: self(grid, t, request)
 
