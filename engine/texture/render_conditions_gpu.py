@@ -84,10 +84,11 @@ class TexturedDeviceMesh:
             if t is None:
                 continue
             bad_shape = shape is not None and tuple(t.shape) != shape
-            if t.dtype != dtype or bad_shape or t.device != v.device or not t.is_contiguous():
+            if t.dtype != dtype or bad_shape or t.device != v.device:
                 raise MeshError(f"textured device mesh: {name} is {t.dtype} {tuple(t.shape)} on {t.device}",
-                                f"give {name} as contiguous {dtype}" + (f" {shape}" if shape else "")
+                                f"give {name} as {dtype}" + (f" {shape}" if shape else "")
                                 + f" on {v.device}")
+            setattr(self, name, t.contiguous())
         if self.faces.ndim != 2 or self.faces.shape[1] != 3:
             raise MeshError(f"faces have shape {tuple(self.faces.shape)}", "give int32 faces [F, 3]")
         if self.normal_map is not None and (self.normal_map.ndim != 3 or self.normal_map.shape[2] != 3
