@@ -63,7 +63,7 @@ class TextureGenConfig:
     width: int = 3072
     heads: int = 24
     mlp_ratio: float = 4.0
-    latent_channels: int = 16   # C of the image VAE latent (must equal engine.models.image_vae's)
+    latent_channels: int = 32   # C of the image VAE latent: equals ImageVAEConfig.paper() (32)
     patch: int = 1
     num_views: int = 10
     t5_dim: int = 4096
