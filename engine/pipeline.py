@@ -56,7 +56,8 @@ def _stage_load_image(image_path: Path, segmenter: str | None) -> dict:
 def _stage_shape_prior(prepared, config: PipelineConfig) -> dict:
     from engine.geometry.silhouette_prior import sdf_from_mask
 
-    grid = sdf_from_mask(prepared.mask, resolution=config.shape.grid_resolution)
+    device = "cuda" if _on_gpu(config) else None    # the field is built where marching cubes reads it
+    grid = sdf_from_mask(prepared.mask, resolution=config.shape.grid_resolution, device=device)
     return {"sdf": grid, "_note": f"{config.shape.grid_resolution}^3 grid"}
 
 
@@ -78,7 +79,8 @@ def _stage_extract(sdf, config: PipelineConfig) -> dict:
     if _on_gpu(config):  # the Triton kernel runs where the field lives
         import torch
 
-        sdf = SdfGrid(torch.from_numpy(np.ascontiguousarray(sdf.values)).cuda(), sdf.lo, sdf.hi)
+        if isinstance(sdf.values, np.ndarray):
+            sdf = SdfGrid(torch.from_numpy(np.ascontiguousarray(sdf.values)).cuda(), sdf.lo, sdf.hi)
         dense = _device_mesh(extract_mesh(sdf))
     else:
         dense = extract_mesh(sdf)

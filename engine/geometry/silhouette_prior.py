@@ -48,12 +48,18 @@ def _sample_plane(sd_px: np.ndarray, coords: np.ndarray) -> np.ndarray:
     return s * 2.0 / size                                            # pixels -> world units, [n_x, n_y]
 
 
-def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0) -> SdfGrid:
+def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0, device=None) -> SdfGrid:
     """Inflated-silhouette SDF.
 
     mask: bool [S, S], row 0 = top (+Y), True on the object.
     resolution: cells per axis (grid has resolution + 1 nodes), 8..1024.
     depth_ratio: Z half-thickness at the deepest point relative to the inscribed radius (1 = round).
+    device: None -> the CPU reference (numpy values). A torch device (e.g. "cuda") -> the values are a
+      float32 torch tensor built there: the [n, n] profile is computed on the host as above, the [n, n, n]
+      field on the device as the first-order distance ``f / sqrt(1 + |grad h|^2)`` everywhere, without the
+      3D Euclidean distance transform of the far field (61.5 s at 512^3 on the H100 machine's CPU). The
+      nodes of every sign-change cell lie within one voxel of the surface, where both fields are the same
+      first-order distance, and the sign agrees everywhere, so marching cubes gives the identical mesh.
     Returns SdfGrid float32 [n, n, n] over [-1.01, 1.01]^3, negative inside. Raises InputImageError for an
     empty, full or non-square mask.
     """
@@ -81,9 +87,24 @@ def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0) -
     h = np.where(s >= 0, depth_ratio * np.sqrt(sc * (2.0 * radius - sc)), s)     # [n, n]
     gx, gy = np.gradient(h, spacing)
     norm = np.sqrt(1.0 + np.minimum(gx * gx + gy * gy, 1e6))                     # [n, n]
+    if device is not None:
+        return SdfGrid(_first_order_field(coords, h, norm, device), -BOUNDS, BOUNDS)
     f = np.abs(coords)[None, None, :] - h[:, :, None]                           # [n, n, n]
     near = f / norm[:, :, None]
     occ = f < 0
     far = (ndimage.distance_transform_edt(~occ) - ndimage.distance_transform_edt(occ)) * spacing
     values = np.where(np.abs(far) <= 2.0 * spacing, near, far)
     return SdfGrid(values.astype(np.float32), -BOUNDS, BOUNDS)
+
+
+def _first_order_field(coords: np.ndarray, h: np.ndarray, norm: np.ndarray, device):
+    """(|z| - h) / norm as float32 [n, n, n] on ``device`` (torch), computed in float64 like the reference."""
+    import torch
+
+    z = torch.as_tensor(np.abs(coords), dtype=torch.float64, device=device)           # [n]
+    hd = torch.as_tensor(h, dtype=torch.float64, device=device)                       # [n, n]
+    nd = torch.as_tensor(norm, dtype=torch.float64, device=device)                    # [n, n]
+    out = torch.empty(hd.shape + z.shape, dtype=torch.float32, device=device)
+    for i in range(hd.shape[0]):       # one x-slab at a time: float64 temporaries stay [n, n]
+        out[i] = ((z[None, :] - hd[i, :, None]) / nd[i, :, None]).to(torch.float32)
+    return out
