@@ -317,3 +317,18 @@ def test_missing_folder_file_and_unsupported_config(tmp_path):
     (snap / "config.yaml").write_text("model:\n  target: hy3dshape.models.denoisers.HunYuanDiTPlain\n")
     with pytest.raises(WeightsError, match="HunYuanDiTPlain"):
         load_hunyuan3d_snapshot(snap)
+
+
+def test_benchmark_cpu_tiny_runs(tmp_path):
+    import subprocess
+    import sys
+
+    out, csv = tmp_path / "h3d.md", tmp_path / "r.csv"
+    res = subprocess.run([sys.executable, "-m", "benchmarks.models.hunyuan3d", "--device", "cpu", "--preset",
+                          "tiny", "--repeats", "1", "--out", str(out), "--csv", str(csv)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    text = out.read_text()
+    for case in ("h3d_dit_step_tiny", "h3d_dit_step_cfg_tiny", "h3d_turbo_5step_tiny", "h3d_cfg_6step_tiny"):
+        assert case in text
+    assert "evaluations=5" in text and len(csv.read_text().splitlines()) == 1 + 4 * 5
