@@ -11,6 +11,7 @@ import torch
 
 from engine.errors import ConfigError, WeightsError
 from engine.models.shape_decoding import (
+    GridField,
     HierarchyConfig,
     SphereField,
     TorusField,
@@ -232,6 +233,14 @@ def test_sign_change_cells_survive_a_narrow_band():
     corners_decoded = -torch.nn.functional.max_pool3d(-h.decoded.float()[None, None], 2, stride=1)[0, 0]
     assert crossing.any() and (corners_decoded.numpy()[crossing] == 1).all()
     assert not active_cells(torch.ones(5, 5, 5), 0.5).any()
+
+
+def test_grid_field_is_exact_at_nodes_and_trilinear_between():
+    values = dense_decode(TorusField(), 16)
+    fld = GridField(values)
+    torch.testing.assert_close(dense_decode(fld, 16), values, rtol=0, atol=1e-6)
+    mid = torch.tensor([[-1.01 + 1.5 * 2.02 / 16, -1.01 + 3 * 2.02 / 16, -1.01 + 7 * 2.02 / 16]])
+    torch.testing.assert_close(fld(mid), (values[1, 3, 7] + values[2, 3, 7])[None] / 2, rtol=0, atol=1e-6)
 
 
 def test_hierarchy_config_validation_and_flops():
