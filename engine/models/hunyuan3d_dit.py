@@ -19,9 +19,9 @@ learned ``scale`` (eps 1e-6). MLPs are Linear -> GELU(tanh) -> Linear at ``mlp_r
 
 Timestep embedding: ``[cos(f * 1000 t), sin(f * 1000 t)]`` with ``f_i = exp(-ln(P) i / 128)``, 256 wide.
 Tencent's forward passes ``time_factor`` (1000) positionally into the ``max_period`` slot, so P = 1000, not
-the usual 10000; the published weights were trained that way and this module reproduces it (the frequency
-table is built once, as a non-persistent buffer). The guidance embedding uses the same function on the
-guidance scale itself (e.g. 5.0 -> 5000 before the frequencies).
+the usual 10000; the published weights were trained that way and this module reproduces it (the fp32
+frequency table is built once per device, outside the state dict). The guidance embedding uses the same
+function on the guidance scale itself (e.g. 5.0 -> 5000 before the frequencies).
 
 State-dict keys, exactly the published names (``model.`` prefix stripped by the snapshot loader):
   verified against the public source: ``latent_in.{weight,bias}``, ``time_in.{in_layer,out_layer}.*``,
