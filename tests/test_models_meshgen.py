@@ -169,7 +169,8 @@ def test_benchmark_cpu_tiny(tmp_path):
     from benchmarks.models.meshgen import bench, write_markdown
 
     rows = bench(device="cpu", preset="tiny", repeats=1)
-    want = {"coarse_step_eager", "coarse_25_steps_eager", "refine_5_steps_eager"}
+    want = {"coarse_step_eager", "coarse_step_graph", "coarse_2_steps_eager", "refine_2_steps_graph",
+            "coarse_teacher_100_steps_scaled"}
     assert {r["variant"] for r in rows} >= want
     assert all(r["p50"] > 0 and math.isfinite(r["p50"]) for r in rows)
     out = tmp_path / "meshgen.md"

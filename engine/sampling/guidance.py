@@ -86,6 +86,11 @@ class GuidedSampler:
         """'graph' or 'eager' for a batch size already sampled, else None."""
         return self._graphs[batch].mode if batch in self._graphs else None
 
+    def runner(self, batch: int) -> CudaGraphStep:
+        """The step runner of a batch size already sampled: ``runner(z [B, N, D] fp32, idx [1]) -> z_prev``
+        with the last request's context (for per-step timing)."""
+        return self._graphs[batch]
+
     @torch.inference_mode()
     def __call__(self, cond: torch.Tensor, z_T: torch.Tensor, positions: torch.Tensor | None = None
                  ) -> torch.Tensor:
