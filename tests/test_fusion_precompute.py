@@ -11,6 +11,7 @@ from conftest import asset_path
 
 from engine.errors import ConfigError, InputImageError, MeshError
 from engine.geometry.mesh import TriMesh
+from engine.texture.anisotropic import precompute_footprints
 from engine.texture.backproject import edge_mask, texel_geometry, visibility
 from engine.texture.fusion_precompute import (
     FusionPrecomputeConfig,
@@ -53,6 +54,9 @@ def assert_precompute_parity(mesh: TriMesh, cams, atlas: int, res: int, pixel_ma
     for k, cam in enumerate(cams):
         px, _ = cam.world_to_pixel(tg.position[tg.valid], res)
         np.testing.assert_allclose(pre.pixel[k].cpu().numpy(), px, rtol=1e-6, atol=1e-4)
+    fp = precompute_footprints(torch.from_numpy(tg.position), torch.from_numpy(tg.valid), list(cams), res)
+    for name in ("step", "lod", "taps"):                               # the anisotropic slot, wired
+        np.testing.assert_allclose(getattr(pre.footprint, name).cpu().numpy(), getattr(fp, name), atol=1e-5)
     want = visibility(tg, cams, renders, edges=edges, pixel_mask=pixel_mask)
     got = pre.incidence_dense().cpu().numpy()
     assert np.abs(got - want).max() < 1e-5
@@ -109,6 +113,8 @@ def test_occlusion_incidence_and_reused_renders():
                                renders=side)
     assert (tilted.incidence == 0).all()                               # cos 45 deg = 0.707 < 0.75
     assert (precompute_fusion(mesh, [camera_rig()[1]], 32, 16, renders=side).incidence.max() > 0.7)
+    assert precompute_fusion(mesh, cams, 32, 32, FusionPrecomputeConfig(footprints=False),
+                             renders=renders).footprint is None
 
 
 def test_bad_inputs():

@@ -25,8 +25,9 @@ holds r * S + c; ``packed_index`` int32 [S, S] maps a texel to its row, -1 outsi
 At S = 2048 with ~60 % coverage (N ~ 2.5M) and K = 10: pixel [K, N, 2] 200 MB, incidence [K, N] 100 MB,
 visible [K, N] 25 MB -- 40 % less than dense [K, S, S] maps.
 
-Slots filled by the other fusion steps (kept here so one object travels from the precompute worker):
-``footprint`` (per-texel anisotropic filter footprint, ``engine.texture.anisotropic``) and
+Also computed here: ``footprint``, the per-(view, texel) anisotropic filter parameters of
+``engine.texture.anisotropic.precompute_footprints`` (finite-difference Jacobian, SVD, mip level, taps).
+Slot filled by another step (kept here so one object travels from the precompute worker):
 ``inpaint_index`` (the inpainting step's spatial index over texels).
 
 Host syncs: one to count valid texels (sizes the packed arrays), one in the view rasteriser, one for
@@ -44,6 +45,7 @@ import torch
 
 from engine.errors import ConfigError, InputImageError, MeshError
 from engine.geometry.mesh import TriMesh
+from engine.texture.anisotropic import AnisoConfig, Footprint, precompute_footprints
 from engine.texture.render_conditions_gpu import TexturedDeviceMesh, ViewRendersGPU, render_views_gpu
 from engine.texture.views import OrthoCamera
 from triton_kernels.rasterize_uv import rasterize_uv_gpu
@@ -57,11 +59,16 @@ class FusionPrecomputeConfig:
                         the depth slope of surfaces up to ~70 deg within the half-pixel offset).
     edge_threshold_px:  position jump between 4-neighbour pixels that marks an edge, in pixel widths.
     min_incidence:      incidences below this become 0 (``fuse_views`` uses 0.05; 0 keeps all).
+    footprints:         also compute the anisotropic filter footprints
+                        (``anisotropic.precompute_footprints``).
+    aniso:              their settings (paper: LOD bias -0.5, up to 8 taps).
     """
 
     depth_tolerance_px: float = 3.0
     edge_threshold_px: float = 4.0
     min_incidence: float = 0.0
+    footprints: bool = True
+    aniso: AnisoConfig = AnisoConfig()
 
     def __post_init__(self) -> None:
         for name in ("depth_tolerance_px", "edge_threshold_px"):
@@ -120,7 +127,8 @@ class FusionPrecompute:
     texels (``TexelGeometryGPU``), pixel float32 [K, N, 2] (x right, y down, pixel centres at +.5),
     visible bool [K, N], incidence float32 [K, N] in [0, 1], view_mask bool [K, R, R] (foreground),
     edges bool [K, R, R], view_depth float32 [K, R, R] (z-buffer, inf background), config.
-    footprint / inpaint_index: filled by the anisotropic-filter and inpainting steps (None until then).
+    footprint: ``anisotropic.Footprint`` over [K, N] (None when ``config.footprints`` is off);
+    inpaint_index: the inpainting step's spatial index, filled by that step (None until then).
     """
 
     cameras: tuple[OrthoCamera, ...]
@@ -135,7 +143,7 @@ class FusionPrecompute:
     edges: torch.Tensor
     view_depth: torch.Tensor
     config: FusionPrecomputeConfig
-    footprint: object | None = None
+    footprint: Footprint | None = None
     inpaint_index: object | None = None
 
     @property
@@ -213,11 +221,15 @@ def project_texels(position: torch.Tensor, cam_params: torch.Tensor, resolution:
     c = cam_params
     h = c[:, 9:10]                                                               # [K, 1]
     shift = c[:, 10:13]                                                          # camera centres (0)
-    a = c[:, 0:3] @ p - (c[:, 0:3] * shift).sum(1, keepdim=True)                 # [K, N] along right
-    x = ((a / h + 1.0) * 0.5 * resolution).to(torch.float32)
-    a = c[:, 3:6] @ p - (c[:, 3:6] * shift).sum(1, keepdim=True)                 # along image up
-    y = ((1.0 - a / h) * 0.5 * resolution).to(torch.float32)
-    a = c[:, 6:9] @ p - (c[:, 6:9] * shift).sum(1, keepdim=True)                 # along the view direction
+
+    def along(axis: int) -> torch.Tensor:                                        # [K, N] float64
+        basis = c[:, 3 * axis:3 * axis + 3]
+        return (basis @ p).sub_((basis * shift).sum(1, keepdim=True))
+
+    # in place, in the reference's operation order: ((a / h + 1) * 0.5) * R and ((1 - b / h) * 0.5) * R
+    x = along(0).div_(h).add_(1.0).mul_(0.5).mul_(resolution).to(torch.float32)
+    y = along(1).div_(h).neg_().add_(1.0).mul_(0.5).mul_(resolution).to(torch.float32)
+    a = along(2)
     return torch.stack([x, y], dim=-1), (h - a).to(torch.float32)
 
 
@@ -300,5 +312,9 @@ def precompute_fusion(mesh: TexturedDeviceMesh | TriMesh, cameras: Sequence[Orth
     if cfg.min_incidence > 0:
         inc = torch.where(inc < cfg.min_incidence, torch.zeros((), dtype=inc.dtype, device=inc.device), inc)
     priors = torch.tensor([c.prior_weight for c in cameras], dtype=torch.float32, device=inc.device)
+    footprint = None
+    if cfg.footprints:
+        dense_pos = texels.scatter(texels.position, channels=True)               # [S, S, 3]
+        footprint = precompute_footprints(dense_pos, texels.valid, list(cameras), res, cfg.aniso)
     return FusionPrecompute(tuple(cameras), renders.cam_params, priors, res, texels, pixel, visible, inc,
-                            renders.mask, edges, renders.depth, cfg)
+                            renders.mask, edges, renders.depth, cfg, footprint)
