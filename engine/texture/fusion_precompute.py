@@ -260,8 +260,10 @@ def visibility_gpu(texels: TexelGeometryGPU, pixel: torch.Tensor, depth: torch.T
     zbuf = torch.gather(renders.depth.reshape(k, r * r), 1, iy * r + ix)         # [K, N]
     tol = (tolerance_px * 2.0 * renders.cam_params[:, 9:10] / r).to(torch.float32)   # [K, 1]
     visible = inside & (depth <= zbuf + tol) & taps_allowed(pixel, allowed)
-    dirs = renders.cam_params[:, 6:9].to(torch.float32)                          # [K, 3]
-    inc = (dirs @ texels.normal.T).clamp_min_(0.0)                               # [K, N]
+    d = renders.cam_params[:, 6:9].to(torch.float32)                             # [K, 3]
+    n = texels.normal
+    # elementwise float32 dot (a matmul could run in TF32 when a model enabled it)
+    inc = (d[:, 0:1] * n[:, 0] + d[:, 1:2] * n[:, 1] + d[:, 2:3] * n[:, 2]).clamp_min_(0.0)   # [K, N]
     return visible, torch.where(visible, inc, torch.zeros((), dtype=inc.dtype, device=inc.device))
 
 
