@@ -143,7 +143,7 @@ def test_flops_match_hand_count():
 def test_benchmark_cpu_tiny(tmp_path):
     from benchmarks.models.image_vae import bench
 
-    rows = bench(device="cpu", preset="tiny", repeats=1, size=64, views=2)
+    rows = bench(device="cpu", preset="tiny", repeats=1)
     names = {(r["name"], r["variant"]) for r in rows}
     assert ("image_vae", "decode_views_64px") in names and ("super_resolution", "sr_views") in names
     assert all(r["p50"] > 0 for r in rows)

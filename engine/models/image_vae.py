@@ -129,7 +129,7 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = F.pixel_unshuffle(x, 2)  # [B, 4 c_in, H/2, W/2]
         b, c, h, w = s.shape
-        s = s.view(b, self.c_out, c // self.c_out, h, w).mean(2)  # [B, c_out, H/2, W/2]
+        s = s.reshape(b, self.c_out, c // self.c_out, h, w).mean(2)  # [B, c_out, H/2, W/2]
         return self.conv(x) + s
 
 
