@@ -20,6 +20,10 @@ bounded by chunking the views (``max_batch`` images per pass, exact) and, option
 Peak activation memory of one 1024 px view in the decoder is ~6 tensors of 128 x 1024^2 bf16 (~1.5 GB);
 the benchmark reports the measured peak for the chunk size used.
 
+Used for the reference image, the per-view normal maps (unit xyz in [-1, 1]) and position maps (object
+in the unit sphere, xyz in [-1, 1]) -- all encoded as 3-channel images in one ``encode`` call -- and to
+decode the K generated views.
+
 Tensors: images [B, 3, H, W] in [-1, 1], H and W multiples of 16; latents [B, 32, H/16, W/16] normalised
 as (mean - shift_factor) * scaling_factor. On CUDA the model runs in bf16, channels-last (``prepare``).
 """
