@@ -13,6 +13,7 @@ from engine.errors import ConfigError, InputImageError
 from engine.geometry.mesh import TriMesh
 from engine.texture.anisotropic import (
     AnisoConfig,
+    _blur121,
     build_mip_chain,
     footprints,
     lanczos2_weights,
@@ -49,7 +50,7 @@ def test_lanczos_weights_and_mip_chain_against_direct_sum():
     w = lanczos2_weights()
     assert torch.allclose(w, w.flip(0)) and abs(float(w.sum()) - 1) < 1e-6 and float(w[0]) < 0
     img = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    mips = build_mip_chain(img)
+    mips = build_mip_chain(img, config=AnisoConfig(sharpen=0.0))
     assert [m.shape[-1] for m in mips] == [16, 8, 4, 2, 1]
     ref = _lanczos_down_np(img[1, 2].double().numpy())
     assert np.abs(mips[1][1, 2].numpy() - ref).max() < 1e-5
@@ -58,6 +59,12 @@ def test_lanczos_weights_and_mip_chain_against_direct_sum():
     assert all(float((m - 0.3).abs().max()) < 1e-6 for m in flat)
     sharp = build_mip_chain(img, config=AnisoConfig(sharpen=0.5))
     assert torch.equal(sharp[0], mips[0]) and not torch.allclose(sharp[1], mips[1])
+    blur = (mips[1][..., :-2, :] + 2 * mips[1][..., 1:-1, :] + mips[1][..., 2:, :]) / 4
+    blur = (blur[..., :-2] + 2 * blur[..., 1:-1] + blur[..., 2:]) / 4        # interior [1, 2, 1]^2 / 16
+    want = mips[1][..., 1:-1, 1:-1] + 0.5 * (mips[1][..., 1:-1, 1:-1] - blur)
+    assert torch.allclose(sharp[1][..., 1:-1, 1:-1], want, atol=1e-6)
+    # level 2 is the sharpened UNsharpened level 2 (no compounding)
+    assert torch.allclose(sharp[2], mips[2] + 0.5 * (mips[2] - _blur121(mips[2])), atol=1e-6)
 
 
 def test_mip_chain_bad_input():

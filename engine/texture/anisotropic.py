@@ -24,9 +24,13 @@ exactly one bilinear tap at the texel centre (``backproject.sample_views``).
 
 Mip chain: level 0 = the view images, level l + 1 = a separable 2x Lanczos-2 (a = 2) downsample of level
 l: 8 taps per axis at source offsets d = +-0.5 .. +-3.5 with weights sinc(d/2) sinc(d/4), normalised,
-clamp-to-edge. Levels continue while the side is even (1024 -> 1, 768 -> 3). The Lanczos negative lobes
-already keep the coarse levels crisp; optional per-level sharpening (``sharpen`` > 0) adds an unsharp
-mask L += s (L - blur121(L)) to every level >= 1 (off by default; paper 7.4 names no amount). With a
+clamp-to-edge. Levels continue while the side is even (1024 -> 1, 768 -> 3). Per-level sharpening (paper
+7.4 names no amount): every level >= 1 is stored as L + s (L - blur121(L)), an unsharp mask with a
+[1, 2, 1] / 4 blur, while the chain itself continues from the unsharpened L (no compounding). Default
+s = 0.3: on a synthetic tilted plane (0-78 deg, 4-24 cycles per atlas side, truth = texel box average)
+the texel RMSE was 0.0217 at s = 0, 0.0185 / 0.0182 / 0.0189 / 0.0205 at s = 0.2 / 0.3 / 0.4 / 0.5,
+single bilinear taps 0.0269; the same study put the LOD bias at -0.5 (0.0182) ahead of -1 (0.0192),
+-0.25 (0.0231) and 0 (0.0314). The oracle benchmark should confirm both on held-back renders. With a
 pixel mask the chain carries premultiplied colour + alpha (4 channels) and lookups divide by the filtered
 alpha, so background pixels under a footprint do not bleed into the texel's colour.
 
@@ -56,12 +60,13 @@ LANCZOS_A = 2
 @dataclass(frozen=True)
 class AnisoConfig:
     """Anisotropic filter settings. lod_bias: added to log2 of the minor axis (paper -0.5); max_taps:
-    taps along the major axis (paper 8, <= 255); sharpen: per-level unsharp amount for mips >= 1 (>= 0);
+    taps along the major axis (paper 8, <= 255); sharpen: per-level unsharp amount for mips >= 1
+    (0..2, 0 = off);
     min_size: the mip chain stops before a level smaller than this side (>= 1)."""
 
     lod_bias: float = -0.5
     max_taps: int = 8
-    sharpen: float = 0.0
+    sharpen: float = 0.3
     min_size: int = 1
 
     def __post_init__(self) -> None:
@@ -147,12 +152,11 @@ def build_mip_chain(images: torch.Tensor, mask: torch.Tensor | None = None,
         x = torch.cat([x * m, m], dim=1)                                       # [K, 4, R, R]
     x = x.contiguous()
     w = lanczos2_weights(x.device)
-    levels = [x]
-    while levels[-1].shape[-1] % 2 == 0 and levels[-1].shape[-1] // 2 >= config.min_size:
-        y = _down_axis(_down_axis(levels[-1], w, 3), w, 2)                   # [K, C, S/2, S/2]
-        if config.sharpen > 0:
-            y = y + config.sharpen * (y - _blur121(y))
-        levels.append(y.contiguous())
+    levels, carry = [x], x
+    while carry.shape[-1] % 2 == 0 and carry.shape[-1] // 2 >= config.min_size:
+        carry = _down_axis(_down_axis(carry, w, 3), w, 2)                   # [K, C, S/2, S/2]
+        sharp = carry + config.sharpen * (carry - _blur121(carry)) if config.sharpen > 0 else carry
+        levels.append(sharp.contiguous())                                   # the chain goes on unsharpened
     return levels
 
 
