@@ -24,6 +24,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         device=args.device,
         seed=getattr(args, "seed", None),
         placement=args.placement,
+        shape_model=getattr(args, "shape_model", None),
+        weights=getattr(args, "weights", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -127,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="object mask source: alpha, grabcut, or a path to an ONNX matting model (default: alpha when "
         "the picture has an informative alpha channel, else grabcut)",
     )
+    gen.add_argument("--shape-model", default=None, metavar="PATH",
+                     help="Hunyuan3D-2/-2mini snapshot (repo root or a subfolder with config.yaml and "
+                     "model.fp16.safetensors): the shape comes from that network, not the weight-free prior")
+    gen.add_argument("--weights", default=None, metavar="DIR",
+                     help="AssetGen engine-format checkpoints (dinov2, meshgen_coarse, shape_vae)")
     _common(gen)
     gen.set_defaults(run=_cmd_generate)
     proc = sub.add_parser("process", help="mesh file (GLB/glTF/OBJ/PLY/OFF) -> game-ready GLB")

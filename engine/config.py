@@ -55,8 +55,15 @@ class ShapeConfig:
     dino_resolution_refine: int = 1022
     grid_resolution: int = 512  # marching-cubes grid (cells per axis)
     bounds: float = 1.01  # SDF volume spans [-bounds, bounds]^3 (normalised object units)
+    shape_model: str | None = None  # Hunyuan3D-2 snapshot folder (--shape-model); None: not used
+    weights: str | None = None  # AssetGen engine-format checkpoint folder (--weights); None: not used
 
     def __post_init__(self) -> None:
+        _require(
+            self.shape_model is None or self.weights is None,
+            "both --shape-model and --weights were given",
+            "choose one shape backbone: a Hunyuan3D-2 snapshot or AssetGen weights",
+        )
         _require(
             16 <= self.grid_resolution <= 1024,
             f"grid resolution {self.grid_resolution} out of range",
@@ -170,9 +177,13 @@ class PipelineConfig:
         device: str | None = None,
         seed: int | None = None,
         placement: str | None = None,
+        shape_model: str | None = None,
+        weights: str | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
-        geometry, texture, runtime = self.geometry, self.texture, self.runtime
+        geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
+        if shape_model is not None or weights is not None:
+            shape = replace(shape, shape_model=shape_model, weights=weights)
         if faces is not None:
             geometry = replace(geometry, faces=faces)
         if normal_map_size is not None:
@@ -192,7 +203,7 @@ class PipelineConfig:
                 raise ConfigError(f"unknown device '{device}'", "use --device cpu or --device cuda") from None
         if seed is not None:
             runtime = replace(runtime, seed=seed)
-        return replace(self, geometry=geometry, texture=texture, runtime=runtime)
+        return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:
         """Scale sampling densities for a CPU run, and say so in ``notes``.

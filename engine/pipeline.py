@@ -61,6 +61,25 @@ def _stage_shape_prior(prepared, config: PipelineConfig) -> dict:
     return {"sdf": grid, "_note": f"{config.shape.grid_resolution}^3 grid"}
 
 
+def _stage_shape_network(prepared, config: PipelineConfig) -> dict:
+    """A learned backbone (engine/models/shape_backbone.py): picture -> dense mesh on the device."""
+    from engine.geometry.mesh import TriMesh
+    from engine.models import shape_backbone
+
+    shape, device = config.shape, ("cuda" if _on_gpu(config) else "cpu")
+    run = shape_backbone.hunyuan3d_shape if shape.shape_model else shape_backbone.meshgen_shape
+    result = run(prepared.rgba, shape.shape_model or shape.weights, shape.grid_resolution, shape.bounds,
+                 device, seed=config.runtime.seed)
+    if _on_gpu(config):
+        from engine.geometry.device_mesh import DeviceMesh
+
+        dense = DeviceMesh(result.verts.float().contiguous(), result.faces.int().contiguous())
+    else:
+        dense = TriMesh(result.verts.float().numpy(), result.faces.numpy().astype(np.int32))
+    return {"dense": dense, "shape_source": result.source,
+            "_note": f"{result.source}; {result.queries} SDF queries, {int(result.faces.shape[0])} faces"}
+
+
 def _on_gpu(config: PipelineConfig) -> bool:
     return config.runtime.device is Device.CUDA
 
@@ -244,16 +263,22 @@ def _post_processing(config: PipelineConfig) -> list[Stage]:
     ]
 
 
+def _shape_stages(config: PipelineConfig) -> list[Stage]:
+    if config.shape.shape_model or config.shape.weights:
+        name = "shape (Hunyuan3D-2)" if config.shape.shape_model else "shape (MeshGen)"
+        return [Stage(name, ("prepared",), ("dense", "shape_source"),
+                      lambda prepared: _stage_shape_network(prepared, config))]
+    return [
+        Stage("shape (silhouette prior)", ("prepared",), ("sdf",),
+              lambda prepared: _stage_shape_prior(prepared, config)),
+        Stage("marching cubes", ("sdf",), ("dense",), lambda sdf: _stage_extract(sdf, config)),
+    ]
+
+
 def generate_graph(config: PipelineConfig) -> StageGraph:
     stages = [
         Stage("preprocess", ("image_path", "segmenter"), ("prepared",), _stage_load_image),
-        Stage(
-            "shape (silhouette prior)",
-            ("prepared",),
-            ("sdf",),
-            lambda prepared: _stage_shape_prior(prepared, config),
-        ),
-        Stage("marching cubes", ("sdf",), ("dense",), lambda sdf: _stage_extract(sdf, config)),
+        *_shape_stages(config),
         *_post_processing(config),
         Stage(
             "texture (reference projection)",
@@ -298,7 +323,7 @@ def generate(
         Path(output),
         env["asset"],
         timer,
-        sources={"shape": SHAPE_SOURCE_PRIOR, "texture": TEXTURE_SOURCE_PROJECTION},
+        sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR), "texture": TEXTURE_SOURCE_PROJECTION},
         notes=list(config.notes),
     )
 
