@@ -9,12 +9,14 @@ centres at +0.5), tap spacing s = step[k, t], n = taps[k, t] and lod = min(lod[k
 With a premultiplied chain (C = 4: rgb * alpha, alpha) the colour is acc.rgb / max(acc.alpha, 1e-4).
 Items with where[k, t] = 0 write zeros (texels the view does not see: incidence 0).
 
-Layouts: the chain is packed channel-last in one float32 buffer (``pack_mips``): level l of side S_l at
-offset off[l], element (k, y, x, c) at off[l] + ((k S_l + y) S_l + x) C + c, so one bilinear corner is C
-adjacent floats. px, step float32 [K, T, 2]; lod float32 [K, T]; taps uint8 [K, T]; where uint8 [K, T];
+Layouts: the chain is packed channel-last in one float32 buffer (``pack_mips``): level l of side
+S_l = S_0 / 2^l at offset off[l] = sum_{m < l} K S_m^2 C (recomputed per thread: no tables), element
+(k, y, x, c) at off[l] + ((k S_l + y) S_l + x) C + c, so one bilinear corner is C adjacent floats.
+px, step float32 [K, T, 2]; lod float32 [K, T]; taps uint8 [K, T]; where uint8 [K, T];
 out float32 [K, T, 3].
 
-Limits: C in {3, 4}; n <= 255 (the paper uses 8); K S_0^2 C < 2^31 per level offset is fine (int64).
+Limits: C in {3, 4}; n <= 255 (the paper uses 8); every level exactly half the previous one; offsets
+are int64 (no size limit from indexing).
 Floor: per item 22 bytes of footprint + centre in, 12 bytes out, and up to 2 n bilinear lookups of 4 C
 floats each (at n = 8, C = 3: 768 B of mostly L1/L2-resident gathers) with ~10 FLOPs per channel per
 corner. A 2048^2 atlas (~2.5M valid texels) x 10 views at ~35 % visibility: ~9M items, ~300 MB of DRAM
@@ -38,17 +40,25 @@ REFERENCE = sample_anisotropic_ref
 SIM_THREADS = 32           # threads per launch in the CUDA simulator (each one is a Python thread)
 
 
-def pack_mips(mips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pack a chain [level l: float32 [K, C, S_l, S_l]] into (flat float32 [sum K S_l^2 C], offsets int64
-    [L], sides int32 [L]) on the chain's device (channel-last, see the module docstring)."""
-    flats = [m.permute(0, 2, 3, 1).reshape(-1) for m in mips]               # [K * S * S * C] each
-    sizes = [f.numel() for f in flats]
-    offs = [0]
-    for n in sizes[:-1]:
-        offs.append(offs[-1] + n)
-    dev = mips[0].device
-    return (torch.cat(flats).float().contiguous(), torch.tensor(offs, dtype=torch.int64, device=dev),
-            torch.tensor([m.shape[-1] for m in mips], dtype=torch.int32, device=dev))
+def pack_mips(mips: list[torch.Tensor]) -> torch.Tensor:
+    """Pack a chain [level l: float32 [K, C, S_l, S_l], S_l = S_0 / 2^l] into one channel-last float32
+    buffer [sum_l K S_l^2 C] on the chain's device (layout in the module docstring)."""
+    for lev, m in enumerate(mips):
+        if m.shape[-1] << lev != mips[0].shape[-1] or m.shape[:2] != mips[0].shape[:2]:
+            raise ConfigError(f"mip level {lev} is {tuple(m.shape)}, not level 0 {tuple(mips[0].shape)} / "
+                              f"2^{lev}", "pass build_mip_chain's output")
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(-1) for m in mips]).float().contiguous()
+
+
+@cuda.jit(device=True)
+def _level_base(s0, k_views, chans, lev, k):
+    """(side S_lev, offset of view k's image in level lev) of the packed chain."""
+    off = int64(0)
+    s = int64(s0)
+    for _ in range(lev):
+        off += int64(k_views) * s * s * chans
+        s = s // 2
+    return s, off + int64(k) * s * s * chans
 
 
 @cuda.jit(device=True)
@@ -75,7 +85,7 @@ def _bilinear_add(mips, base, s, chans, x, y, w, acc):
 
 
 @cuda.jit
-def aniso_sample_kernel(mips, offs, sides, nlev, chans, px, step, lod, taps, where, use_where, out,
+def aniso_sample_kernel(mips, s0, k_views, nlev, chans, px, step, lod, taps, where, use_where, out,
                         n_items, t_per_view):
     """Grid-stride over (view, texel) items: trilinear lookups at up to ``taps`` points on the major axis."""
     for i in range(cuda.grid(1), n_items, cuda.gridsize(1)):
@@ -99,8 +109,7 @@ def aniso_sample_kernel(mips, offs, sides, nlev, chans, px, step, lod, taps, whe
                 wl = float32(1.0) - fr if q == 0 else fr
                 if lev < nlev and wl > float32(0.0):
                     scale = float32(1.0) / float32(1 << lev)
-                    s = sides[lev]
-                    base = offs[lev] + int64(k) * s * s * chans
+                    s, base = _level_base(s0, k_views, chans, lev, k)
                     wt = wl / float32(n)
                     for j in range(n):
                         o = float32(j) - half
@@ -149,7 +158,7 @@ def sample_anisotropic_gpu(mips: list[torch.Tensor], px: torch.Tensor, fp: Footp
     k, t = px.shape[:2]
     if not mips or mips[0].shape[0] != k or mips[0].shape[1] not in (3, 4) or mips[0].device != dev:
         raise ConfigError(f"mip chain does not match {k} views on {dev}", "pass build_mip_chain's output")
-    flat, offs, sides = pack_mips(mips)
+    flat = pack_mips(mips)
     out = torch.empty(k, t, 3, dtype=torch.float32, device=dev)
     use_where = 0 if where is None else 1
     if where is None:
@@ -157,7 +166,8 @@ def sample_anisotropic_gpu(mips: list[torch.Tensor], px: torch.Tensor, fp: Footp
     else:
         w = where.contiguous().view(torch.uint8)
     pxc = px.contiguous()                                                    # alive until after the launch
-    _launch(aniso_sample_kernel, k * t, view(flat), view(offs), view(sides), len(mips), int(mips[0].shape[1]),
-            view(pxc), view(fp.step), view(fp.lod), view(fp.taps), view(w), use_where, view(out),
+    side, chans = int(mips[0].shape[-1]), int(mips[0].shape[1])
+    _launch(aniso_sample_kernel, k * t, view(flat), side, k, len(mips), chans, view(pxc),
+            view(fp.step), view(fp.lod), view(fp.taps), view(w), use_where, view(out),
             k * t, t)
     return out
