@@ -76,6 +76,28 @@ close)  # issue 3's closing call: the rows still missing, most wanted first (eac
   step t2_bounded 90 python3 -m benchmarks.geometry.table2 --method qem_gpu_bounded --no-quality --repeats 1 \
     --assets bunny armadillo fox bob --results "$RES/geometry_table2_qem_gpu_bounded.json" --meshes "$RES/t2meshes"
   ;;
+models)  # issue 5: the networks at the paper's sizes, random weights, bf16 (most wanted first)
+  step model_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_models_meshgen.py \
+    tests/test_sampling_ddim.py tests/test_models_texturegen.py tests/test_models_shape_vae.py
+  step meshgen 150 python3 -m benchmarks.models.meshgen --device cuda --preset paper --repeats 10 \
+    --out "$RES/models_meshgen_h100.md" --csv "$RES/h100.csv"
+  step shape_vae 120 python3 -m benchmarks.models.shape_vae --device cuda --preset paper --repeats 5 \
+    --out "$RES/models_shape_vae_h100.md" --csv "$RES/h100.csv"
+  step texturegen 150 python3 -m benchmarks.models.texturegen --device cuda --preset paper --repeats 3 \
+    --out "$RES/models_texturegen_h100.md" --csv "$RES/h100.csv"
+  step resident 60 python3 -m benchmarks.models.resident --device cuda --out "$RES/models_resident_h100.md" \
+    --csv "$RES/h100.csv"
+  ;;
+models2)  # issue 5, second half: conditioning, Hunyuan3D-2 DiT, image VAE + super-resolution; generate on cuda
+  step dinov2 90 python3 -m benchmarks.models.dinov2 --device cuda --preset paper --repeats 10 \
+    --out "$RES/models_conditioning_h100.md" --csv "$RES/h100.csv"
+  step hunyuan3d 90 python3 -m benchmarks.models.hunyuan3d --device cuda --preset paper --repeats 10 \
+    --out "$RES/models_hunyuan3d_h100.md" --csv "$RES/h100.csv"
+  step image_vae 90 python3 -m benchmarks.models.image_vae --device cuda --preset paper --repeats 10 \
+    --out "$RES/models_image_vae_h100.md" --csv "$RES/h100.csv"
+  step generate_cuda 120 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
+    -o "$RES/crate_cuda.glb" --device cuda --timings
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
