@@ -62,26 +62,46 @@ def _level_base(s0, k_views, chans, lev, k):
 
 
 @cuda.jit(device=True)
-def _bilinear_add(mips, base, s, chans, x, y, w, acc):
-    """acc[c] += w * bilinear(level, x, y)[c]; x, y level pixel coordinates (centres at +0.5)."""
+def _clamp_index(i, s):
+    """i clamped to [0, s - 1] (clamp-to-edge addressing)."""
+    if i < 0:
+        return int64(0)
+    if i > s - 1:
+        return int64(s - 1)
+    return int64(i)
+
+
+@cuda.jit(device=True)
+def _channel(mips, r0, r1, x0, x1, gx, fx, gy, fy):
+    """Bilinear blend of one channel from the 4 corners (row starts r0, r1; column offsets x0, x1)."""
+    top = mips[r0 + x0] * gx + mips[r0 + x1] * fx
+    bot = mips[r1 + x0] * gx + mips[r1 + x1] * fx
+    return top * gy + bot * fy
+
+
+@cuda.jit(device=True)
+def _bilinear(mips, base, s, chans, x, y):
+    """Bilinear lookup (r, g, b, a) at level pixel coordinates x, y (centres at +0.5), clamp-to-edge;
+    a = 1 for a 3-channel chain. Channels are explicit scalars (registers, no local memory)."""
     xf = x - float32(0.5)
     yf = y - float32(0.5)
     x0f = math.floor(xf)
     y0f = math.floor(yf)
     fx = xf - float32(x0f)
     fy = yf - float32(y0f)
-    x0 = min(max(int32(x0f), int32(0)), s - 1)
-    y0 = min(max(int32(y0f), int32(0)), s - 1)
-    x1 = min(x0 + 1, s - 1)
-    y1 = min(y0 + 1, s - 1)
-    r0 = base + int64(y0) * s * chans
-    r1 = base + int64(y1) * s * chans
+    x0 = _clamp_index(int64(x0f), s) * chans
+    x1 = _clamp_index(int64(x0f) + 1, s) * chans
+    r0 = base + _clamp_index(int64(y0f), s) * s * chans
+    r1 = base + _clamp_index(int64(y0f) + 1, s) * s * chans
     gx = float32(1.0) - fx
     gy = float32(1.0) - fy
-    for c in range(chans):
-        top = mips[r0 + x0 * chans + c] * gx + mips[r0 + x1 * chans + c] * fx
-        bot = mips[r1 + x0 * chans + c] * gx + mips[r1 + x1 * chans + c] * fx
-        acc[c] += w * (top * gy + bot * fy)
+    c0 = _channel(mips, r0, r1, x0, x1, gx, fx, gy, fy)
+    c1 = _channel(mips, r0 + 1, r1 + 1, x0, x1, gx, fx, gy, fy)
+    c2 = _channel(mips, r0 + 2, r1 + 2, x0, x1, gx, fx, gy, fy)
+    c3 = float32(1.0)
+    if chans == 4:
+        c3 = _channel(mips, r0 + 3, r1 + 3, x0, x1, gx, fx, gy, fy)
+    return c0, c1, c2, c3
 
 
 @cuda.jit
@@ -91,11 +111,14 @@ def aniso_sample_kernel(mips, s0, k_views, nlev, chans, px, step, lod, taps, whe
     for i in range(cuda.grid(1), n_items, cuda.gridsize(1)):
         k = i // t_per_view
         t = i - k * t_per_view
-        acc = cuda.local.array(4, float32)
-        for c in range(4):
-            acc[c] = float32(0.0)
+        a0 = float32(0.0)
+        a1 = float32(0.0)
+        a2 = float32(0.0)
+        a3 = float32(0.0)
         if use_where == 0 or where[k, t] != 0:
-            lv = min(lod[k, t], float32(nlev - 1))
+            lv = lod[k, t]
+            if lv > float32(nlev - 1):
+                lv = float32(nlev - 1)
             l0 = int32(math.floor(lv))
             fr = lv - float32(l0)
             n = int32(taps[k, t])
@@ -113,15 +136,20 @@ def aniso_sample_kernel(mips, s0, k_views, nlev, chans, px, step, lod, taps, whe
                     wt = wl / float32(n)
                     for j in range(n):
                         o = float32(j) - half
-                        x = (cx + o * sx) * scale
-                        y = (cy + o * sy) * scale
-                        _bilinear_add(mips, base, s, chans, x, y, wt, acc)
+                        c0, c1, c2, c3 = _bilinear(mips, base, s, chans, (cx + o * sx) * scale,
+                                                   (cy + o * sy) * scale)
+                        a0 += wt * c0
+                        a1 += wt * c1
+                        a2 += wt * c2
+                        a3 += wt * c3
             if chans == 4:
-                a = max(acc[3], float32(1e-4))
-                for c in range(3):
-                    acc[c] = acc[c] / a
-        for c in range(3):
-            out[k, t, c] = acc[c]
+                al = a3 if a3 > float32(1e-4) else float32(1e-4)
+                a0 = a0 / al
+                a1 = a1 / al
+                a2 = a2 / al
+        out[k, t, 0] = a0
+        out[k, t, 1] = a1
+        out[k, t, 2] = a2
 
 
 def _launch(kernel, items: int, *args) -> None:

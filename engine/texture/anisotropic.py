@@ -260,14 +260,15 @@ def precompute_footprints(position: torch.Tensor, valid: torch.Tensor, cameras: 
 # ---------------------------------------------------------------------------------------- reference
 def _bilinear(level: torch.Tensor, k: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Clamp-to-edge bilinear lookups in level [K, C, S, S] at level pixel coordinates x, y [N] of views
-    k [N] (pixel centres at +0.5, as ``backproject._taps``): [N, C]."""
+    k [N] (pixel centres at +0.5): [N, C]. Same as ``backproject._taps`` inside the image; beyond the
+    outer pixel centres both corners clamp to the edge pixel (``_taps`` would blend pixels 0 and 1)."""
     s = level.shape[-1]
     xf, yf = x - 0.5, y - 0.5
     x0f, y0f = torch.floor(xf), torch.floor(yf)
     fx, fy = (xf - x0f)[:, None], (yf - y0f)[:, None]
     x0 = torch.clamp(x0f.long(), 0, s - 1)
     y0 = torch.clamp(y0f.long(), 0, s - 1)
-    x1, y1 = torch.clamp(x0 + 1, max=s - 1), torch.clamp(y0 + 1, max=s - 1)
+    x1, y1 = torch.clamp(x0f.long() + 1, 0, s - 1), torch.clamp(y0f.long() + 1, 0, s - 1)
     img = level.permute(0, 2, 3, 1)                                          # [K, S, S, C]
     top = img[k, y0, x0] * (1 - fx) + img[k, y0, x1] * fx
     bot = img[k, y1, x0] * (1 - fx) + img[k, y1, x1] * fx
