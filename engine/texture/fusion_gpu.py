@@ -1,0 +1,275 @@
+"""Texture fusion on the GPU, orchestrated (paper 7.4, 8.2): plan once per mesh, fuse once per set of views.
+
+Two calls, split by dependency so the scheduler runs the first while TextureGen's diffusion runs:
+  ``plan_fusion``      mesh + rig only: UV-overlap check, texel geometry, projection, depth-test visibility,
+                       incidence (``fusion_precompute.precompute_fusion``) and the per-(view, texel)
+                       anisotropic footprints (``anisotropic.precompute_footprints``) -> ``FusionPlan``.
+  ``fuse_views_gpu``   view colours: Lanczos-2 mip chain, anisotropic sampling (<= 8 taps along the major
+                       axis, trilinear between levels), log-space blend with the view priors and sharpness
+                       alpha (``blend_gpu``), 3D inpainting of texels no view saw, gutter dilation, uint8.
+``fuse_views_device`` chains both with the contract of the CPU reference ``backproject.fuse_views``
+(host uint8 atlas + stats dict): the pipeline's drop-in on ``--device cuda``.
+
+Layouts: S = atlas size, N = valid texels (packed row-major, ``TexelGeometryGPU``), K views, R = view
+resolution. Images [K, R, R, 3] uint8 (sRGB, /255) or float in [0, 1] (clipped to [0, 1]); masks bool
+[K, R, R] (pixels that may be used, e.g. the views' alpha). Outputs on ``kernel_device()``: atlas uint8
+[S, S, 3]; outside the charts the gutter holds the nearest chart colour up to ``gutter`` texels, 0 beyond.
+
+Bad input (``engine.errors``): a view count, size or dtype that does not match the plan -> InputImageError;
+mesh without UVs, UVs covering nothing, or UVs of which more than ``max_uv_overlap`` of the covered texels
+lie under two or more faces (overlapping charts: one texel cannot hold two surface points' colours) ->
+MeshError. Documented fallbacks: a pixel with a NaN/Inf channel is treated as unseen (dropped from the
+view's pixel mask, so no texel samples it; ``stats["nonfinite_pixels"]``); texels seen by no view are
+inpainted from their 3D neighbours; when no texel is seen at all, the charts become neutral grey
+(``inpaint.NEUTRAL_COLOUR``, ``stats["neutral_fill"]``) -- never black or transparent holes.
+
+Inpainting: the CPU ``inpaint.inpaint_3d`` / ``dilate_gutter`` on a host copy (a round trip of the atlas)
+until the GPU inpainting (``engine.texture.inpaint_gpu``) is wired here.
+
+Host syncs of ``fuse_views_gpu``: one for the non-finite check, the mip chain's NaN check, and the host
+inpainting round trip. ``plan_fusion`` syncs a few times (packed sizes, overlap share).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engine.errors import ConfigError, InputImageError, MeshError
+from engine.geometry.mesh import TriMesh
+from engine.texture.anisotropic import (
+    AnisoConfig,
+    Footprint,
+    build_mip_chain,
+    precompute_footprints,
+    sample_anisotropic,
+)
+from engine.texture.blend_gpu import blend_views_gpu
+from engine.texture.fusion_precompute import (
+    FusionPrecompute,
+    FusionPrecomputeConfig,
+    mask_incidence,
+    precompute_fusion,
+)
+from engine.texture.render_conditions_gpu import TexturedDeviceMesh, ViewRendersGPU
+from engine.texture.views import OrthoCamera
+from triton_kernels.numba_cuda import kernel_device
+from triton_kernels.rasterize_uv import rasterize_uv_gpu
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Settings of GPU fusion; defaults are those of the CPU ``fuse_views``.
+
+    alpha: blend sharpness (>= 0). min_incidence: incidences below this are dropped ([0, 1)).
+    neighbours: k of the 3D inpainting (>= 1). gutter: texels of gutter dilation (None = whole background).
+    depth_tolerance_px / edge_threshold_px: visibility and edge-mask tolerances in pixel widths.
+    max_uv_overlap: largest share of covered texels under 2+ faces accepted ([0, 1]; 0 = none).
+    aniso: the anisotropic filter (paper: 8 taps, LOD bias -0.5).
+    """
+
+    alpha: float = 4.0
+    min_incidence: float = 0.05
+    neighbours: int = 8
+    gutter: int | None = 16
+    depth_tolerance_px: float = 3.0
+    edge_threshold_px: float = 4.0
+    max_uv_overlap: float = 0.001
+    aniso: AnisoConfig = field(default_factory=AnisoConfig)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ConfigError(f"fusion alpha = {self.alpha} must be finite and >= 0", "use e.g. 4.0")
+        if self.neighbours < 1:
+            raise ConfigError(f"fusion neighbours = {self.neighbours} must be >= 1", "use e.g. 8")
+        if self.gutter is not None and self.gutter < 0:
+            raise ConfigError(f"fusion gutter = {self.gutter} must be >= 0 or None", "use e.g. 16")
+        if not 0.0 <= self.max_uv_overlap <= 1.0:
+            raise ConfigError(f"max_uv_overlap = {self.max_uv_overlap} must be in [0, 1]", "use e.g. 0.001")
+        self.precompute_config()                                   # validates the remaining fields
+
+    def precompute_config(self) -> FusionPrecomputeConfig:
+        return FusionPrecomputeConfig(self.depth_tolerance_px, self.edge_threshold_px, self.min_incidence)
+
+
+@dataclass
+class FusionPlan:
+    """Everything fusion needs that does not depend on the view colours (``plan_fusion``).
+
+    pre: ``FusionPrecompute`` (texels, pixel [K, N, 2], incidence [K, N], priors [K], ...; its
+    ``footprint`` slot holds ``footprint``); footprint: ``Footprint`` over [K, N]; config;
+    uv_overlap: share of covered texels under two or more faces (host float).
+    """
+
+    pre: FusionPrecompute
+    footprint: Footprint
+    config: FusionConfig
+    uv_overlap: float
+
+    @property
+    def atlas_size(self) -> int:
+        return self.pre.texels.size
+
+    @property
+    def view_resolution(self) -> int:
+        return self.pre.view_resolution
+
+    @property
+    def num_views(self) -> int:
+        return len(self.pre.cameras)
+
+
+def _check_device(device: torch.device | str | None) -> torch.device:
+    dev = kernel_device()
+    if device is not None and torch.device(device).type != dev.type:
+        raise ConfigError(f"GPU fusion runs on {dev}, not {device}",
+                          "use --device cuda (or the CPU reference engine.texture.backproject.fuse_views)")
+    return dev
+
+
+def uv_overlap_share(mesh: TexturedDeviceMesh, face_id: torch.Tensor) -> float:
+    """Share of covered texels lying under two or more faces. ``face_id`` int32 [S, S] is the UV
+    rasterisation (highest covering face wins); a second pass over the faces in reverse order makes the
+    lowest win, so a texel differs exactly when 2+ faces cover it (shared edges have one owner)."""
+    n_faces = mesh.faces.shape[0]
+    rev, _ = rasterize_uv_gpu(mesh.uvs, mesh.faces.flip(0).contiguous(), face_id.shape[0])
+    lowest = torch.where(rev >= 0, n_faces - 1 - rev, rev)
+    covered = face_id >= 0
+    multi = covered & (lowest != face_id)
+    return float(multi.sum()) / max(float(covered.sum()), 1.0)
+
+
+def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamera], atlas_size: int,
+                view_resolution: int, device: torch.device | str | None = None,
+                config: FusionConfig | None = None, renders: ViewRendersGPU | None = None) -> FusionPlan:
+    """Mesh + rig step of fusion (module docstring), on ``kernel_device()``.
+
+    mesh: in the cameras' frame (scaled into the rig sphere) with per-vertex UVs (glTF).
+    renders: condition renders of the same cameras at ``view_resolution`` to reuse (skips a rasterisation).
+    """
+    cfg = config or FusionConfig()
+    _check_device(device)
+    if isinstance(mesh, TriMesh):
+        if mesh.uvs is None or mesh.uvs.shape != (mesh.num_vertices, 2):
+            raise MeshError("mesh has no per-vertex UVs", "unwrap the mesh (engine.geometry.uv_unwrap) first")
+        mesh = TexturedDeviceMesh.from_trimesh(mesh)
+    pre = precompute_fusion(mesh, cameras, atlas_size, view_resolution, cfg.precompute_config(), renders)
+    overlap = uv_overlap_share(mesh, pre.texels.face_id)
+    if overlap > cfg.max_uv_overlap:
+        raise MeshError(f"{100 * overlap:.2f} % of the covered atlas texels lie under two or more faces "
+                        "(overlapping UV charts)", "re-unwrap the mesh (engine.geometry.uv_unwrap)")
+    t = pre.texels
+    fp = precompute_footprints(t.scatter(t.position, channels=True), t.valid, list(pre.cameras),
+                               pre.view_resolution, cfg.aniso)
+    pre.footprint = fp
+    return FusionPlan(pre, fp, cfg, overlap)
+
+
+def _as_tensor(x, dev: torch.device) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(dev)
+
+
+def prepare_views(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Checked views: (float32 [K, 3, R, R] in [0, 1], allowed bool [K, R, R] or None when every pixel
+    may be used, number of non-finite pixels -- one host sync). See the module docstring for the rules."""
+    dev = plan.pre.incidence.device
+    k, r = plan.num_views, plan.view_resolution
+    img = _as_tensor(images, dev)
+    if tuple(img.shape) != (k, r, r, 3):
+        raise InputImageError(f"fusion views must be [{k}, {r}, {r}, 3], got {tuple(img.shape)}",
+                              f"pass one {r}x{r} RGB image per camera of the plan ({k} views)")
+    if img.dtype == torch.uint8:
+        x = img.float() / 255.0
+    elif img.is_floating_point():
+        x = img.float()
+    else:
+        raise InputImageError(f"fusion views have dtype {img.dtype}", "pass uint8 or float images in [0, 1]")
+    bad = ~torch.isfinite(x).all(dim=-1)                                       # [K, R, R]
+    n_bad = int(bad.sum())                                                     # host sync
+    allowed = None
+    if masks is not None:
+        m = _as_tensor(masks, dev)
+        if tuple(m.shape) != (k, r, r):
+            raise InputImageError(f"fusion masks must be [{k}, {r}, {r}], got {tuple(m.shape)}",
+                                  "pass one bool mask per view at the view resolution")
+        allowed = m.to(torch.bool)
+    if n_bad:
+        allowed = ~bad if allowed is None else allowed & ~bad
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = x.clamp_(0.0, 1.0).permute(0, 3, 1, 2).contiguous()                   # [K, 3, R, R]
+    return x, allowed, n_bad
+
+
+def _inpaint_host(plan: FusionPlan, packed: torch.Tensor, known: torch.Tensor, stats: dict) -> torch.Tensor:
+    """CPU 3D inpainting + gutter (``inpaint_3d``, ``dilate_gutter``) on a host copy: float32 [S, S, 3]."""
+    from engine.texture.backproject import TexelGeometry
+    from engine.texture.inpaint import dilate_gutter, inpaint_3d
+
+    t = plan.pre.texels
+    atlas = t.scatter(packed, channels=True).cpu().numpy()                     # [S, S, 3]
+    known_d = t.scatter(known).cpu().numpy()
+    valid = t.valid.cpu().numpy()
+    tg = TexelGeometry(t.face_id.cpu().numpy(), t.scatter(t.bary, channels=True).cpu().numpy(),
+                       t.scatter(t.position, channels=True).cpu().numpy(),
+                       t.scatter(t.normal, channels=True).cpu().numpy(), valid)
+    host: dict = {}
+    atlas = inpaint_3d(atlas, known_d, tg, k=plan.config.neighbours, stats=host)
+    atlas = dilate_gutter(atlas, valid, plan.config.gutter)
+    stats.update(host)
+    return torch.from_numpy(atlas).to(packed.device)
+
+
+def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, dict]:
+    """Colour step of fusion (module docstring).
+
+    images: [K, R, R, 3] uint8 or float in [0, 1] (tensor or array; K, R those of the plan).
+    masks:  optional bool [K, R, R] pixels that may be sampled.
+    Returns (atlas uint8 [S, S, 3] on ``kernel_device()``, stats: valid_texels, known_texels,
+    nonfinite_pixels, inpaint_targets, inpaint_rounds, inpaint_unfilled, neutral_fill).
+    """
+    pre, cfg = plan.pre, plan.config
+    x, allowed, n_bad = prepare_views(plan, images, masks)
+    inc = pre.incidence if allowed is None else mask_incidence(pre, allowed)   # [K, N]
+    mips = build_mip_chain(x, allowed, cfg.aniso)
+    colours = sample_anisotropic(mips, pre.pixel, plan.footprint, where=inc > 0)   # [K, N, 3]
+    packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha)       # [N, 3], [N]
+    stats: dict = {"valid_texels": pre.texels.count, "known_texels": int(known.sum()),
+                   "nonfinite_pixels": n_bad}
+    atlas = _inpaint_host(plan, packed, known, stats)                          # [S, S, 3]
+    return torch.round(atlas * 255.0).clamp_(0, 255).to(torch.uint8), stats
+
+
+def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.ndarray, atlas_size: int,
+                      device: torch.device | str = "cuda", masks: np.ndarray | None = None,
+                      alpha: float = 4.0, min_incidence: float = 0.05, neighbours: int = 8,
+                      gutter: int | None = 16) -> tuple[np.ndarray, dict]:
+    """Drop-in for ``backproject.fuse_views`` (same arguments plus ``device``, same return: host uint8
+    atlas [H, W, 3] and a stats dict). ``device`` of the kernel device type runs ``plan_fusion`` +
+    ``fuse_views_gpu``; "cpu" without the numba simulator runs the CPU reference ``fuse_views``."""
+    from triton_kernels.numba_cuda import simulated
+
+    dev = torch.device(device)
+    if dev.type == "cpu" and not simulated():
+        from engine.texture.backproject import fuse_views
+
+        return fuse_views(mesh, list(cameras), images, atlas_size, masks, alpha, min_incidence, neighbours,
+                          gutter)
+    cfg = FusionConfig(alpha=alpha, min_incidence=min_incidence, neighbours=neighbours, gutter=gutter)
+    res = np.shape(images)[1] if np.ndim(images) == 4 else -1
+    if res < 1:
+        raise InputImageError(f"view images must be [K, R, R, 3], got {np.shape(images)}",
+                              "pass one square RGB image per camera")
+    t0 = time.perf_counter()
+    plan = plan_fusion(mesh, cameras, atlas_size, res, dev, cfg)
+    t1 = time.perf_counter()
+    atlas, stats = fuse_views_gpu(plan, images, masks)
+    out = atlas.cpu().numpy()
+    stats.update(seconds_plan=t1 - t0, seconds_fuse=time.perf_counter() - t1, uv_overlap=plan.uv_overlap)
+    return out, stats
+
