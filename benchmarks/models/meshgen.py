@@ -129,6 +129,8 @@ def _model_rows(model, cfg, stage, steps, cond, z_T, pos, timer, repeats, conf) 
         s = GuidedSampler(model, DDIMConfig(steps=steps), GuidanceConfig(GuidanceMode.FOLDED), use_graph)
         t_first = timer(lambda: s(cond, z_T, pos), 1)
         c = conf + f" runner={s.graph_mode(1)}"
+        if use_graph and s.graph_mode(1) != "graph":
+            print(f"{stage}: CUDA graph not used: {s.runner(1).reason}", flush=True)
         rows.append(_row(f"{stage}_{steps}_steps_{mode}_first_call", t_first, cfg, 1, steps, c))
         step, z, idx = s.runner(1), z_T.float(), s.ddim.indices[:1]
         step(z, idx)
