@@ -89,6 +89,7 @@ models)  # issue 5: the networks at the paper's sizes, random weights, bf16 (mos
     --csv "$RES/h100.csv"
   ;;
 models2)  # issue 5, second half: conditioning, Hunyuan3D-2 DiT, image VAE + super-resolution; generate on cuda
+  [ -f .gpu_inputs/graph_probe.py ] && step graph_probe 60 python3 .gpu_inputs/graph_probe.py
   step dinov2 90 python3 -m benchmarks.models.dinov2 --device cuda --preset paper --repeats 10 \
     --out "$RES/models_conditioning_h100.md" --csv "$RES/h100.csv"
   step hunyuan3d 90 python3 -m benchmarks.models.hunyuan3d --device cuda --preset paper --repeats 10 \
@@ -97,6 +98,8 @@ models2)  # issue 5, second half: conditioning, Hunyuan3D-2 DiT, image VAE + sup
     --out "$RES/models_image_vae_h100.md" --csv "$RES/h100.csv"
   step generate_cuda 120 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
     -o "$RES/crate_cuda.glb" --device cuda --timings
+  step meshgen_compile 200 python3 -m benchmarks.models.meshgen --device cuda --preset paper --repeats 10 --compile \
+    --out "$RES/models_meshgen_compile_h100.md" --csv "$RES/h100.csv"
   ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
