@@ -5,8 +5,10 @@ the step index), ``constants`` once per request (cross-attention K/V, rotary tab
   1. adopts the given tensors as static input buffers (dynamic ones cloned, constants used as they are,
      so a 1 GiB context is not duplicated),
   2. warms ``fn`` up on a side stream (cuBLAS/cuDNN workspaces, autotuning, lazy tables),
-  3. captures one call into a ``torch.cuda.CUDAGraph`` using one memory pool shared by every graph of
-     the process (graphs of different batch sizes replay one at a time, so they can share it),
+  3. captures one call into a ``torch.cuda.CUDAGraph`` with its own private memory pool, freed with the
+     runner (a pool shared by every graph of the process tripped the caching allocator's
+     ``use_count > 0`` assertion on the H100 once an earlier sampler's graphs had been freed: PyTorch
+     2.11, benchmarks/results/models_meshgen_compile_h100.md),
   4. replays: ``__call__(*dynamic)`` copies the arguments into the static buffers (skipped when the
      argument already is the buffer), replays, and returns the static output tensor.
 The output is overwritten by the next replay: clone it to keep it. Without CUDA, with ``enabled=False``,
@@ -20,16 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-
-_POOL: object | None = None
-
-
-def shared_pool() -> object:
-    """The one graph memory pool of the process (created on first use)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = torch.cuda.graph_pool_handle()
-    return _POOL
 
 
 class CudaGraphStep:
@@ -61,7 +53,7 @@ class CudaGraphStep:
                     self.fn(*self.inputs)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=shared_pool()):
+            with torch.cuda.graph(graph):
                 self.output = self.fn(*self.inputs)
         except RuntimeError as err:  # capture unsupported by an op inside fn: run eagerly instead
             torch.cuda.synchronize()
