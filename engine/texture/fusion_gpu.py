@@ -2,8 +2,10 @@
 
 Two calls, split by dependency so the scheduler runs the first while TextureGen's diffusion runs:
   ``plan_fusion``      mesh + rig only: UV-overlap check, texel geometry, projection, depth-test visibility,
-                       incidence (``fusion_precompute.precompute_fusion``) and the per-(view, texel)
-                       anisotropic footprints (``anisotropic.precompute_footprints``) -> ``FusionPlan``.
+                       incidence (``fusion_precompute.precompute_fusion``), the per-(view, texel)
+                       anisotropic footprints (``anisotropic.precompute_footprints``), which texels the
+                       blend will know, and the 3D inpainting plan over the others (``inpaint_gpu.
+                       plan_inpaint``: fill rounds, exact kNN sources and weights) -> ``FusionPlan``.
   ``fuse_views_gpu``   view colours: Lanczos-2 mip chain, anisotropic sampling (<= 8 taps along the major
                        axis, trilinear between levels), log-space blend with the view priors and sharpness
                        alpha (``blend_gpu``), 3D inpainting of texels no view saw, gutter dilation, uint8.
@@ -23,11 +25,15 @@ view's pixel mask, so no texel samples it; ``stats["nonfinite_pixels"]``); texel
 inpainted from their 3D neighbours; when no texel is seen at all, the charts become neutral grey
 (``inpaint.NEUTRAL_COLOUR``, ``stats["neutral_fill"]``) -- never black or transparent holes.
 
-Inpainting: the CPU ``inpaint.inpaint_3d`` / ``dilate_gutter`` on a host copy (a round trip of the atlas)
-until the GPU inpainting (``engine.texture.inpaint_gpu``) is wired here.
+Pixel masks. The mip chain is always premultiplied by the plan's ``allowed`` pixels (foreground of the
+mesh's own renders, off position-map edges, inside ``pixel_mask``), so no footprint tap reads background
+or a silhouette edge. A ``pixel_mask`` known before the colours (e.g. the silhouettes the generator was
+conditioned on) belongs in ``plan_fusion``; ``masks`` given to ``fuse_views_gpu`` (and NaN pixels) change
+which texels are seen, so that call then re-plans the inpainting (host syncs, kNN grid builds).
 
-Host syncs of ``fuse_views_gpu``: one for the non-finite check, the mip chain's NaN check, and the host
-inpainting round trip. ``plan_fusion`` syncs a few times (packed sizes, overlap share).
+Host syncs of ``fuse_views_gpu``: the non-finite check, the mip chain's NaN check and the stats counts
+(none in the inpainting unless late masks re-plan it). ``plan_fusion`` syncs a few dozen times (packed
+sizes, overlap share, inpainting rounds and grids).
 """
 
 from __future__ import annotations
@@ -49,17 +55,20 @@ from engine.texture.anisotropic import (
     precompute_footprints,
     sample_anisotropic,
 )
-from engine.texture.blend_gpu import blend_views_gpu
+from engine.texture.blend_gpu import blend_log_weights, blend_views_gpu
 from engine.texture.fusion_precompute import (
     FusionPrecompute,
     FusionPrecomputeConfig,
     mask_incidence,
     precompute_fusion,
 )
+from engine.texture.inpaint_gpu import InpaintPlan, apply_inpaint, dilate_gutter_gpu, plan_inpaint
 from engine.texture.render_conditions_gpu import TexturedDeviceMesh, ViewRendersGPU
 from engine.texture.views import OrthoCamera
 from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.rasterize_uv import rasterize_uv_gpu
+
+BLEND_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -101,15 +110,22 @@ class FusionConfig:
 class FusionPlan:
     """Everything fusion needs that does not depend on the view colours (``plan_fusion``).
 
-    pre: ``FusionPrecompute`` (texels, pixel [K, N, 2], incidence [K, N], priors [K], ...; its
-    ``footprint`` slot holds ``footprint``); footprint: ``Footprint`` over [K, N]; config;
-    uv_overlap: share of covered texels under two or more faces (host float).
+    pre: ``FusionPrecompute`` (texels, pixel [K, N, 2], incidence [K, N], priors [K], ...; its ``footprint``
+    and ``inpaint_index`` slots hold ``footprint`` and ``inpaint``); footprint: ``Footprint`` over [K, N];
+    allowed: bool [K, R, R] pixels the mip chain may use; known: bool [N] texels the blend will know;
+    inpaint: ``InpaintPlan`` filling the others; uv_overlap: share of covered texels under 2+ faces;
+    unplanned: valid texels neither known nor an inpainting target (0 unless no texel is known at all,
+    when the neutral fill covers them).
     """
 
     pre: FusionPrecompute
     footprint: Footprint
     config: FusionConfig
+    allowed: torch.Tensor
+    known: torch.Tensor
+    inpaint: InpaintPlan
     uv_overlap: float
+    unplanned: int
 
     @property
     def atlas_size(self) -> int:
@@ -144,13 +160,34 @@ def uv_overlap_share(mesh: TexturedDeviceMesh, face_id: torch.Tensor) -> float:
     return float(multi.sum()) / max(float(covered.sum()), 1.0)
 
 
+def blend_known(incidence: torch.Tensor, priors: torch.Tensor, alpha: float, eps: float = BLEND_EPS
+                ) -> torch.Tensor:
+    """bool [N]: texels ``blend_views_gpu`` will call known (total weight >= eps), from the incidence."""
+    return torch.logsumexp(blend_log_weights(incidence, priors, alpha), dim=0) >= math.log(eps)
+
+
+def _plan_inpaint(pre: FusionPrecompute, known: torch.Tensor, cfg: FusionConfig) -> tuple[InpaintPlan, int]:
+    """Inpainting plan over the texels not ``known`` (bool [N]) and the count of valid texels it misses."""
+    t = pre.texels
+    known_d = t.scatter(known)                                                 # [S, S]
+    plan = plan_inpaint(known_d, t.scatter(t.position, channels=True), t.scatter(t.normal, channels=True),
+                        t.valid, cfg.neighbours)
+    covered = known_d.clone().view(-1)
+    for rnd in plan.rounds:
+        covered[rnd.targets] = True
+    missed = 0 if plan.neutral else int((t.valid.view(-1) & ~covered).sum())
+    return plan, missed
+
+
 def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamera], atlas_size: int,
                 view_resolution: int, device: torch.device | str | None = None,
-                config: FusionConfig | None = None, renders: ViewRendersGPU | None = None) -> FusionPlan:
+                config: FusionConfig | None = None, renders: ViewRendersGPU | None = None,
+                pixel_mask: torch.Tensor | np.ndarray | None = None) -> FusionPlan:
     """Mesh + rig step of fusion (module docstring), on ``kernel_device()``.
 
     mesh: in the cameras' frame (scaled into the rig sphere) with per-vertex UVs (glTF).
     renders: condition renders of the same cameras at ``view_resolution`` to reuse (skips a rasterisation).
+    pixel_mask: optional bool [K, R, R] pixels the views may contribute, known before the colours.
     """
     cfg = config or FusionConfig()
     _check_device(device)
@@ -158,7 +195,8 @@ def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamer
         if mesh.uvs is None or mesh.uvs.shape != (mesh.num_vertices, 2):
             raise MeshError("mesh has no per-vertex UVs", "unwrap the mesh (engine.geometry.uv_unwrap) first")
         mesh = TexturedDeviceMesh.from_trimesh(mesh)
-    pre = precompute_fusion(mesh, cameras, atlas_size, view_resolution, cfg.precompute_config(), renders)
+    pre = precompute_fusion(mesh, cameras, atlas_size, view_resolution, cfg.precompute_config(), renders,
+                            pixel_mask)
     overlap = uv_overlap_share(mesh, pre.texels.face_id)
     if overlap > cfg.max_uv_overlap:
         raise MeshError(f"{100 * overlap:.2f} % of the covered atlas texels lie under two or more faces "
@@ -166,8 +204,13 @@ def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamer
     t = pre.texels
     fp = precompute_footprints(t.scatter(t.position, channels=True), t.valid, list(pre.cameras),
                                pre.view_resolution, cfg.aniso)
-    pre.footprint = fp
-    return FusionPlan(pre, fp, cfg, overlap)
+    allowed = pre.view_mask & ~pre.edges
+    if pixel_mask is not None:
+        allowed &= _as_tensor(pixel_mask, allowed.device).to(torch.bool)
+    known = blend_known(pre.incidence, pre.priors, cfg.alpha)
+    inpaint, missed = _plan_inpaint(pre, known, cfg)
+    pre.footprint, pre.inpaint_index = fp, inpaint
+    return FusionPlan(pre, fp, cfg, allowed.contiguous(), known, inpaint, overlap, missed)
 
 
 def _as_tensor(x, dev: torch.device) -> torch.Tensor:
@@ -176,7 +219,7 @@ def _as_tensor(x, dev: torch.device) -> torch.Tensor:
 
 
 def prepare_views(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Checked views: (float32 [K, 3, R, R] in [0, 1], allowed bool [K, R, R] or None when every pixel
+    """Checked views: (float32 [K, 3, R, R] in [0, 1], late mask bool [K, R, R] or None when every pixel
     may be used, number of non-finite pixels -- one host sync). See the module docstring for the rules."""
     dev = plan.pre.incidence.device
     k, r = plan.num_views, plan.view_resolution
@@ -192,56 +235,43 @@ def prepare_views(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, t
         raise InputImageError(f"fusion views have dtype {img.dtype}", "pass uint8 or float images in [0, 1]")
     bad = ~torch.isfinite(x).all(dim=-1)                                       # [K, R, R]
     n_bad = int(bad.sum())                                                     # host sync
-    allowed = None
+    late = None
     if masks is not None:
         m = _as_tensor(masks, dev)
         if tuple(m.shape) != (k, r, r):
             raise InputImageError(f"fusion masks must be [{k}, {r}, {r}], got {tuple(m.shape)}",
                                   "pass one bool mask per view at the view resolution")
-        allowed = m.to(torch.bool)
+        late = m.to(torch.bool)
     if n_bad:
-        allowed = ~bad if allowed is None else allowed & ~bad
+        late = ~bad if late is None else late & ~bad
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     x = x.clamp_(0.0, 1.0).permute(0, 3, 1, 2).contiguous()                   # [K, 3, R, R]
-    return x, allowed, n_bad
-
-
-def _inpaint_host(plan: FusionPlan, packed: torch.Tensor, known: torch.Tensor, stats: dict) -> torch.Tensor:
-    """CPU 3D inpainting + gutter (``inpaint_3d``, ``dilate_gutter``) on a host copy: float32 [S, S, 3]."""
-    from engine.texture.backproject import TexelGeometry
-    from engine.texture.inpaint import dilate_gutter, inpaint_3d
-
-    t = plan.pre.texels
-    atlas = t.scatter(packed, channels=True).cpu().numpy()                     # [S, S, 3]
-    known_d = t.scatter(known).cpu().numpy()
-    valid = t.valid.cpu().numpy()
-    tg = TexelGeometry(t.face_id.cpu().numpy(), t.scatter(t.bary, channels=True).cpu().numpy(),
-                       t.scatter(t.position, channels=True).cpu().numpy(),
-                       t.scatter(t.normal, channels=True).cpu().numpy(), valid)
-    host: dict = {}
-    atlas = inpaint_3d(atlas, known_d, tg, k=plan.config.neighbours, stats=host)
-    atlas = dilate_gutter(atlas, valid, plan.config.gutter)
-    stats.update(host)
-    return torch.from_numpy(atlas).to(packed.device)
+    return x, late, n_bad
 
 
 def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, dict]:
     """Colour step of fusion (module docstring).
 
     images: [K, R, R, 3] uint8 or float in [0, 1] (tensor or array; K, R those of the plan).
-    masks:  optional bool [K, R, R] pixels that may be sampled.
+    masks:  optional bool [K, R, R] pixels that may be sampled, known only now (re-plans the inpainting).
     Returns (atlas uint8 [S, S, 3] on ``kernel_device()``, stats: valid_texels, known_texels,
     nonfinite_pixels, inpaint_targets, inpaint_rounds, inpaint_unfilled, neutral_fill).
     """
     pre, cfg = plan.pre, plan.config
-    x, allowed, n_bad = prepare_views(plan, images, masks)
-    inc = pre.incidence if allowed is None else mask_incidence(pre, allowed)   # [K, N]
-    mips = build_mip_chain(x, allowed, cfg.aniso)
+    x, late, n_bad = prepare_views(plan, images, masks)
+    inc, allowed, inpaint, missed = pre.incidence, plan.allowed, plan.inpaint, plan.unplanned
+    if late is not None:                                                       # colour-dependent masks
+        inc, allowed = mask_incidence(pre, late), allowed & late
+    mips = build_mip_chain(x, allowed, cfg.aniso)                              # premultiplied, 4 channels
     colours = sample_anisotropic(mips, pre.pixel, plan.footprint, where=inc > 0)   # [K, N, 3]
-    packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha)       # [N, 3], [N]
-    stats: dict = {"valid_texels": pre.texels.count, "known_texels": int(known.sum()),
-                   "nonfinite_pixels": n_bad}
-    atlas = _inpaint_host(plan, packed, known, stats)                          # [S, S, 3]
+    packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha, BLEND_EPS)   # [N, 3], [N]
+    if late is not None:
+        inpaint, missed = _plan_inpaint(pre, known, cfg)
+    t = pre.texels
+    atlas, stats = apply_inpaint(inpaint, t.scatter(packed, channels=True))   # [S, S, 3]
+    atlas = dilate_gutter_gpu(atlas, t.valid, cfg.gutter)
+    stats.update(valid_texels=t.count, known_texels=int(known.sum()), nonfinite_pixels=n_bad,
+                 inpaint_unfilled=missed)
     return torch.round(atlas * 255.0).clamp_(0, 255).to(torch.uint8), stats
 
 
@@ -266,9 +296,9 @@ def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.
         raise InputImageError(f"view images must be [K, R, R, 3], got {np.shape(images)}",
                               "pass one square RGB image per camera")
     t0 = time.perf_counter()
-    plan = plan_fusion(mesh, cameras, atlas_size, res, dev, cfg)
+    plan = plan_fusion(mesh, cameras, atlas_size, res, dev, cfg, pixel_mask=masks)   # masks known up front
     t1 = time.perf_counter()
-    atlas, stats = fuse_views_gpu(plan, images, masks)
+    atlas, stats = fuse_views_gpu(plan, images)
     out = atlas.cpu().numpy()
     stats.update(seconds_plan=t1 - t0, seconds_fuse=time.perf_counter() - t1, uv_overlap=plan.uv_overlap)
     return out, stats
