@@ -7,7 +7,8 @@ For each textured asset (``/work/shared/assets``: glTF/OBJ with base-colour text
      read them (the GPU machine needs no geometry tools, only the assets under $ASSETGEN_SHARED).
   2. views: the SOURCE rasterised from the 10 rig views at ``--view-px``, each pixel coloured with the
      source's true surface colour (``transfer.surface_colours``: texture x factor, sRGB) -- the stand-in for
-     TextureGen's output -- with the source's silhouette as the views' pixel masks.
+     TextureGen's output -- with the source's silhouettes as the views' pixel masks, given to the plan (like
+     the silhouettes a generator is conditioned on, they are known before the colours).
   3. fusion onto low's atlas (``--atlas``): ``ours`` = ``fusion_gpu`` (plan + fuse on the device),
      ``baseline`` = ``baseline.baseline_fuse`` (bilinear, cos^4, OpenCV Telea in UV space; same plan),
      ``cpu_ref`` = ``backproject.fuse_views`` (the CPU reference, single-tap), as listed in ``--methods``.
@@ -221,20 +222,21 @@ def fuse_ours_and_baseline(low: TriMesh, views: np.ndarray, vmask: np.ndarray, a
     v_t, m_t = torch.from_numpy(views).to(dev), torch.from_numpy(vmask).to(dev)
     box: dict = {}
     row["t_conditions"] = device_times(lambda: box.__setitem__("r", render_views_gpu(dm, cams, r)), n, cuda)
-    row["t_precompute"] = device_times(
-        lambda: box.__setitem__("plan", plan_fusion(dm, cams, s, r, renders=box["r"])), n, cuda)
-    row["t_precompute_raster"] = device_times(lambda: plan_fusion(dm, cams, s, r), n, cuda)
+    def precompute() -> None:
+        box["plan"] = plan_fusion(dm, cams, s, r, renders=box["r"], pixel_mask=m_t)
+
+    row["t_precompute"] = device_times(precompute, n, cuda)
+    row["t_precompute_raster"] = device_times(lambda: plan_fusion(dm, cams, s, r, pixel_mask=m_t), n, cuda)
     plan, out = box["plan"], {}
     if "ours" in args.methods:
-        row["t_ours"] = device_times(lambda: box.__setitem__("ours", fuse_views_gpu(plan, v_t, m_t)), n, cuda)
+        row["t_ours"] = device_times(lambda: box.__setitem__("ours", fuse_views_gpu(plan, v_t)), n, cuda)
         atlas, stats = box["ours"]
         out["ours"] = atlas.cpu().numpy()
         row["valid_texels"], row["known_texels"] = stats["valid_texels"], stats["known_texels"]
         row["unfilled_texels"] = stats.get("inpaint_unfilled", 0)
         row["neutral_fill"] = bool(stats.get("neutral_fill", False))
     if "baseline" in args.methods:
-        row["t_baseline"] = device_times(lambda: box.__setitem__("base", baseline_fuse(plan, v_t, m_t)), n,
-                                         cuda)
+        row["t_baseline"] = device_times(lambda: box.__setitem__("base", baseline_fuse(plan, v_t)), n, cuda)
         out["baseline"] = box["base"][0]
     return out
 
