@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--atlas", type=int, default=2048)
     ap.add_argument("--view-px", type=int, default=1024)
     ap.add_argument("--eval-px", type=int, default=512)
-    ap.add_argument("--faces", type=int, default=20000)
+    ap.add_argument("--faces", type=int, default=5000)
     ap.add_argument("--assets", nargs="*", default=list(TEXTURED))
     ap.add_argument("--methods", nargs="*", choices=METHODS, default=list(METHODS))
     ap.add_argument("--repeats", type=int, default=5)
