@@ -216,9 +216,10 @@ class PipelineConfig:
         shape, geometry = self.shape, self.geometry
         if self.runtime.device is not Device.CPU:
             notes.append(
-                "cuda: watertight repair, marching cubes, floaters + simplification, hidden faces and the "
-                "normal bake run on the GPU; UV unwrapping runs partitioned on CPU worker processes; the "
-                "texture runs its CPU reference (the GPU texture kernels are a separate issue)"
+                "cuda: watertight repair, marching cubes, floaters + simplification, hidden faces, the "
+                "normal bake and texture fusion (backprojection, blending, 3D inpainting) run on the GPU; "
+                "UV unwrapping runs partitioned on CPU worker processes; process's texture transfer runs "
+                "its CPU reference"
             )
             return replace(self, notes=tuple(notes))
         if shape.grid_resolution > CPU_GRID_RESOLUTION:

@@ -189,11 +189,21 @@ def _stage_texture_reference(unwrapped: TriMesh, prepared, config: PipelineConfi
     from engine.texture.views import camera_rig
 
     atlas, stats = texture_from_reference(
-        unwrapped, prepared.rgba[..., :3], prepared.mask, config.texture.atlas_size, camera_rig()[0]
+        unwrapped, prepared.rgba[..., :3], prepared.mask, config.texture.atlas_size, camera_rig()[0],
+        device="cuda" if _on_gpu(config) else "cpu",
     )
     note = (f"{config.texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen "
             f"from the front, rest inpainted in 3D ({stats['inpaint_unfilled']} unfilled)")
     return {"base_color": atlas, "_note": note}
+
+
+def _stage_texture_generated(unwrapped: TriMesh, prepared, config: PipelineConfig) -> dict:
+    from engine.models.texture_backbone import texturegen_atlas
+
+    atlas, note = texturegen_atlas(unwrapped, prepared.rgba, config.shape.weights, config.preset.value,
+                                   "cuda" if _on_gpu(config) else "cpu", config.texture.atlas_size,
+                                   seed=config.runtime.seed)
+    return {"base_color": atlas, "texture_source": note, "_note": note}
 
 
 def _stage_texture_transfer(unwrapped: TriMesh, source: TriMesh, config: PipelineConfig) -> dict:
@@ -263,8 +273,22 @@ def _post_processing(config: PipelineConfig) -> list[Stage]:
     ]
 
 
+def _check_weights(folder: str | None) -> None:
+    """--weights DIR must hold MeshGen's or TextureGen's files (engine/models/*_backbone.py)."""
+    from engine.errors import WeightsError
+    from engine.models.shape_backbone import MESHGEN_FILES, has_meshgen
+    from engine.models.texture_backbone import REQUIRED, has_texturegen
+
+    if folder is not None and not has_meshgen(folder) and not has_texturegen(folder):
+        names = ", ".join(sorted(set(MESHGEN_FILES.values()) | set(REQUIRED.values())))
+        raise WeightsError(f"--weights folder '{folder}' holds neither MeshGen nor TextureGen checkpoints "
+                           f"(looked for {names})", "point --weights at the converted engine checkpoints")
+
+
 def _shape_stages(config: PipelineConfig) -> list[Stage]:
-    if config.shape.shape_model or config.shape.weights:
+    from engine.models.shape_backbone import has_meshgen
+
+    if config.shape.shape_model or has_meshgen(config.shape.weights):
         name = "shape (Hunyuan3D-2)" if config.shape.shape_model else "shape (MeshGen)"
         return [Stage(name, ("prepared",), ("dense", "shape_source"),
                       lambda prepared: _stage_shape_network(prepared, config))]
@@ -275,17 +299,22 @@ def _shape_stages(config: PipelineConfig) -> list[Stage]:
     ]
 
 
+def _texture_stages(config: PipelineConfig) -> list[Stage]:
+    from engine.models.texture_backbone import has_texturegen
+
+    if has_texturegen(config.shape.weights):
+        return [Stage("texture (TextureGen)", ("unwrapped", "prepared"), ("base_color", "texture_source"),
+                      lambda unwrapped, prepared: _stage_texture_generated(unwrapped, prepared, config))]
+    return [Stage("texture (reference projection)", ("unwrapped", "prepared"), ("base_color",),
+                  lambda unwrapped, prepared: _stage_texture_reference(unwrapped, prepared, config))]
+
+
 def generate_graph(config: PipelineConfig) -> StageGraph:
     stages = [
         Stage("preprocess", ("image_path", "segmenter"), ("prepared",), _stage_load_image),
         *_shape_stages(config),
         *_post_processing(config),
-        Stage(
-            "texture (reference projection)",
-            ("unwrapped", "prepared"),
-            ("base_color",),
-            lambda unwrapped, prepared: _stage_texture_reference(unwrapped, prepared, config),
-        ),
+        *_texture_stages(config),
         Stage("export glb", ("unwrapped", "normal_map", "base_color", "output"), ("asset",), _stage_export),
     ]
     return StageGraph(stages, provided=("image_path", "segmenter", "output"))
@@ -315,6 +344,7 @@ def generate(
     progress=None,
 ) -> RunResult:
     """Run the image -> GLB pipeline. ``config`` should already be ``for_device()``-scaled."""
+    _check_weights(config.shape.weights)
     timer = StageTimer(device=config.runtime.device.value)
     env = generate_graph(config).run(
         {"image_path": Path(image_path), "segmenter": segmenter, "output": Path(output)}, timer, progress
@@ -323,7 +353,8 @@ def generate(
         Path(output),
         env["asset"],
         timer,
-        sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR), "texture": TEXTURE_SOURCE_PROJECTION},
+        sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
+                 "texture": env.get("texture_source", TEXTURE_SOURCE_PROJECTION)},
         notes=list(config.notes),
     )
 

@@ -34,7 +34,7 @@ def test_cpu_scaling_is_recorded_and_gpu_keeps_the_paper_sampling():
     gpu = PipelineConfig.from_name("default").with_overrides(device="cuda").for_device()
     assert gpu.shape.grid_resolution == 512
     assert (gpu.geometry.visibility_views, gpu.geometry.visibility_resolution) == (512, 1024)
-    assert any("texture runs its CPU reference" in n for n in gpu.notes)
+    assert any("texture fusion (backprojection, blending, 3D inpainting)" in n for n in gpu.notes)
 
 
 def test_placement_override():

@@ -29,6 +29,11 @@ MESHGEN_FILES = {"dinov2": "dinov2.safetensors", "meshgen": "meshgen_coarse.safe
                  "vae": "shape_vae.safetensors"}
 
 
+def has_meshgen(folder: str | None) -> bool:
+    """True when ``folder`` holds the three coarse MeshGen files."""
+    return folder is not None and all((Path(folder) / f).is_file() for f in MESHGEN_FILES.values())
+
+
 @dataclass
 class ShapeResult:
     """verts float32 [V, 3] and faces int32 [F, 3] (torch, on the decoding device); ``source`` names the

@@ -22,7 +22,7 @@ from engine.texture.views import OrthoCamera, camera_rig
 
 def texture_from_reference(mesh: TriMesh, image_rgb: np.ndarray, mask: np.ndarray, atlas_size: int,
                            front_camera: OrthoCamera | None = None, min_incidence: float = 0.1,
-                           neighbours: int = 8) -> tuple[np.ndarray, dict]:
+                           neighbours: int = 8, device: str = "cpu") -> tuple[np.ndarray, dict]:
     """Base-colour atlas from one front reference image.
 
     mesh:         TriMesh with uvs [V, 2] (glTF), in the reference frame described above.
@@ -30,6 +30,8 @@ def texture_from_reference(mesh: TriMesh, image_rgb: np.ndarray, mask: np.ndarra
     mask:         bool [S, S] foreground (e.g. alpha > 127).
     atlas_size:   atlas edge H = W.
     front_camera: the camera the image was taken with; default ``camera_rig(radius=1.0)[0]``.
+    device:       "cpu" -> the CPU reference ``fuse_views``; "cuda" -> the GPU fusion
+                  (``engine.texture.fusion_gpu.fuse_views_device``: same contract).
     Returns (atlas uint8 [H, W, 3], stats dict: valid/known texel counts, inpainting rounds,
     ``neutral_fill``, stage seconds).
     """
@@ -44,7 +46,14 @@ def texture_from_reference(mesh: TriMesh, image_rgb: np.ndarray, mask: np.ndarra
     if not m.any():
         raise InputImageError("reference mask is empty", "give an image with a visible foreground object")
     cam = camera_rig(radius=1.0)[0] if front_camera is None else front_camera
-    atlas, stats = fuse_views(mesh, [cam], img[None], atlas_size, masks=m.astype(bool)[None],
-                              min_incidence=min_incidence, neighbours=neighbours)
+    if device == "cpu":
+        atlas, stats = fuse_views(mesh, [cam], img[None], atlas_size, masks=m.astype(bool)[None],
+                                  min_incidence=min_incidence, neighbours=neighbours)
+    else:
+        from engine.texture.fusion_gpu import fuse_views_device
+
+        atlas, stats = fuse_views_device(mesh, [cam], img[None], atlas_size, device=device,
+                                         masks=m.astype(bool)[None], min_incidence=min_incidence,
+                                         neighbours=neighbours)
     stats["front_camera"] = cam.name
     return atlas, stats
