@@ -101,6 +101,21 @@ models2)  # issue 5, second half: conditioning, Hunyuan3D-2 DiT, image VAE + sup
   step meshgen_compile 200 python3 -m benchmarks.models.meshgen --device cuda --preset paper --repeats 10 --compile \
     --out "$RES/models_meshgen_compile_h100.md" --csv "$RES/h100.csv"
   ;;
+texture)  # issue 4: GPU texture-fusion tests at GPU sizes, oracle benchmark on the first half of the assets
+  step texture_gpu_tests 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_render_conditions.py \
+    tests/test_fusion_precompute.py tests/test_anisotropic.py tests/test_gpu_blend.py tests/test_knn_grid.py \
+    tests/test_gpu_inpaint.py tests/test_fusion_gpu.py
+  step texture_oracle_a 300 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+    --eval-px 512 --repeats 5 --cache .gpu_inputs/texture_oracle --assets helmet duck milktruck fox \
+    --out "$RES/texture_oracle_h100_a.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_a.json"
+  ;;
+texture2)  # issue 4, second half of the oracle assets and the inpainting component benchmark
+  step texture_oracle_b 300 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+    --eval-px 512 --repeats 5 --cache .gpu_inputs/texture_oracle --assets sofa suzanne spot bob \
+    --out "$RES/texture_oracle_h100_b.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_b.json"
+  step inpaint_gpu 150 python3 -m benchmarks.texture.inpaint_gpu --device cuda --atlas 2048 --assets spot \
+    --out "$RES/texture_inpaint_h100.md" --csv "$RES/h100.csv"
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
