@@ -3,6 +3,8 @@ dilate_gutter (CUDA simulator on a small atlas of a real asset; a 1024^2 atlas u
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -132,7 +134,8 @@ def test_benchmark_runs_on_cpu(shared_dir, tmp_path):
     main(["--device", "cpu", "--atlas", "128", "--faces", "800", "--assets", "spot", "--repeats", "1",
           "--csv", str(tmp_path / "rows.csv"), "--out", str(out)])
     text = out.read_text()
-    assert "cpu_inpaint" in text and "unfilled 0" in text and "rounds (4, 4)" in text
+    rounds = re.search(r"rounds \((\d+), (\d+)\)", text)
+    assert "cpu_inpaint" in text and "unfilled 0" in text and rounds and rounds[1] == rounds[2]
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 1 + 2 + 5
 
 

@@ -299,3 +299,23 @@ def test_fuse_ten_views_spot(shared_dir, spot):
     assert err.mean() < 4.0 and np.median(err) < 1.5
     colours = sample_views(texel_geometry(tgt, 64), cams, images)
     assert colours.shape == (10, 64, 64, 3) and 0 <= colours.min() and colours.max() <= 1
+
+
+def test_uv_ring_fill_stays_inside_a_chart():
+    """Two charts side by side in the atlas (3D far apart): colour spreads ring by ring inside chart A
+    from its known texels, never into chart B, whose texels are left to the 3D stage."""
+    from engine.texture.inpaint import uv_ring_fill
+
+    h, w = 6, 10
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    position = np.stack([xx, yy, np.where(xx >= 5, 100.0, 0.0)], -1).astype(np.float32)  # chart B far away
+    valid = np.ones((h, w), bool)
+    known = np.zeros((h, w), bool)
+    known[:, 0] = True
+    atlas = np.zeros((h, w, 3), np.float32)
+    atlas[:, 0] = 0.25
+    out, grown, filled = uv_ring_fill(atlas, known, valid, position, delta=1.0, rings=16, gate=3.0)
+    assert grown[:, :5].all() and not grown[:, 5:].any() and filled == h * 4
+    assert np.allclose(out[:, :5], 0.25)
+    out2, grown2, _ = uv_ring_fill(atlas, known, valid, position, delta=1.0, rings=2, gate=3.0)
+    assert grown2[:, :3].all() and not grown2[:, 3:].any()                     # one ring per step

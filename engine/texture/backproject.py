@@ -25,6 +25,7 @@ import numpy as np
 from engine.errors import ConfigError, InputImageError, MeshError
 from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.geometry.rasterize import interpolate, rasterize_uv
+from engine.texture.blend import DEFAULT_ALPHA
 from engine.texture.render_conditions import ViewRenders, render_views, smooth_normals
 from engine.texture.views import OrthoCamera
 
@@ -159,7 +160,7 @@ def sample_views(texels: TexelGeometry, cameras: list[OrthoCamera], images: np.n
 
 
 def fuse_views(mesh: TriMesh, cameras: list[OrthoCamera], images: np.ndarray, atlas_size: int,
-               masks: np.ndarray | None = None, alpha: float = 4.0, min_incidence: float = 0.05,
+               masks: np.ndarray | None = None, alpha: float = DEFAULT_ALPHA, min_incidence: float = 0.05,
                neighbours: int = 8, gutter: int | None = 16) -> tuple[np.ndarray, dict]:
     """Full fusion: backproject K views, blend (``blend_views``), inpaint in 3D (``inpaint_3d``) and
     dilate the gutter. mesh must already be in the cameras' frame (scaled into the rig sphere).

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ConfigError
+from engine.texture.blend import DEFAULT_ALPHA
 
 if TYPE_CHECKING:
     from engine.texture.views import OrthoCamera
@@ -63,7 +64,7 @@ def blend_log_weights(incidence: torch.Tensor, priors: torch.Tensor, alpha: floa
 
 
 def blend_views_gpu(colours: torch.Tensor, incidence: torch.Tensor, priors: torch.Tensor | Sequence[float],
-                    alpha: float = 4.0, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+                    alpha: float = DEFAULT_ALPHA, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend K packed partial atlases (module docstring).
 
     colours float32 [K, T, C], incidence float32 [K, T] in [0, 1], priors [K] >= 0 (tensor or

@@ -55,6 +55,7 @@ from engine.texture.anisotropic import (
     precompute_footprints,
     sample_anisotropic,
 )
+from engine.texture.blend import DEFAULT_ALPHA
 from engine.texture.blend_gpu import blend_log_weights, blend_views_gpu
 from engine.texture.fusion_precompute import (
     FusionPrecompute,
@@ -82,7 +83,7 @@ class FusionConfig:
     aniso: the anisotropic filter (paper: 8 taps, LOD bias -0.5).
     """
 
-    alpha: float = 4.0
+    alpha: float = DEFAULT_ALPHA
     min_incidence: float = 0.05
     neighbours: int = 8
     gutter: int | None = 16
@@ -277,7 +278,7 @@ def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, 
 
 def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.ndarray, atlas_size: int,
                       device: torch.device | str = "cuda", masks: np.ndarray | None = None,
-                      alpha: float = 4.0, min_incidence: float = 0.05, neighbours: int = 8,
+                      alpha: float = DEFAULT_ALPHA, min_incidence: float = 0.05, neighbours: int = 8,
                       gutter: int | None = 16) -> tuple[np.ndarray, dict]:
     """Drop-in for ``backproject.fuse_views`` (same arguments plus ``device``, same return: host uint8
     atlas [H, W, 3] and a stats dict). ``device`` of the kernel device type runs ``plan_fusion`` +

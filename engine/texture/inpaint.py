@@ -1,7 +1,14 @@
 """Geometry-aware completion of unobserved texels (paper 7.4, "Inpainting", after MVPaint) and gutter
 dilation.
 
-``inpaint_3d``: known texels are sources, valid unknown texels are targets. Each target's Euclidean
+``inpaint_3d``: known texels are sources, valid unknown texels are targets. First a UV-ring stage
+propagates colour from known to unknown texels across the atlas: ring r (up to ``uv_rings`` = 16) fills
+every unknown valid texel that has a known 8-neighbour in the atlas lying closer than ``uv_gate`` = 3
+texel widths on the surface (3D distance), with the mean of those neighbours -- thin gaps inside a chart
+(edge-masked or grazing texels) continue their surroundings, never across a chart border, because
+neighbours in other charts are far away in 3D. On the oracle protocol this stage was worth +0.8 to +1.4 dB
+over 3D k-NN alone (512^2 atlas, 256 px views, alpha 24: duck 36.89 -> 38.26 dB, fox 29.65 -> 30.43).
+The texels left (regions no view saw) go to the 3D stage: Each target's Euclidean
 distance D to the observed set is found with one KD-tree query (scipy cKDTree over 3D positions); that
 puts it in round j when D < r_j = r_0 2^j (r_0 = 2 texel widths on the surface, estimated from
 neighbouring texels' positions; after ``max_rounds`` one unbounded round). Round j fills its targets
@@ -61,8 +68,41 @@ def _fill(tree, src_col, src_nrm, pts, nrm, k, radius, delta, power):
     return col.astype(np.float32), found
 
 
+_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _shifted(x: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
+    """y[r, c] = x[r + dy, c + dx] (``fill`` outside)."""
+    h, w = x.shape[:2]
+    out = np.full_like(x, fill)
+    out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = \
+        x[max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)]
+    return out
+
+
+def uv_ring_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, position: np.ndarray,
+                 delta: float, rings: int = 16, gate: float = 3.0) -> tuple[np.ndarray, np.ndarray, int]:
+    """The UV-ring stage (module docstring): returns (atlas, grown known set, texels filled)."""
+    out, known, filled = atlas, known & valid, 0
+    for _ in range(rings):
+        near = [np.linalg.norm(_shifted(position, dy, dx, np.inf) - position, axis=-1) < gate * delta
+                for dy, dx in _OFFSETS]
+        ok = np.stack([_shifted(known, dy, dx, False) & n for (dy, dx), n in zip(_OFFSETS, near)], -1)
+        ok &= (valid & ~known)[..., None]                                                    # [H, W, 8]
+        todo = ok.any(-1)
+        if not todo.any():
+            break
+        acc = np.zeros(out.shape, np.float32)
+        for i, (dy, dx) in enumerate(_OFFSETS):
+            acc += np.where(ok[..., i:i + 1], _shifted(out, dy, dx, 0.0), 0.0)
+        out = np.where(todo[..., None], acc / np.maximum(ok.sum(-1), 1)[..., None], out).astype(np.float32)
+        known, filled = known | todo, filled + int(todo.sum())
+    return out, known, filled
+
+
 def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_power: float = 2.0,
-               max_rounds: int = 12, stats: dict | None = None) -> np.ndarray:
+               max_rounds: int = 12, stats: dict | None = None, uv_rings: int = 16, uv_gate: float = 3.0
+               ) -> np.ndarray:
     """Fill every valid, unknown texel from known texels nearby on the surface (see module docstring).
 
     atlas:  float32 [H, W, C] colours (values at unknown texels are ignored).
@@ -92,6 +132,12 @@ def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_
         st["neutral_fill"] = True
         return out
     delta = texel_world_size(texels.position, valid)
+    out, src, ring_filled = uv_ring_fill(out, src, valid, texels.position, delta, uv_rings, uv_gate)
+    st["inpaint_ring_filled"] = ring_filled
+    tgt = valid & ~src
+    if not tgt.any():
+        st["inpaint_unfilled"] = 0
+        return out
     flat_col = out.reshape(-1, out.shape[-1])
     flat_pos, flat_nrm = texels.position.reshape(-1, 3), texels.normal.reshape(-1, 3)
     src_idx, tgt_idx = np.flatnonzero(src), np.flatnonzero(tgt)            # flat texel indices

@@ -115,9 +115,52 @@ def _round_weights(front, todo, pos, nrm, k, power, delta) -> InpaintRound:
     return InpaintRound(todo, src, w)
 
 
+_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
+    """y[r, c] = x[r + dy, c + dx] (``fill`` outside), for [H, W] or [H, W, C] tensors."""
+    h, w = x.shape[:2]
+    out = torch.full_like(x, fill)
+    out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = \
+        x[max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)]
+    return out
+
+
+def uv_ring_rounds(known: torch.Tensor, valid: torch.Tensor, position: torch.Tensor, delta: float,
+                   rings: int, gate: float) -> tuple[list[InpaintRound], torch.Tensor]:
+    """The UV-ring stage of ``inpaint_3d`` as rounds (see its docstring): ring r fills every valid unknown
+    texel with a known 8-neighbour closer than ``gate * delta`` in 3D, by the mean of those neighbours.
+    Returns the rounds (sources [M, 8]; unused slots repeat a used one with weight 0, so unknown colours,
+    even NaN, are never read) and the grown known set."""
+    h, w = known.shape
+    flat = torch.arange(h * w, device=known.device).view(h, w)
+    rounds, known = [], known & valid
+    for _ in range(rings):
+        oks, idxs = [], []
+        for dy, dx in _OFFSETS:
+            near = (_shift(position, dy, dx, float("inf")) - position).norm(dim=-1) < gate * delta
+            oks.append(_shift(known, dy, dx, False) & near)                              # [H, W]
+            idxs.append(_shift(flat, dy, dx, 0))
+        ok = torch.stack(oks, -1) & (valid & ~known)[..., None]                           # [H, W, 8]
+        todo = ok.any(-1)
+        targets = torch.nonzero(todo.view(-1)).view(-1)                                   # host sync
+        if targets.numel() == 0:
+            break
+        ok_t = ok.view(-1, 8)[targets]
+        nbr = torch.stack(idxs, -1).view(-1, 8)[targets]                                  # [M, 8]
+        first = nbr.gather(1, ok_t.int().argmax(1, keepdim=True))                         # a known neighbour
+        src = torch.where(ok_t, nbr, first)            # unused slots repeat it (weight 0, finite colour)
+        wts = ok_t.float() / ok_t.sum(1, keepdim=True).float()
+        rounds.append(InpaintRound(targets, src, wts))
+        known = known | todo
+    return rounds, known
+
+
 def plan_inpaint(known: torch.Tensor, position: torch.Tensor, normal: torch.Tensor, valid: torch.Tensor,
-                 k: int = 8, normal_power: float = 2.0, max_rounds: int = 12) -> InpaintPlan:
-    """Mesh-only part of ``inpaint_gpu`` (maps as in the module docstring)."""
+                 k: int = 8, normal_power: float = 2.0, max_rounds: int = 12, uv_rings: int = 16,
+                 uv_gate: float = 3.0) -> InpaintPlan:
+    """Mesh-only part of ``inpaint_gpu`` (maps as in the module docstring; the UV-ring stage first)."""
     if not 1 <= k <= MAX_K:
         raise ConfigError(f"inpainting neighbours k={k} must be in [1, {MAX_K}]", "use e.g. k=8")
     if not (math.isfinite(normal_power) and normal_power >= 0) or max_rounds < 0:
@@ -132,13 +175,19 @@ def plan_inpaint(known: torch.Tensor, position: torch.Tensor, normal: torch.Tens
                            1e-3, stats)
     pos, nrm = position.reshape(-1, 3), normal.reshape(-1, 3)
     delta = texel_world_size_gpu(position, valid)
+    ring_rounds, grown = uv_ring_rounds(known, valid, position, delta, uv_rings, uv_gate)
+    stats["inpaint_ring_filled"] = int(sum(r.targets.numel() for r in ring_rounds))
+    src_idx = torch.nonzero(grown.view(-1)).view(-1)
+    tgt_idx = torch.nonzero((valid & ~grown).view(-1)).view(-1)
+    if tgt_idx.numel() == 0:
+        return InpaintPlan(valid, tuple(ring_rounds), stats["inpaint_targets"], False, delta, stats)
     d0, _ = nearest_grid(build_grid(pos[src_idx].contiguous(), 2.0 * delta), pos[tgt_idx].contiguous())
     edges = 2.0 * delta * 2.0 ** torch.arange(max_rounds + 1, dtype=torch.float64, device=d0.device)
     band = torch.searchsorted(edges, d0)                                               # [T], as numpy's
     band, order = torch.sort(band, stable=True)
     tgt_sorted = tgt_idx[order]
     counts = torch.bincount(band, minlength=max_rounds + 2).tolist()                   # one host sync
-    rounds, front, start = [], src_idx, 0
+    rounds, front, start = list(ring_rounds), src_idx, 0
     for j, count in enumerate(counts):
         todo = tgt_sorted[start:start + count]
         if count == 0:
@@ -151,7 +200,7 @@ def plan_inpaint(known: torch.Tensor, position: torch.Tensor, normal: torch.Tens
         rounds.append(_round_weights(front, todo, pos, nrm, k, normal_power, delta))
         front, start = todo, start + count
         stats["inpaint_rounds"] = j + 1
-    return InpaintPlan(valid, tuple(rounds), int(tgt_idx.numel()), False, delta, stats)
+    return InpaintPlan(valid, tuple(rounds), stats["inpaint_targets"], False, delta, stats)
 
 
 def apply_inpaint(plan: InpaintPlan, atlas: torch.Tensor) -> tuple[torch.Tensor, dict]:
