@@ -109,12 +109,14 @@ texture)  # issue 4: GPU texture-fusion tests at GPU sizes, oracle benchmark on 
     --eval-px 512 --repeats 5 --cache .gpu_inputs/texture_oracle --assets helmet duck milktruck fox \
     --out "$RES/texture_oracle_h100_a.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_a.json"
   ;;
-texture2)  # issue 4, second half of the oracle assets and the inpainting component benchmark
-  step texture_oracle_b 300 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
-    --eval-px 512 --repeats 5 --cache .gpu_inputs/texture_oracle --assets sofa suzanne spot bob \
-    --out "$RES/texture_oracle_h100_b.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_b.json"
-  step inpaint_gpu 150 python3 -m benchmarks.texture.inpaint_gpu --device cuda --atlas 2048 --assets spot \
-    --out "$RES/texture_inpaint_h100.md" --csv "$RES/h100.csv"
+texture2)  # issue 4: the oracle on every textured asset (current code), then the GPU tests file by file
+  step texture_oracle 330 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+    --eval-px 512 --repeats 5 --cache .gpu_inputs/texture_oracle \
+    --out "$RES/texture_oracle_h100.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100.json"
+  for T in test_gpu_render_conditions test_fusion_precompute test_anisotropic test_gpu_blend test_knn_grid \
+           test_gpu_inpaint test_fusion_gpu; do
+    step "gpu_$T" 45 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short "tests/$T.py"
+  done
   ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \

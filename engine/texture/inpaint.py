@@ -84,9 +84,9 @@ def uv_ring_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, positi
                  delta: float, rings: int = 16, gate: float = 3.0) -> tuple[np.ndarray, np.ndarray, int]:
     """The UV-ring stage (module docstring): returns (atlas, grown known set, texels filled)."""
     out, known, filled = atlas, known & valid, 0
+    near = [np.linalg.norm(_shifted(position, dy, dx, np.inf) - position, axis=-1) < gate * delta
+            for dy, dx in _OFFSETS]                                                          # 8 x [H, W]
     for _ in range(rings):
-        near = [np.linalg.norm(_shifted(position, dy, dx, np.inf) - position, axis=-1) < gate * delta
-                for dy, dx in _OFFSETS]
         ok = np.stack([_shifted(known, dy, dx, False) & n for (dy, dx), n in zip(_OFFSETS, near)], -1)
         ok &= (valid & ~known)[..., None]                                                    # [H, W, 8]
         todo = ok.any(-1)

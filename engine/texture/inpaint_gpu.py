@@ -136,19 +136,18 @@ def uv_ring_rounds(known: torch.Tensor, valid: torch.Tensor, position: torch.Ten
     h, w = known.shape
     flat = torch.arange(h * w, device=known.device).view(h, w)
     rounds, known = [], known & valid
+    near = [(_shift(position, dy, dx, float("inf")) - position).norm(dim=-1) < gate * delta
+            for dy, dx in _OFFSETS]                                                       # 8 x [H, W]
+    nbr_all = torch.stack([_shift(flat, dy, dx, 0) for dy, dx in _OFFSETS], -1).view(-1, 8)
     for _ in range(rings):
-        oks, idxs = [], []
-        for dy, dx in _OFFSETS:
-            near = (_shift(position, dy, dx, float("inf")) - position).norm(dim=-1) < gate * delta
-            oks.append(_shift(known, dy, dx, False) & near)                              # [H, W]
-            idxs.append(_shift(flat, dy, dx, 0))
+        oks = [_shift(known, dy, dx, False) & n for (dy, dx), n in zip(_OFFSETS, near)]
         ok = torch.stack(oks, -1) & (valid & ~known)[..., None]                           # [H, W, 8]
         todo = ok.any(-1)
         targets = torch.nonzero(todo.view(-1)).view(-1)                                   # host sync
         if targets.numel() == 0:
             break
         ok_t = ok.view(-1, 8)[targets]
-        nbr = torch.stack(idxs, -1).view(-1, 8)[targets]                                  # [M, 8]
+        nbr = nbr_all[targets]                                                            # [M, 8]
         first = nbr.gather(1, ok_t.int().argmax(1, keepdim=True))                         # a known neighbour
         src = torch.where(ok_t, nbr, first)            # unused slots repeat it (weight 0, finite colour)
         wts = ok_t.float() / ok_t.sum(1, keepdim=True).float()
