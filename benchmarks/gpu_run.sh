@@ -118,6 +118,18 @@ texture2)  # issue 4: the oracle on every textured asset (current code), then th
     step "gpu_$T" 45 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short "tests/$T.py"
   done
   ;;
+texture3)  # issue 4, final: the oracle on all 8 textured assets in two halves (ours vs baseline), 2 GPU tests
+  for HALF in "a helmet duck milktruck fox" "b sofa suzanne spot bob"; do
+    set -- $HALF
+    H=$1; shift
+    step "texture_oracle_$H" 200 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+      --eval-px 512 --repeats 5 --methods ours baseline --cache .gpu_inputs/texture_oracle --assets "$@" \
+      --out "$RES/texture_oracle_h100_$H.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_$H.json"
+  done
+  for T in test_knn_grid test_fusion_gpu; do
+    step "gpu_$T" 80 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short "tests/$T.py"
+  done
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
