@@ -130,6 +130,12 @@ texture3)  # issue 4, final: the oracle on all 8 textured assets in two halves (
     step "gpu_$T" 80 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short "tests/$T.py"
   done
   ;;
+check)  # end-to-end check of generate --device cuda (GPU fusion in the weight-free texture), knn grid on GPU
+  step generate_cuda 150 python3 -m engine.cli generate .gpu_inputs/typical_misc_crate.png \
+    -o "$RES/crate_cuda.glb" --device cuda --timings
+  step gpu_test_knn_grid 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short --durations=5 \
+    tests/test_knn_grid.py
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
