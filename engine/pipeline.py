@@ -32,7 +32,7 @@ SHAPE_SOURCE_PRIOR = (
 )
 TEXTURE_SOURCE_PROJECTION = (
     "reference projection (weight-free: front-view backprojection of the input picture "
-    "+ 3D KD-tree inpainting)"
+    "+ 3D inpainting: UV rings, then k nearest texels in 3D)"
 )
 
 
