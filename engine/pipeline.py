@@ -193,7 +193,7 @@ def _stage_texture_reference(unwrapped: TriMesh, prepared, config: PipelineConfi
         device="cuda" if _on_gpu(config) else "cpu",
     )
     note = (f"{config.texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen "
-            f"from the front, rest inpainted in 3D ({stats['inpaint_unfilled']} unfilled)")
+            f"from the front, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled)")
     return {"base_color": atlas, "_note": note}
 
 

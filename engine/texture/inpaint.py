@@ -124,7 +124,7 @@ def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_
     src = known & valid
     tgt = valid & ~known
     st = stats if stats is not None else {}
-    st.update(inpaint_targets=int(tgt.sum()), inpaint_rounds=0, neutral_fill=False)
+    st.update(inpaint_targets=int(tgt.sum()), inpaint_rounds=0, neutral_fill=False, inpaint_unfilled=0)
     if not tgt.any():
         return out
     if not src.any():
