@@ -9,8 +9,8 @@ Two backbones, chosen by the configuration (``ShapeConfig``):
     (``dinov2.safetensors``, ``meshgen_coarse.safetensors``, ``shape_vae.safetensors``, written by
     ``engine.models.checkpoints.save_engine_checkpoint``): DINOv2-g/14 at 518 px -> coarse MeshGen DiT with
     25-step DDIM (CFG folded, distilled) -> VecSet decoder -> hierarchical decoding -> marching cubes.
-    The refine stage needs a refine DiT and VAE; without their files (``meshgen_refine.safetensors``,
-    ``shape_vae_refine.safetensors``) the coarse mesh is used, and the stage note says so.
+    The refine stage (refine DiT on 16384 surface-anchored tokens + refine VAE) is not wired here yet: the
+    coarse mesh is used, and the stage note says so.
 The mesh comes out in the decoder's frame: world units in [-bounds, bounds]^3, +Y up. Where no weights
 are configured the pipeline uses the weight-free silhouette prior instead and says so.
 """
@@ -134,7 +134,8 @@ def meshgen_latents(rgba: np.ndarray, folder: str, device: str, seed: int = 0, s
     z_t = torch.randn((1, mcfg.n_tokens, mcfg.latent_dim), generator=gen).to(device, torch.float32)
     sampler = GuidedSampler(dit, DDIMConfig(steps=steps), GuidanceConfig(GuidanceMode.FOLDED))
     latents = sampler(cond, z_t)                                                    # [1, N, 64]
-    return latents, vae, f"AssetGen MeshGen coarse ({folder}); refine stage skipped: no refine weights"
+    return latents, vae, (f"AssetGen MeshGen coarse ({folder}); refine stage not run (the refine DiT exists "
+                          "and is benchmarked, but generate does not wire it yet)")
 
 
 def meshgen_shape(rgba: np.ndarray, folder: str, grid_resolution: int, bounds: float, device: str,
