@@ -197,12 +197,13 @@ def _stage_texture_reference(unwrapped: TriMesh, prepared, config: PipelineConfi
     return {"base_color": atlas, "_note": note}
 
 
-def _stage_texture_generated(unwrapped: TriMesh, prepared, config: PipelineConfig) -> dict:
+def _stage_texture_generated(unwrapped: TriMesh, normal_map, prepared, config: PipelineConfig) -> dict:
     from engine.models.texture_backbone import texturegen_atlas
 
-    atlas, note = texturegen_atlas(unwrapped, prepared.rgba, config.shape.weights, config.preset.value,
-                                   "cuda" if _on_gpu(config) else "cpu", config.texture.atlas_size,
-                                   seed=config.runtime.seed)
+    # the condition normals carry the baked normal map (paper 7.2)
+    atlas, note = texturegen_atlas(unwrapped.copy(normal_map=normal_map), prepared.rgba, config.shape.weights,
+                                   config.preset.value, "cuda" if _on_gpu(config) else "cpu",
+                                   config.texture.atlas_size, seed=config.runtime.seed)
     return {"base_color": atlas, "texture_source": note, "_note": note}
 
 
@@ -303,8 +304,10 @@ def _texture_stages(config: PipelineConfig) -> list[Stage]:
     from engine.models.texture_backbone import has_texturegen
 
     if has_texturegen(config.shape.weights):
-        return [Stage("texture (TextureGen)", ("unwrapped", "prepared"), ("base_color", "texture_source"),
-                      lambda unwrapped, prepared: _stage_texture_generated(unwrapped, prepared, config))]
+        return [Stage("texture (TextureGen)", ("unwrapped", "normal_map", "prepared"),
+                      ("base_color", "texture_source"),
+                      lambda unwrapped, normal_map, prepared: _stage_texture_generated(
+                          unwrapped, normal_map, prepared, config))]
     return [Stage("texture (reference projection)", ("unwrapped", "prepared"), ("base_color",),
                   lambda unwrapped, prepared: _stage_texture_reference(unwrapped, prepared, config))]
 
