@@ -136,6 +136,11 @@ check)  # end-to-end check of generate --device cuda (GPU fusion in the weight-f
   step gpu_test_knn_grid 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short --durations=5 \
     tests/test_knn_grid.py
   ;;
+verify)  # re-run on the GPU the tests whose fixes landed after their first GPU run
+  step gpu_cuda_graph 120 python3 -m pytest -q -p no:cacheprovider -rA --tb=short tests/test_cuda_graph.py
+  step gpu_fusion_precompute 90 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short \
+    tests/test_fusion_precompute.py
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"
