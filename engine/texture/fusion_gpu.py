@@ -52,7 +52,6 @@ from engine.texture.anisotropic import (
     AnisoConfig,
     Footprint,
     build_mip_chain,
-    precompute_footprints,
     sample_anisotropic,
 )
 from engine.texture.blend import DEFAULT_ALPHA
@@ -106,7 +105,8 @@ class FusionConfig:
         self.precompute_config()                                   # validates the remaining fields
 
     def precompute_config(self) -> FusionPrecomputeConfig:
-        return FusionPrecomputeConfig(self.depth_tolerance_px, self.edge_threshold_px, self.min_incidence)
+        return FusionPrecomputeConfig(self.depth_tolerance_px, self.edge_threshold_px, self.min_incidence,
+                                      footprints=True, aniso=self.aniso)
 
 
 @dataclass
@@ -204,9 +204,7 @@ def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamer
     if overlap > cfg.max_uv_overlap:
         raise MeshError(f"{100 * overlap:.2f} % of the covered atlas texels lie under two or more faces "
                         "(overlapping UV charts)", "re-unwrap the mesh (engine.geometry.uv_unwrap)")
-    t = pre.texels
-    fp = precompute_footprints(t.scatter(t.position, channels=True), t.valid, list(pre.cameras),
-                               pre.view_resolution, cfg.aniso)
+    fp = pre.footprint                                 # computed once, by the precompute, with cfg.aniso
     allowed = pre.view_mask & ~pre.edges
     if pixel_mask is not None:
         allowed &= _as_tensor(pixel_mask, allowed.device).to(torch.bool)
