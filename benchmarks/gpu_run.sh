@@ -141,6 +141,15 @@ verify)  # re-run on the GPU the tests whose fixes landed after their first GPU 
   step gpu_fusion_precompute 90 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short \
     tests/test_fusion_precompute.py
   ;;
+oracle)  # issue 4: the oracle alone (both halves), e.g. after a fusion change
+  for HALF in "a helmet duck milktruck fox" "b sofa suzanne spot bob"; do
+    set -- $HALF
+    H=$1; shift
+    step "texture_oracle_$H" 200 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+      --eval-px 512 --repeats 5 --methods ours baseline --cache .gpu_inputs/texture_oracle --assets "$@" \
+      --out "$RES/texture_oracle_h100_$H.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_$H.json"
+  done
+  ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
     --cache .gpu_inputs/uv20k --workers 16 --out "$RES/geometry_uv_h100.md" --csv "$RES/h100.csv"

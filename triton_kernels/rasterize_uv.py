@@ -8,14 +8,17 @@ kernel reproduces its coverage exactly:
     change the last bit, and with it the coverage of samples exactly on an edge);
   * top-left ownership of boundary samples, both windings covered, zero-area / non-finite faces skipped;
   * overlapping charts: the highest face index wins.
-Two launches, one thread per face, each looping over the face's texel bounding box (clipped to the image):
+Two launches, one thread per (face, texel row of its bounding box clipped to the image), each looping over
+the row's texels -- work items are listed on the device (``torch.repeat_interleave`` of the per-face row
+counts), so a face spanning hundreds of rows no longer serialises its whole area on one thread (one thread
+per face took 120 ms on a 2048^2 atlas of 3.6K large faces on the H100):
   1. ``_cover_kernel``  covered texels get ``atomic.max(face_id[texel], f)`` (face_id pre-filled -1);
   2. ``_bary_kernel``   texels whose winner is f get b_i = E_i / |A| (float64, stored float32).
 Outputs: face_id int32 [size, size] (-1 empty), bary float32 [size, size, 3] (zeros where empty).
 
-Limits: one thread per face, so a face covering many texels serialises them (fine for baking atlases of
-~5K-50K faces; a tiled binning rasteriser would balance huge faces better). Floor: 16 B written per texel
-plus 2 x 4 B per covered texel-face pair read/atomically updated: ~20 MB at 1024^2, ~7 us at 3 TB/s.
+Limits: a row of a face wider than the atlas loops over at most ``size`` texels. One host sync (the number
+of work items). Floor: 16 B written per texel plus 2 x 4 B per covered texel-face pair read/atomically
+updated: ~20 MB at 1024^2, ~7 us at 3 TB/s.
 """
 
 from __future__ import annotations
@@ -77,49 +80,66 @@ def _setup(uvs, faces, f, size):
 
 
 @cuda.jit
-def _cover_kernel(uvs, faces, size, face_id, n_faces):
+def _cover_kernel(uvs, faces, size, face_id, item_face, item_row, n_items):
     """face_id int32 [size * size] (pre-filled -1): max face index covering each texel."""
-    f = cuda.grid(1)
-    if f >= n_faces:
+    i = cuda.grid(1)
+    if i >= n_items:
         return
+    f = item_face[i]
     ok, x0, y0, x1, y1, x2, y2, s, inv, o0, o1, o2, c_lo, c_hi, r_lo, r_hi = _setup(uvs, faces, f, size)
-    if not ok:
+    r = item_row[i]
+    if not ok or r < r_lo or r > r_hi:
         return
-    for r in range(r_lo, r_hi + 1):
-        py = r + 0.5
-        for c in range(c_lo, c_hi + 1):
-            px = c + 0.5
-            e0 = s * _edge(x1, y1, x2, y2, px, py)
-            if e0 < 0.0 or (e0 == 0.0 and not o0):
-                continue
-            e1 = s * _edge(x2, y2, x0, y0, px, py)
-            if e1 < 0.0 or (e1 == 0.0 and not o1):
-                continue
-            e2 = s * _edge(x0, y0, x1, y1, px, py)
-            if e2 < 0.0 or (e2 == 0.0 and not o2):
-                continue
-            cuda.atomic.max(face_id, r * size + c, f)
+    py = r + 0.5
+    for c in range(c_lo, c_hi + 1):
+        px = c + 0.5
+        e0 = s * _edge(x1, y1, x2, y2, px, py)
+        if e0 < 0.0 or (e0 == 0.0 and not o0):
+            continue
+        e1 = s * _edge(x2, y2, x0, y0, px, py)
+        if e1 < 0.0 or (e1 == 0.0 and not o1):
+            continue
+        e2 = s * _edge(x0, y0, x1, y1, px, py)
+        if e2 < 0.0 or (e2 == 0.0 and not o2):
+            continue
+        cuda.atomic.max(face_id, r * size + c, f)
 
 
 @cuda.jit
-def _bary_kernel(uvs, faces, size, face_id, bary, n_faces):
+def _bary_kernel(uvs, faces, size, face_id, bary, item_face, item_row, n_items):
     """bary float32 [size * size, 3] of the texels that face f won."""
-    f = cuda.grid(1)
-    if f >= n_faces:
+    i = cuda.grid(1)
+    if i >= n_items:
         return
+    f = item_face[i]
     ok, x0, y0, x1, y1, x2, y2, s, inv, o0, o1, o2, c_lo, c_hi, r_lo, r_hi = _setup(uvs, faces, f, size)
-    if not ok:
+    r = item_row[i]
+    if not ok or r < r_lo or r > r_hi:
         return
-    for r in range(r_lo, r_hi + 1):
-        py = r + 0.5
-        for c in range(c_lo, c_hi + 1):
-            t = r * size + c
-            if face_id[t] != f:
-                continue
-            px = c + 0.5
-            bary[t, 0] = s * _edge(x1, y1, x2, y2, px, py) * inv
-            bary[t, 1] = s * _edge(x2, y2, x0, y0, px, py) * inv
-            bary[t, 2] = s * _edge(x0, y0, x1, y1, px, py) * inv
+    py = r + 0.5
+    for c in range(c_lo, c_hi + 1):
+        t = r * size + c
+        if face_id[t] != f:
+            continue
+        px = c + 0.5
+        bary[t, 0] = s * _edge(x1, y1, x2, y2, px, py) * inv
+        bary[t, 1] = s * _edge(x2, y2, x0, y0, px, py) * inv
+        bary[t, 2] = s * _edge(x0, y0, x1, y1, px, py) * inv
+
+
+def _row_items(uv: torch.Tensor, tris: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Work items (face int32 [M], row int32 [M]): every texel row of each face's clipped bounding box
+    (the same float64 bounds as ``_setup``; the kernels re-derive and re-check them)."""
+    y = uv[:, 1].double()[tris.long()] * size                                        # [F, 3]
+    lo = torch.floor(y.min(1).values - 0.5).clamp(min=0)
+    hi = torch.ceil(y.max(1).values - 0.5).clamp(max=size - 1)
+    rows = torch.where(torch.isfinite(lo) & torch.isfinite(hi), hi - lo + 1, torch.zeros_like(lo))
+    counts = rows.clamp(min=0).long()                                                # [F]
+    item_face = torch.repeat_interleave(torch.arange(tris.shape[0], device=uv.device), counts)
+    start = torch.cumsum(counts, 0) - counts                                         # [F]
+    lo_i = torch.where(torch.isfinite(lo), lo, torch.zeros_like(lo)).long()
+    item_row = lo_i[item_face] + torch.arange(item_face.numel(), device=uv.device) - start[item_face]
+    return item_face.to(torch.int32).contiguous(), item_row.to(torch.int32).contiguous()
 
 
 def rasterize_uv_gpu(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,11 +159,14 @@ def rasterize_uv_gpu(uvs: torch.Tensor, faces: torch.Tensor, size: int) -> tuple
     dev = kernel_device()
     uv = uvs.to(device=dev, dtype=torch.float32).contiguous()
     tris = faces.to(device=dev, dtype=torch.int32).contiguous()
-    n = tris.shape[0]
     face_id = torch.full((size * size,), -1, dtype=torch.int32, device=dev)
     bary = torch.zeros((size * size, 3), dtype=torch.float32, device=dev)
-    launch(_cover_kernel, n, view(uv), view(tris), size, view(face_id), n)
-    launch(_bary_kernel, n, view(uv), view(tris), size, view(face_id), view(bary), n)
+    item_face, item_row = _row_items(uv, tris, size)
+    m = int(item_face.numel())
+    if m:
+        items = (view(item_face), view(item_row), m)
+        launch(_cover_kernel, m, view(uv), view(tris), size, view(face_id), *items)
+        launch(_bary_kernel, m, view(uv), view(tris), size, view(face_id), view(bary), *items)
     return face_id.view(size, size), bary.view(size, size, 3)
 
 
