@@ -18,15 +18,11 @@ Usage: python -m benchmarks.models.dinov2 --device cuda --preset paper --repeats
 
 from __future__ import annotations
 
-import argparse
-import gc
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, append_result, cuda_times, percentiles
+from benchmarks.models.harness import case_markdown, case_rows, free_device, measure, run_cli
 from engine.models.attention import attention_flops
 from engine.models.checkpoints import init_random
 from engine.models.dinov2 import Dinov2Config, Dinov2Model, flops_per_forward, prepare_pixels
@@ -39,24 +35,8 @@ from engine.models.text_encoders import (
     t5_flops,
 )
 
-GEMM_CEILING, ATTN_CEILING = 797e12, 640e12
 PAPER_CONDITIONING_S = 0.27
 TARGET_CONDITIONING_S = 0.08
-
-
-def _timer(device: str) -> Callable[[Callable[[], object], int], list[float]]:
-    if device.startswith("cuda"):
-        return cuda_times
-
-    def cpu_times(fn: Callable[[], object], repeats: int) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    return cpu_times
 
 
 def _build(ctor: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype) -> torch.nn.Module:
@@ -71,42 +51,16 @@ def _build(ctor: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype)
     return init_random(model, seed=0).eval()
 
 
-def _free(device: str) -> None:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _measure(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, list[float], float]:
-    """(warm-up seconds, timed seconds, peak GB) of ``fn`` under inference_mode."""
-    timer = _timer(device)
-    with torch.inference_mode():
-        warm = timer(fn, 1)[0]
-        times = timer(fn, repeats)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else float("nan")
-    return warm, times, peak
-
-
 def _rows(name: str, variant: str, size: str, warm: float, times: list[float], peak: float, flops: int,
           attn_flops: int, config: str, paper: str = "-") -> list[dict]:
-    p50, p20, p80 = percentiles(times)
-    ideal = (flops - attn_flops) / GEMM_CEILING + attn_flops / ATTN_CEILING
     cfg = f"{config} gflop={flops / 1e9:.0f} attn_share={attn_flops / flops:.2f} paper={paper}"
-    base = dict(name=name, variant=variant, size=size, config=cfg)
-    return [dict(base, metric="latency", unit="s", p50=p50, p20=p20, p80=p80),
-            dict(base, metric="warmup", unit="s", p50=warm, p20=None, p80=None),
-            dict(base, metric="tflops", unit="TFLOP/s", p50=flops / p50 / 1e12, p20=flops / p80 / 1e12,
-                 p80=flops / p20 / 1e12),
-            dict(base, metric="ceiling_share", unit="fraction", p50=ideal / p50, p20=None, p80=None),
-            dict(base, metric="peak_mem", unit="GB", p50=peak, p20=None, p80=None)]
+    return case_rows(name, variant, size, warm, times, peak, flops - attn_flops, attn_flops, cfg)
 
 
 def _dinov2_cases(preset: str, device: str, dtype: torch.dtype, repeats: int, variant: str) -> list[dict]:
     cfg = Dinov2Config.tiny() if preset == "tiny" else Dinov2Config.giant_registers()
     sizes = (56, 98) if preset == "tiny" else (518, 1022)
-    _free(device)
+    free_device(device)
     model = _build(lambda: Dinov2Model(cfg), device, dtype).fuse_qkv_()
     rows: list[dict] = []
     for px in sizes:
@@ -114,32 +68,32 @@ def _dinov2_cases(preset: str, device: str, dtype: torch.dtype, repeats: int, va
         pixels = torch.randn(1, 3, px, px, device=device, dtype=dtype)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        warm, times, peak = _measure(lambda: model(pixels), device, repeats)
+        warm, times, peak = measure(lambda: model(pixels), device, repeats)
         attn = cfg.num_layers * attention_flops(1, cfg.num_heads, n, n, cfg.head_dim)
         name = "dinov2_g14_reg" if preset != "tiny" else "dinov2_tiny"
         rows += _rows(name, variant, f"{px}px", warm, times, peak, flops_per_forward(cfg, px), attn,
                       f"tokens={n} batch=1 fused_qkv")
     image = torch.randint(0, 256, (1024, 1024, 3), dtype=torch.uint8, device=device)
     px = sizes[0]
-    warm, times, peak = _measure(lambda: model(prepare_pixels(image, px, dtype)), device, repeats)
+    warm, times, peak = measure(lambda: model(prepare_pixels(image, px, dtype)), device, repeats)
     n = 1 + cfg.num_register_tokens + (px // cfg.patch_size) ** 2
     attn = cfg.num_layers * attention_flops(1, cfg.num_heads, n, n, cfg.head_dim)
     rows += _rows("conditioning", variant, f"{px}px", warm, times, peak, flops_per_forward(cfg, px), attn,
                   "prepare_pixels(1024^2 uint8)+DINOv2", f"{PAPER_CONDITIONING_S}s (target "
                   f"<={TARGET_CONDITIONING_S}s)")
-    return rows  # the model is freed with this frame; _free() before the next case empties the cache
+    return rows  # the model is freed with this frame; free_device() before the next case empties the cache
 
 
 def _t5_cases(preset: str, device: str, dtype: torch.dtype, repeats: int, variant: str) -> list[dict]:
     rows: list[dict] = []
     t5_cfg = T5EncoderConfig.tiny() if preset == "tiny" else T5EncoderConfig.xxl()
-    _free(device)
+    free_device(device)
     t5 = _build(lambda: T5Encoder(t5_cfg), device, dtype)
     for tokens in (77, 256) if preset != "tiny" else (8, 16):
         ids = torch.randint(0, t5_cfg.vocab_size, (1, tokens), device=device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        warm, times, peak = _measure(lambda: t5(ids), device, repeats)
+        warm, times, peak = measure(lambda: t5(ids), device, repeats)
         attn = t5_cfg.num_layers * attention_flops(1, t5_cfg.num_heads, tokens, tokens, t5_cfg.d_kv)
         rows += _rows("t5_xxl" if preset != "tiny" else "t5_tiny", variant, f"{tokens}tok", warm, times, peak,
                       t5_flops(t5_cfg, tokens), attn, f"params={t5.param_count() / 1e9:.2f}B")
@@ -148,12 +102,12 @@ def _t5_cases(preset: str, device: str, dtype: torch.dtype, repeats: int, varian
 
 def _clip_cases(preset: str, device: str, dtype: torch.dtype, repeats: int, variant: str) -> list[dict]:
     clip_cfg = ClipTextConfig.tiny() if preset == "tiny" else ClipTextConfig.vit_l14()
-    _free(device)
+    free_device(device)
     clip = _build(lambda: ClipTextEncoder(clip_cfg), device, dtype)
     tokens = clip_cfg.max_positions
     ids = torch.randint(0, clip_cfg.vocab_size - 1, (1, tokens), device=device)
     ids[:, -1] = clip_cfg.eos_token_id
-    warm, times, peak = _measure(lambda: clip(ids), device, repeats)
+    warm, times, peak = measure(lambda: clip(ids), device, repeats)
     dh = clip_cfg.width // clip_cfg.num_heads
     attn = clip_cfg.num_layers * attention_flops(1, clip_cfg.num_heads, tokens, tokens, dh)
     return _rows("clip_l14_text" if preset != "tiny" else "clip_tiny_text", variant, f"{tokens}tok", warm,
@@ -170,47 +124,20 @@ def bench(device: str = "cuda", preset: str = "paper", repeats: int = 10) -> lis
     rows = []
     for cases in (_dinov2_cases, _t5_cases, _clip_cases):
         rows += cases(preset, device, dtype, repeats, variant)
-        _free(device)
+        free_device(device)
     return rows
 
 
 def markdown(rows: list[dict], gpu: str) -> str:
-    lines = [f"# Conditioning encoders (DINOv2, T5, CLIP) on {gpu}", "",
-             "Random weights, batch 1. Latency p50 [p20, p80]; ceiling share = ideal time at 797 TFLOP/s "
-             "GEMM + 640 TFLOP/s attention over the measured time. The paper's figure in the last column.",
-             "", "| model | size | latency s | warm-up s | TFLOP/s | ceiling share | peak GB | notes |",
-             "|---|---|---|---|---|---|---|---|"]
-    by_key: dict[tuple[str, str], dict[str, dict]] = {}
-    for r in rows:
-        by_key.setdefault((r["name"], r["size"]), {})[r["metric"]] = r
-    for (name, size), m in by_key.items():
-        lat = m["latency"]
-        lines.append(f"| {name} | {size} | {lat['p50']:.4f} [{lat['p20']:.4f}, {lat['p80']:.4f}] | "
-                     f"{m['warmup']['p50']:.3f} | {m['tflops']['p50']:.1f} | "
-                     f"{m['ceiling_share']['p50']:.2f} | "
-                     f"{m['peak_mem']['p50']:.2f} | {lat['config']} |")
-    return "\n".join(lines) + "\n"
+    return case_markdown(
+        rows, f"# Conditioning encoders (DINOv2, T5, CLIP) on {gpu}",
+        "Random weights, batch 1. Latency p50 [p20, p80]; ceiling share = ideal time at 797 TFLOP/s "
+        "GEMM + 640 TFLOP/s attention over the measured time. The paper's figure in the last column.",
+        "model")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--preset", default="paper", choices=("paper", "tiny"))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default="benchmarks/results/models_conditioning.md")
-    parser.add_argument("--csv", default=None, help="default: benchmarks/results/h100.csv or cpu.csv")
-    args = parser.parse_args()
-    cuda = args.device.startswith("cuda")
-    gpu = torch.cuda.get_device_name() if cuda else "cpu"
-    rows = bench(args.device, args.preset, args.repeats)
-    csv_path = Path(args.csv) if args.csv else RESULTS / ("h100.csv" if cuda else "cpu.csv")
-    for r in rows:
-        append_result(csv_path, r["name"], r["variant"], r["metric"], r["unit"], r["size"], r["p50"],
-                      r["p20"], r["p80"], r["config"], gpu)
-    text = markdown(rows, gpu)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    run_cli(__doc__.split("\n")[0], "benchmarks/results/models_conditioning.md", bench, markdown)
 
 
 if __name__ == "__main__":

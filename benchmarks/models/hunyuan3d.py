@@ -19,45 +19,15 @@ Usage: python -m benchmarks.models.hunyuan3d --device cuda --preset paper --repe
 
 from __future__ import annotations
 
-import argparse
-import gc
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 import torch
 
-from benchmarks.common import RESULTS, append_result, cuda_times, percentiles
+from benchmarks.models.harness import case_markdown, case_rows, free_device, measure, run_cli
 from engine.models.checkpoints import init_random
 from engine.models.hunyuan3d_dit import Hunyuan3DDiT, Hunyuan3DDiTConfig, flops_per_forward, param_count
 from engine.sampling.flow_euler import FlowEulerSampler, FlowSchedule, FlowScheduleKind, GuidanceMode
 
-GEMM_CEILING, ATTN_CEILING = 797e12, 640e12
 PEER_TURBO_FLASHVDM = "Hunyuan3D-2 turbo+FlashVDM shape total 0.70s (A100)"
 PAPER_COARSE = "paper MeshGen coarse diffusion 1.193s (2.3B, 25 steps, H100)"
-
-
-def _timer(device: str) -> Callable[[Callable[[], object], int], list[float]]:
-    if device.startswith("cuda"):
-        return cuda_times
-
-    def cpu_times(fn: Callable[[], object], repeats: int) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    return cpu_times
-
-
-def _free(device: str) -> None:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
 
 
 def _build(cfg: Hunyuan3DDiTConfig, device: str, dtype: torch.dtype) -> Hunyuan3DDiT:
@@ -67,28 +37,11 @@ def _build(cfg: Hunyuan3DDiTConfig, device: str, dtype: torch.dtype) -> Hunyuan3
     return init_random(model.to(dtype).to_empty(device=device), seed=0).eval()
 
 
-def _measure(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, list[float], float]:
-    timer = _timer(device)
-    with torch.inference_mode():
-        warm = timer(fn, 1)[0]
-        times = timer(fn, repeats)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device.startswith("cuda") else float("nan")
-    return warm, times, peak
-
-
 def _rows(name: str, variant: str, size: str, warm: float, times: list[float], peak: float,
           flops: dict[str, int], config: str, peer: str = "-") -> list[dict]:
-    p50, p20, p80 = percentiles(times)
     total, attn = flops["total"], flops["attention"]
-    ideal = flops["gemm"] / GEMM_CEILING + attn / ATTN_CEILING
     cfg = f"{config} gflop={total / 1e9:.0f} attn_share={attn / total:.2f} peer={peer}"
-    base = dict(name=name, variant=variant, size=size, config=cfg)
-    return [dict(base, metric="latency", unit="s", p50=p50, p20=p20, p80=p80),
-            dict(base, metric="warmup", unit="s", p50=warm, p20=None, p80=None),
-            dict(base, metric="tflops", unit="TFLOP/s", p50=total / p50 / 1e12, p20=total / p80 / 1e12,
-                 p80=total / p20 / 1e12),
-            dict(base, metric="ceiling_share", unit="fraction", p50=ideal / p50, p20=None, p80=None),
-            dict(base, metric="peak_mem", unit="GB", p50=peak, p20=None, p80=None)]
+    return case_rows(name, variant, size, warm, times, peak, flops["gemm"], attn, cfg)
 
 
 def _scaled(f: dict[str, int], k: int) -> dict[str, int]:
@@ -98,7 +51,7 @@ def _scaled(f: dict[str, int], k: int) -> dict[str, int]:
 def _cases(cfg: Hunyuan3DDiTConfig, guided: bool, n: int, l_: int, device: str, dtype: torch.dtype,
            repeats: int, variant: str, tag: str, cfg_steps: int) -> list[dict]:
     """Per-step forward and full sampling for one network (guided: guidance-embedded, else CFG)."""
-    _free(device)
+    free_device(device)
     model = _build(cfg, device, dtype)
     gen = torch.Generator(device=device).manual_seed(0)
     b = 1 if guided else 2
@@ -110,7 +63,7 @@ def _cases(cfg: Hunyuan3DDiTConfig, guided: bool, n: int, l_: int, device: str, 
     size = f"{n}lat+{l_}cond"
     params = f"params={param_count(cfg) / 1e9:.3f}B"
     per_step = flops_per_forward(cfg, n, l_, batch=b)
-    warm, times, peak = _measure(lambda: model(x, t, step_cond, g), device, repeats)
+    warm, times, peak = measure(lambda: model(x, t, step_cond, g), device, repeats)
     rows = _rows(f"h3d_dit_step{'' if guided else '_cfg'}{tag}", variant, size, warm, times, peak, per_step,
                  f"batch={b} {params}")
     if guided:
@@ -124,7 +77,7 @@ def _cases(cfg: Hunyuan3DDiTConfig, guided: bool, n: int, l_: int, device: str, 
     noise = x[:1]
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    warm, times, peak = _measure(lambda: sampler.sample(model, noise, cond, uncond, 5.0, mode), device, reps)
+    warm, times, peak = measure(lambda: sampler.sample(model, noise, cond, uncond, 5.0, mode), device, reps)
     rows += _rows(name + tag, variant, size, warm, times, peak, _scaled(per_step, sampler.evaluations),
                   f"evaluations={sampler.evaluations} batch={b} {params}", peer)
     return rows
@@ -143,49 +96,21 @@ def bench(device: str = "cuda", preset: str = "paper", repeats: int = 10) -> lis
         base, n, l_, tag, steps = Hunyuan3DDiTConfig.v2_0(), 3072, 1 + 37 * 37, "", 50
     fast = Hunyuan3DDiTConfig.from_yaml_params({**base.__dict__, "guidance_embed": True})
     rows = _cases(fast, True, n, l_, device, dtype, repeats, variant, tag, steps)
-    _free(device)
+    free_device(device)
     rows += _cases(base, False, n, l_, device, dtype, repeats, variant, tag, steps)
-    _free(device)
+    free_device(device)
     return rows
 
 
 def markdown(rows: list[dict], gpu: str) -> str:
-    lines = [f"# Hunyuan3D-2 shape DiT (v2-0 sizes) on {gpu}", "",
-             "Random weights. Latency p50 [p20, p80]; ceiling share = ideal time at 797 TFLOP/s GEMM + "
-             "640 TFLOP/s attention over the measured time. Peer / paper figures in the notes column.",
-             "", "| case | size | latency s | warm-up s | TFLOP/s | ceiling share | peak GB | notes |",
-             "|---|---|---|---|---|---|---|---|"]
-    by_key: dict[tuple[str, str], dict[str, dict]] = {}
-    for r in rows:
-        by_key.setdefault((r["name"], r["size"]), {})[r["metric"]] = r
-    for (name, size), m in by_key.items():
-        lat = m["latency"]
-        lines.append(f"| {name} | {size} | {lat['p50']:.4f} [{lat['p20']:.4f}, {lat['p80']:.4f}] | "
-                     f"{m['warmup']['p50']:.3f} | {m['tflops']['p50']:.1f} | "
-                     f"{m['ceiling_share']['p50']:.2f} | "
-                     f"{m['peak_mem']['p50']:.2f} | {lat['config']} |")
-    return "\n".join(lines) + "\n"
+    return case_markdown(
+        rows, f"# Hunyuan3D-2 shape DiT (v2-0 sizes) on {gpu}",
+        "Random weights. Latency p50 [p20, p80]; ceiling share = ideal time at 797 TFLOP/s GEMM + "
+        "640 TFLOP/s attention over the measured time. Peer / paper figures in the notes column.", "case")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--preset", default="paper", choices=("paper", "tiny"))
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default="benchmarks/results/models_hunyuan3d.md")
-    parser.add_argument("--csv", default=None, help="default: benchmarks/results/h100.csv or cpu.csv")
-    args = parser.parse_args()
-    cuda = args.device.startswith("cuda")
-    gpu = torch.cuda.get_device_name() if cuda else "cpu"
-    rows = bench(args.device, args.preset, args.repeats)
-    csv_path = Path(args.csv) if args.csv else RESULTS / ("h100.csv" if cuda else "cpu.csv")
-    for r in rows:
-        append_result(csv_path, r["name"], r["variant"], r["metric"], r["unit"], r["size"], r["p50"],
-                      r["p20"], r["p80"], r["config"], gpu)
-    text = markdown(rows, gpu)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+    run_cli(__doc__.split("\n")[0], "benchmarks/results/models_hunyuan3d.md", bench, markdown)
 
 
 if __name__ == "__main__":

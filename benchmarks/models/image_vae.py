@@ -17,7 +17,6 @@ bf16 + channels-last + cuDNN autotuning on CUDA; fp32 on the CPU (the CPU path i
 from __future__ import annotations
 
 import argparse
-import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import append_result, cuda_times, percentiles
+from benchmarks.models.harness import free_device
 from engine.models.checkpoints import init_random
 from engine.models.image_vae import ImageVAE, ImageVAEConfig, flops_decode, flops_encode, prepare
 from engine.models.super_resolution import SuperResolution, SuperResolutionConfig, flops_upscale
@@ -63,12 +63,6 @@ def _row(name: str, variant: str, size: str, times: list[float], flop: int, warm
     return dict(name=name, variant=variant, metric="latency", unit="s", size=size, p50=p50, p20=p20,
                 p80=p80, config=config, tflops=tflops, ceiling_share=tflops / BF16_GEMM_TFLOPS,
                 warmup_s=warm, peak_gb=peak_gb, flop=flop, paper=paper)
-
-
-def _release(device: str) -> None:
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
 
 
 def bench_vae(device: str, preset: str, repeats: int, size: int, views: int) -> list[dict]:
@@ -118,9 +112,9 @@ def bench(device: str = "cuda", preset: str = "paper", repeats: int = 10, size: 
     if device == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed conv shapes: autotune once (in the warm-up)
     rows = bench_vae(device, preset, repeats, size, views)
-    _release(device)
+    free_device(device)
     rows += bench_sr(device, preset, repeats, size, views)
-    _release(device)
+    free_device(device)
     return rows
 
 

@@ -20,14 +20,13 @@ H100 (``--preset paper``): about 40 s (+ ~60 s with ``--compile``).
 from __future__ import annotations
 
 import argparse
-import gc
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, append_result, cuda_times, percentiles
+from benchmarks.common import RESULTS, append_result, percentiles
+from benchmarks.models.harness import ATTN_CEILING, GEMM_CEILING, device_timer, free_device
 from engine.models.attention import attention_flops
 from engine.models.dit_layers import build_on
 from engine.models.meshgen_dit import MeshGenConfig, MeshGenDiT, flops_per_forward, param_count
@@ -35,27 +34,12 @@ from engine.sampling.ddim_vpred import DDIMConfig
 from engine.sampling.guidance import GuidanceConfig, GuidanceMode, GuidedSampler
 
 NAME = "meshgen"
-GEMM_CEIL, ATTN_CEIL = 797e12, 640e12
 PAPER = {"coarse_25_steps": 1.193, "refine_5_steps": 1.671}
 TARGET = {"coarse_25_steps": "<= 0.8 s (issue), <= 0.5 s (TARGETS)", "refine_5_steps": "stage <= 1.5 s"}
 PRESETS = {"paper": ("coarse", "refine"), "tiny": ("tiny", "tiny_refine")}
 # distilled step counts (paper 5.3) and the teacher steps timed; the tiny CPU check runs 2 of each
 STEPS = {"paper": {"coarse": 25, "refine": 5, "teacher": 10},
          "tiny": {"coarse": 2, "refine": 2, "teacher": 2}}
-
-
-def _timer(device: str) -> Callable[[Callable[[], object], int], list[float]]:
-    if device.startswith("cuda"):
-        return cuda_times
-
-    def cpu_times(fn: Callable[[], object], repeats: int) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
-    return cpu_times
 
 
 def _split_flops(cfg: MeshGenConfig, batch: int) -> tuple[int, int]:
@@ -76,18 +60,12 @@ def _row(variant: str, times: list[float], cfg: MeshGenConfig, batch: int, forwa
         gemm, attn = _split_flops(cfg, batch)
         row["step_tflop"] = (gemm + attn) / 1e12
         row["tflops"] = forwards * (gemm + attn) / p50 / 1e12
-        row["share"] = forwards * (gemm / GEMM_CEIL + attn / ATTN_CEIL) / p50
-        row["gemm_share"] = row["tflops"] * 1e12 / GEMM_CEIL
+        row["share"] = forwards * (gemm / GEMM_CEILING + attn / ATTN_CEILING) / p50
+        row["gemm_share"] = row["tflops"] * 1e12 / GEMM_CEILING
     for key, fig in PAPER.items():
         if variant.startswith(key):
             row["paper"], row["target"] = fig, TARGET[key]
     return row
-
-
-def _free(device: str) -> None:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
 
 
 def _bench_model(preset_name: str, stage: str, steps: dict[str, int], device: str, repeats: int,
@@ -95,7 +73,7 @@ def _bench_model(preset_name: str, stage: str, steps: dict[str, int], device: st
     cfg = MeshGenConfig.from_name(preset_name)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     cuda = device.startswith("cuda")
-    timer = _timer(device)
+    timer = device_timer(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     model = build_on(device, dtype, MeshGenDiT, cfg, seed=0).eval()
@@ -116,7 +94,7 @@ def _bench_model(preset_name: str, stage: str, steps: dict[str, int], device: st
         rows.append(dict(name=NAME, variant=f"{stage}_peak_memory", metric="memory", unit="GiB",
                          size=f"N={cfg.n_tokens}", p50=peak, p20=None, p80=None, config=conf))
     del model
-    _free(device)
+    free_device(device)
     return rows
 
 

@@ -20,14 +20,13 @@ Usage: python -m benchmarks.models.texturegen --device cuda --preset paper --rep
 from __future__ import annotations
 
 import argparse
-import gc
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, append_result, cuda_times, percentiles
+from benchmarks.common import RESULTS, append_result, percentiles
+from benchmarks.models.harness import ATTN_CEILING, GEMM_CEILING, device_timer, free_device
 from engine.models.attention import attention, attention_flops
 from engine.models.multiview_attention import (
     MultiViewAttentionPlan,
@@ -45,26 +44,10 @@ from engine.models.texturegen_dit import (
 from engine.sampling.texturegen_sampler import TextureSamplerConfig, sample_texture_views
 
 NAME = "texturegen_dit"
-GEMM_CEILING, ATTN_CEILING = 797e12, 640e12
 T5_TOKENS, CLIP_TOKENS = 128, 77
 # case -> (sampler preset, latent side at paper size, latent side at tiny size, paper s, target s)
 CASES = {"flash": ("flash", 48, 6, 4.420, "<= 3.0 s issue, <= 2.0 s TARGETS"),
          "default": ("default", 64, 8, 10.455, "<= 8 s on one GPU (paper: 2 GPUs)")}
-
-
-def _timer(device: str) -> Callable[[Callable[[], object], int], list[float]]:
-    if device.startswith("cuda"):
-        return cuda_times
-
-    def cpu_times(fn: Callable[[], object], repeats: int) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    return cpu_times
 
 
 def _ideal_seconds(cfg: TextureGenConfig, batch: int, hw: int, n_ctx: int) -> tuple[float, float, float]:
@@ -90,7 +73,8 @@ def _bench_case(case: str, cfg: TextureGenConfig, device: str, dtype: torch.dtyp
     sampler = TextureSamplerConfig.from_name(sampler_name)
     hw = hw_paper if preset == "paper" else hw_tiny
     b = 2 if sampler_name == "default" else 1
-    timer, sync = _timer(device), (torch.cuda.synchronize if device.startswith("cuda") else (lambda: None))
+    timer = device_timer(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     gen = torch.Generator(device=device).manual_seed(0)
     c, k = cfg.latent_channels, cfg.num_views
     geo = torch.randn(1, k, 2 * c, hw, hw, generator=gen, device=device)
@@ -145,7 +129,7 @@ def _attention_baseline(case, cfg, hw, b, device, dtype, repeats, size, conf) ->
     q, kk, v = (torch.randn(b, s, t, cfg.heads, dh, generator=gen, device=device, dtype=dtype)
                 for _ in range(3))
     plan = MultiViewAttentionPlan(cfg.num_views, device)
-    timer = _timer(device)
+    timer = device_timer(device)
     flops_s = multiview_attention_flops(b, cfg.heads, t, dh, plan.table)
     flops_d = dense_multiview_attention_flops(b, cfg.heads, t, dh, s)
     qd, kd, vd = (x.reshape(b, s * t, cfg.heads, dh).transpose(1, 2) for x in (q, kk, v))
@@ -160,12 +144,6 @@ def _attention_baseline(case, cfg, hw, b, device, dtype, repeats, size, conf) ->
     return rows
 
 
-def _free(device: str) -> None:
-    gc.collect()
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-
-
 def bench(device: str = "cuda", preset: str = "paper", repeats: int = 10) -> list[dict]:
     """All rows (see the module docstring); one model resident at a time, freed after each case."""
     cfg = TextureGenConfig.from_name(preset)
@@ -173,9 +151,9 @@ def bench(device: str = "cuda", preset: str = "paper", repeats: int = 10) -> lis
     rows = []
     for case in CASES:
         case_rows, (hw, b, size, conf) = _bench_case(case, cfg, device, dtype, preset, repeats)
-        _free(device)
+        free_device(device)
         rows += case_rows + _attention_baseline(case, cfg, hw, b, device, dtype, repeats, size, conf)
-        _free(device)
+        free_device(device)
     with torch.device("meta"):
         n_params = param_count(TextureGenDiT(cfg))
     rows.append(dict(name=NAME, variant="model", metric="parameters", unit="count", size=preset,
