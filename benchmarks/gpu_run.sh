@@ -24,6 +24,12 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to $RES/NAME.lo
   timeout "$limit" "$@" > "$RES/$name.log" 2>&1; echo "=== $name rc=$? ($(date +%T))"; tail -n 25 "$RES/$name.log"
   tar czf "$OUT/results_partial.tgz" -C "$RES" --exclude='*.glb' .   # what is done survives a killed call
 }
+oracle_half() {  # oracle_half TAG ASSET...: the texture oracle (ours vs baseline) on some assets
+  local tag=$1; shift
+  step "texture_oracle_$tag" 200 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
+    --eval-px 512 --repeats 5 --methods ours baseline --cache .gpu_inputs/texture_oracle --assets "$@" \
+    --out "$RES/texture_oracle_h100_$tag.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_$tag.json"
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$RES/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$RES/gpu.txt"
 cat "$RES/gpu.txt"
@@ -119,13 +125,8 @@ texture2)  # issue 4: the oracle on every textured asset (current code), then th
   done
   ;;
 texture3)  # issue 4, final: the oracle on all 8 textured assets in two halves (ours vs baseline), 2 GPU tests
-  for HALF in "a helmet duck milktruck fox" "b sofa suzanne spot bob"; do
-    set -- $HALF
-    H=$1; shift
-    step "texture_oracle_$H" 200 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
-      --eval-px 512 --repeats 5 --methods ours baseline --cache .gpu_inputs/texture_oracle --assets "$@" \
-      --out "$RES/texture_oracle_h100_$H.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_$H.json"
-  done
+  oracle_half a helmet duck milktruck fox
+  oracle_half b sofa suzanne spot bob
   for T in test_knn_grid test_fusion_gpu; do
     step "gpu_$T" 80 python3 -m pytest -q -p no:cacheprovider -m gpu -rA --tb=short "tests/$T.py"
   done
@@ -142,13 +143,8 @@ verify)  # re-run on the GPU the tests whose fixes landed after their first GPU 
     tests/test_fusion_precompute.py
   ;;
 oracle)  # issue 4: the oracle alone (both halves), e.g. after a fusion change
-  for HALF in "a helmet duck milktruck fox" "b sofa suzanne spot bob"; do
-    set -- $HALF
-    H=$1; shift
-    step "texture_oracle_$H" 200 python3 -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 \
-      --eval-px 512 --repeats 5 --methods ours baseline --cache .gpu_inputs/texture_oracle --assets "$@" \
-      --out "$RES/texture_oracle_h100_$H.md" --csv "$RES/h100.csv" --json "$RES/texture_oracle_h100_$H.json"
-  done
+  oracle_half a helmet duck milktruck fox
+  oracle_half b sofa suzanne spot bob
   ;;
 tables)
   step uv 200 python3 -m benchmarks.geometry.uv_unwrap --assets armadillo bob bunny spot duck fox helmet suzanne \
