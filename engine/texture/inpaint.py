@@ -6,9 +6,9 @@ propagates colour from known to unknown texels across the atlas: ring r (up to `
 every unknown valid texel that has a known 8-neighbour in the atlas lying closer than ``uv_gate`` = 3
 texel widths on the surface (3D distance), with the mean of those neighbours -- thin gaps inside a chart
 (edge-masked or grazing texels) continue their surroundings, never across a chart border, because
-neighbours in other charts are far away in 3D. On the oracle protocol (benchmarks/texture/oracle.py) it
-lifts the duck from 43.60 to 46.01 dB (2048^2 atlas, 1024 px views, CPU reference; the H100 run without
-it gave 43.60) and the fox from 29.65 to 30.43 dB at 512^2 / 256 px.
+neighbours in other charts are far away in 3D. On the H100 oracle runs (benchmarks/texture/oracle.py,
+2048^2 atlas, 1024 px views; benchmarks/results/texture_h100.md) adding it lifted the duck from 43.56 to
+45.94 dB and the fox from 36.78 to 37.54 dB.
 The texels left (regions no view saw) go to the 3D stage: Each target's Euclidean
 distance D to the observed set is found with one KD-tree query (scipy cKDTree over 3D positions); that
 puts it in round j when D < r_j = r_0 2^j (r_0 = 2 texel widths on the surface, estimated from
