@@ -4,7 +4,8 @@ Used when DIR holds ``texturegen.safetensors`` and ``image_vae.safetensors`` (en
 ``engine.models.checkpoints.save_engine_checkpoint``); optional ``t5_xxl.safetensors``,
 ``clip_l.safetensors`` and ``super_resolution.safetensors``. Steps (paper 7.1-7.4):
   1. the mesh is scaled into the rig sphere and rendered from the 10 rig views (normals with the baked
-     normal map, world positions; ``render_views``), at 768 px (flash) or 1024 px (default);
+     normal map, world positions), at 768 px (flash) or 1024 px (default): ``render_views_gpu`` on CUDA,
+     the CPU reference ``render_views`` elsewhere;
   2. the image VAE encodes the reference (the picture on white), a uniform-white image (the CFG
      unconditional reference), and every view's normal map (n * 0.5 + 0.5 -> [-1, 1]) and position map
      (world xyz in the unit rig sphere, already in [-1, 1]); background pixels are white / zero;
@@ -99,10 +100,19 @@ def texturegen_views(mesh: TriMesh, rgba: np.ndarray, folder: str, preset: str, 
     size = view_size or (768 if preset == "flash" else 1024)
     cams = camera_rig()
     rig_mesh = mesh.copy(vertices=normalize_to_sphere(mesh.vertices)[0])
-    renders = render_views(rig_mesh, cams, size)
-    mask = torch.from_numpy(renders.mask).to(device)[..., None]                        # [K, R, R, 1]
-    normals = torch.from_numpy(renders.normal).to(device) * 0.5 + 0.5
-    positions = torch.from_numpy(renders.position).to(device) * 0.5 + 0.5
+    if torch.device(device).type == "cuda":      # the GPU renderer, all views in one launch set
+        from engine.texture.render_conditions_gpu import render_views_gpu
+
+        renders = render_views_gpu(rig_mesh, cams, size)
+        mask_np = renders.mask.cpu().numpy()
+        mask, normal, position = renders.mask[..., None], renders.normal, renders.position
+    else:
+        renders = render_views(rig_mesh, cams, size)
+        mask_np = renders.mask
+        mask = torch.from_numpy(renders.mask).to(device)[..., None]                    # [K, R, R, 1]
+        normal, position = torch.from_numpy(renders.normal), torch.from_numpy(renders.position)
+    normals = normal.to(device) * 0.5 + 0.5
+    positions = position.to(device) * 0.5 + 0.5
     normals = torch.where(mask, normals, torch.ones_like(normals))                      # white background
     positions = torch.where(mask, positions, torch.full_like(positions, 0.5))           # origin
     ref = picture_on_white(rgba).to(device)[None].float() / 255.0                      # [1, S, S, 3]
@@ -120,7 +130,7 @@ def texturegen_views(mesh: TriMesh, rgba: np.ndarray, folder: str, preset: str, 
     noise = torch.randn((1, k) + tuple(ref_lat.shape[1:]), generator=gen).to(device)
     latents = sample_texture_views(dit.velocity_fn(request), noise, ref_lat, sampler, white_lat)
     views = (vae.decode(latents[0].to(dtype)).float().clamp(-1, 1) + 1.0) * 0.5         # [K, 3, R, R]
-    masks, note = renders.mask, f"TextureGen {preset} ({folder}), {k} views at {size} px, {text_note}"
+    masks, note = mask_np, f"TextureGen {preset} ({folder}), {k} views at {size} px, {text_note}"
     if preset != "flash" and (root / OPTIONAL["sr"]).is_file():
         from engine.models.super_resolution import SuperResolution, SuperResolutionConfig
 
