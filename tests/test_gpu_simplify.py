@@ -290,3 +290,38 @@ def test_marching_cubes_mesh_reaches_budget_in_few_passes(shared_dir):
     cd_gpu, _ = chamfer_hausdorff(m, out, n=20000, seed=0)
     cd_ref, _ = chamfer_hausdorff(m, ref, n=20000, seed=0)
     assert cd_gpu <= 1.5 * cd_ref
+
+
+def test_pass_state_after_shrinking_passes_matches_live_faces(shared_dir):
+    """The pass kernels run over the input's capacity and read the live face count from the device: after
+    passes, the device count, the alive count and the host count agree, and the faces beyond the live
+    prefix are never read (a second state on the compacted faces gives the same next pass)."""
+    m = marching_cubes_bunny(12)
+    pos = dev(m.vertices.astype(np.float64), torch.float64)
+    fixed = dev(fixed_vertices(m.faces, m.num_vertices), torch.bool)
+    state = CollapsePasses(pos.clone(), dev(m.faces, torch.int32), fixed, 0, ROUNDS)
+    for _ in range(2):
+        n = state.select()
+        state.apply(n, n)
+    state.finish()
+    assert int(state.nfd[0]) == state.nf < m.num_faces
+    fresh = CollapsePasses(state.pos.clone(), state.faces.contiguous(), fixed, 0, ROUNDS)
+    fresh.q.copy_(state.q)
+    assert state.select() == fresh.select()
+    nh = 3 * state.nf
+    np.testing.assert_array_equal(state.cost[:nh].cpu().numpy(), fresh.cost[:nh].cpu().numpy())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("placement", list(Placement))
+def test_cuda_graph_passes_equal_eager_launches(placement, shared_dir):
+    """CUDA-graph replay of the pass phases gives the eager launches' mesh bit for bit."""
+    m = marching_cubes_bunny(96)
+    dm = DeviceMesh.from_trimesh(m, kernel_device())
+    graphed, rep_g = simplify_qem_gpu(dm, 2000, placement, cuda_graphs=True)
+    eager, rep_e = simplify_qem_gpu(dm, 2000, placement, cuda_graphs=False)
+    assert graphed.meta["simplify_cuda_graphs"] and not eager.meta["simplify_cuda_graphs"]
+    assert rep_g.reached and rep_e.reached and graphed.num_faces == eager.num_faces
+    assert graphed.meta["simplify_passes"] == eager.meta["simplify_passes"]
+    assert torch.equal(graphed.faces, eager.faces)
+    assert torch.equal(graphed.vertices, eager.vertices)

@@ -1,7 +1,8 @@
 """Parallel QEM edge collapse (paper 6.1 on the GPU): numba-cuda kernels for quadrics, validated edge
 candidates, their cost threshold and priority keys, the neighbourhood-disjoint winner rounds, the collapse
 itself, and the one-time fixed-vertex (bow-tie) walk. ``CollapsePasses`` owns the device buffers of one
-simplification and runs a pass in ~30 launches with one host sync; the loop over passes and the budget
+simplification and runs a pass as two fixed-argument phases (select ~25 launches, apply ~7) with one
+host sync, replayed as two CUDA graphs after the first pass on CUDA; the loop over passes and the budget
 live in ``engine.geometry.simplify_gpu``. The maths is the serial reference's (``engine.geometry.simplify``);
 ``collapse_passes_ref`` is the whole pass algorithm in serial numba, built on the serial reference's own
 placement and validity functions: under the CUDA simulator the kernels reproduce it exactly.
@@ -36,18 +37,25 @@ One pass (why it is built this way: see "History" below)
    appended to a compact list (atomic slot) and locks every vertex of every face around its endpoints;
    candidates touching a locked vertex leave the pass, later rounds fill the gaps.
 6. Host sync: the number of winners n. If n exceeds the collapses still needed, the cheapest ``needed``
-   keys are kept (topk). Apply: the survivor (the fixed endpoint if any) moves to the placement (recomputed:
-   same inputs, same result as step 2), takes the removed vertex's quadric; faces are remapped and the two
-   faces of each collapsed edge die (exactly 2: link condition), so the new face count is known on the
-   host; compaction keeps face order. The alive count is read back at the next pass's sync (same
-   transfer) and checked against it.
+   keys are kept (topk, moved to the front of the winner list, count[0] = needed). Apply: the survivor
+   (the fixed endpoint if any) moves to the placement (recomputed: same inputs, same result as step 2),
+   takes the removed vertex's quadric; faces are remapped and the two faces of each collapsed edge die
+   (exactly 2: link condition), so the new face count is known on the host; compaction (inclusive scan
+   of alive, scatter, copy back) keeps face order. The alive count is read back at the next pass's sync
+   (same transfer) and checked against it.
+7. Launch shape: the pass kernels loop (grid-stride) over the input's capacity with the live counts in
+   device memory (faces nfd[0], winners count[0]); no launch argument changes between passes, so each
+   phase is captured once as a CUDA graph (its one host sync sits between the phases). The CSR counts
+   come from an atomic degree kernel, not ``torch.bincount`` (which syncs to size its output).
 
 Layouts
 -------
-positions float64 [V, 3]; quadrics float64 [V, 10]; faces int32 [F, 3] (CCW), double-buffered [2, F0, 3]
-with the current faces a prefix; CSR offsets int32 [V + 1] and face ids int32 [3F]; cost float32 [3F]
+positions float64 [V, 3]; quadrics float64 [V, 10]; faces int32 [F, 3] (CCW) in [2, F0, 3]: the current
+faces a prefix of row 0, row 1 the compaction target; live count nfd int64 [1]; CSR offsets int32
+[V + 1] and face ids int32 [3F]; cost float32 [3F]
 (read as int32 bits by the integer kernels); keys int64 [3F]; winners: half-edge int32 / key int64
-[F0 / 2 + 1]; vmin/v2 int64 [2, V]; vlock int8 [V]; vmap int32 [V] (removed -> survivor, -1).
+[F0 / 2 + 1]; vmin/v2 int64 [2, V]; vlock int8 [V]; vmap int32 [V] (removed -> survivor, -1); alive and
+its inclusive scan int32 [F0].
 
 Limits and floor
 ----------------
@@ -55,8 +63,9 @@ F < 2^31 / 3 (half-edge ids in 32 bits); degree unbounded (checks iterate the CS
 reads the faces a few times per kernel (12 B/face) plus the CSR, keys (24 B/face) and vmin/v2, ~250 B/face
 of traffic in all: ~0.15 ms at 1.6M faces on an H100 (3 TB/s); the validity checks (~100 face reads per
 candidate, L1/L2-resident) are the arithmetic part. Passes shrink the mesh by ~10 % each, so the sum
-over passes is ~10x the first pass. Below ~200K faces the ~30 launches of a pass (numba-cuda dispatch,
-~20-50 us each from Python) dominate.
+over passes is ~10x the first pass. Eager, the ~40 launches of a pass (numba-cuda dispatch from Python)
+dominated below ~200K faces: 37 passes x ~6.7 ms on the H100 for a 1.6M-face mesh (issue 10); graph
+replay leaves two graph launches and one sync per pass.
 
 History
 -------
@@ -87,7 +96,7 @@ from engine.geometry.simplify import (
     face_quadrics_ref,
     placement_ref,
 )
-from triton_kernels.numba_cuda import cuda_module, launch, simulated, view
+from triton_kernels.numba_cuda import THREADS, cuda_module, launch, simulated, view
 
 cuda = cuda_module()
 
@@ -99,6 +108,7 @@ HIST_BINS = 4096
 KEY_SHIFT = 20             # key bucket = float32 bits >> 20 (1/8 octave), then the hash of h
 REFERENCES = (face_quadrics_ref, placement_ref)      # the numpy references the parity tests use
 SIM_THREADS = 32           # threads per launch in the CUDA simulator (each is a Python thread)
+PASS_BLOCKS = 4096         # grid cap of the pass kernels: 1M threads (~4 waves of 2048 on 132 SMs)
 
 
 def _launch(kernel, items: int, *args) -> None:
@@ -108,6 +118,15 @@ def _launch(kernel, items: int, *args) -> None:
         launch(kernel, min(items, SIM_THREADS), *args, threads=SIM_THREADS)
     else:
         launch(kernel, items, *args)
+
+
+def _launch_cap(kernel, capacity: int, *args) -> None:
+    """Launch a pass kernel over its ``capacity`` (it reads the live count from device memory): one thread
+    per slot up to ``PASS_BLOCKS`` blocks, which then loop; the same grid every pass (graph-capturable)."""
+    if simulated():
+        launch(kernel, min(capacity, SIM_THREADS), *args, threads=SIM_THREADS)
+    else:
+        launch(kernel, min(capacity, PASS_BLOCKS * THREADS), *args)
 
 
 # ------------------------------------------------------------------------------------------ device maths
@@ -310,7 +329,7 @@ def _quadrics_one(pos, faces, q, nf, f):
         cuda.atomic.add(q, (v, 9), w * d * d)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def quadrics_kernel(pos, faces, q, nf):
     """One thread per face: atomically add its area-weighted plane quadric to its three vertices."""
     for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
@@ -333,7 +352,7 @@ def _edge_cost_one(pos, q, fixed, faces, mode, cost, place, nh, h):
     cost[h] = c
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def edge_cost_kernel(pos, q, fixed, faces, mode, cost, place, nh):
     """One thread per half-edge: cost (float32, -1 = not a candidate) and placement [3] of its edge,
     without the validity checks (the placement maths alone, for the parity tests)."""
@@ -360,11 +379,16 @@ def _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h):
     cost[h] = c
 
 
-@cuda.jit
-def candidate_kernel(pos, q, fixed, faces, off, vf, mode, cost, nh):
-    """One thread per half-edge h: cost (float32) of its edge if h is the edge's a < b half-edge, not both
-    endpoints are fixed and the collapse passes the link / flip / sliver checks now; else -1."""
-    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+# Pass kernels: grid-stride over the pass's capacity (3 F0 half-edges, F0 faces, F0 / 2 + 1 winners) with
+# the live counts read from device memory (nfd[0] = current faces, count[0] = winners), so a pass launches
+# the same grid with the same arguments every time and can be captured once in a CUDA graph.
+@cuda.jit(cache=True)
+def candidate_kernel(pos, q, fixed, faces, nfd, off, vf, mode, cost):
+    """One thread per half-edge h < 3 nfd[0]: cost (float32) of its edge if h is the edge's a < b
+    half-edge, not both endpoints are fixed and the collapse passes the link / flip / sliver checks now;
+    else -1."""
+    nh = 3 * nfd[0]
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h)
 
 
@@ -375,10 +399,11 @@ def _cost_histogram_one(bits, hist, nh, h):
         cuda.atomic.add(hist, x >> HIST_SHIFT, 1)
 
 
-@cuda.jit
-def cost_histogram_kernel(bits, hist, nh):
+@cuda.jit(cache=True)
+def cost_histogram_kernel(bits, nfd, hist):
     """One thread per half-edge: hist[bits >> HIST_SHIFT] += 1 for candidates (non-negative bits)."""
-    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+    nh = 3 * nfd[0]
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _cost_histogram_one(bits, hist, nh, h)
 
 
@@ -391,10 +416,11 @@ def _keys_one(bits, bmax, keys, nh, h):
         keys[h] = (numba.int64(x >> KEY_SHIFT) << 32) | _perm32(numba.int64(h))
 
 
-@cuda.jit
-def keys_kernel(bits, bmax, keys, nh):
+@cuda.jit(cache=True)
+def keys_kernel(bits, nfd, bmax, keys):
     """One thread per half-edge: priority key of an eligible candidate (bin <= bmax[0]), else INT64_MAX."""
-    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+    nh = 3 * nfd[0]
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _keys_one(bits, bmax, keys, nh, h)
 
 
@@ -414,11 +440,12 @@ def _vertex_min_one(keys, faces, vlock, vmin, nh, h):
     cuda.atomic.min(vmin, b, key)
 
 
-@cuda.jit
-def vertex_min_kernel(keys, faces, vlock, vmin, nh):
+@cuda.jit(cache=True)
+def vertex_min_kernel(keys, faces, nfd, vlock, vmin):
     """One thread per half-edge with a key: vmin[a], vmin[b] = atomicMin(key); a key touching a locked
     vertex leaves the pass instead."""
-    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+    nh = 3 * nfd[0]
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _vertex_min_one(keys, faces, vlock, vmin, nh, h)
 
 
@@ -431,10 +458,11 @@ def _face_min_one(faces, vmin, v2, nf, f):
         cuda.atomic.min(v2, faces[f, c], m)
 
 
-@cuda.jit
-def face_min_kernel(faces, vmin, v2, nf):
+@cuda.jit(cache=True)
+def face_min_kernel(faces, nfd, vmin, v2):
     """One thread per face: m = min vmin over its vertices; v2[v] = atomicMin(m)."""
-    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
+    nf = nfd[0]
+    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _face_min_one(faces, vmin, v2, nf, f)
 
 
@@ -461,12 +489,13 @@ def _select_one(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh, h):
             vlock[faces[vf[j], c]] = 1
 
 
-@cuda.jit
-def select_kernel(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh):
+@cuda.jit(cache=True)
+def select_kernel(keys, faces, nfd, v2, off, vf, vlock, count, win_h, win_key):
     """One thread per half-edge with a key: a winner (v2[a] == v2[b] == key) leaves the candidates, is
     appended to (win_h, win_key) at slot atomicAdd(count[0]) and locks every vertex of every face around
     its endpoints (vlock = 1)."""
-    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch)
+    nh = 3 * nfd[0]
+    for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _select_one(keys, faces, v2, off, vf, vlock, count, win_h, win_key, nh, h)
 
 
@@ -487,11 +516,13 @@ def _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i):
     vmap[u] = s
 
 
-@cuda.jit
-def apply_kernel(sel, faces, fixed, pos, q, mode, vmap, n):
-    """One thread per selected half-edge: survivor s (the fixed endpoint if any) moves to the placement
-    (recomputed from the unchanged endpoints), takes the removed vertex's quadric, vmap[u] = s."""
-    for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride (_launch)
+@cuda.jit(cache=True)
+def apply_kernel(sel, count, faces, fixed, pos, q, mode, vmap):
+    """One thread per selected half-edge sel[i], i < count[0]: survivor s (the fixed endpoint if any)
+    moves to the placement (recomputed from the unchanged endpoints), takes the removed vertex's quadric,
+    vmap[u] = s."""
+    n = count[0]
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i)
 
 
@@ -504,11 +535,47 @@ def _remap_one(faces, vmap, alive, nf, f):
     alive[f] = faces[f, 0] != faces[f, 1] and faces[f, 1] != faces[f, 2] and faces[f, 0] != faces[f, 2]
 
 
-@cuda.jit
-def remap_kernel(faces, vmap, alive, nf):
-    """One thread per face: removed vertices -> survivors; a face that lost a distinct corner dies."""
-    for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
-        _remap_one(faces, vmap, alive, nf, f)
+@cuda.jit(cache=True)
+def remap_kernel(faces, nfd, vmap, alive, cap):
+    """One thread per face slot f < cap: live faces (f < nfd[0]) map removed vertices to survivors and
+    die (alive 0) when they lost a distinct corner; slots past the live faces get alive 0."""
+    nf = nfd[0]
+    for f in range(cuda.grid(1), cap, cuda.gridsize(1)):  # grid-stride (_launch_cap)
+        if f < nf:
+            _remap_one(faces, vmap, alive, nf, f)
+        else:
+            alive[f] = 0
+
+
+@cuda.jit(cache=True)
+def compact_kernel(faces, nfd, alive, scan, out):
+    """One thread per live face: a surviving face f goes to row scan[f] - 1 of out (inclusive prefix sum of
+    alive: face order is kept)."""
+    for f in range(cuda.grid(1), nfd[0], cuda.gridsize(1)):  # grid-stride (_launch_cap)
+        if alive[f] != 0:
+            r = scan[f] - 1
+            out[r, 0] = faces[f, 0]
+            out[r, 1] = faces[f, 1]
+            out[r, 2] = faces[f, 2]
+
+
+@cuda.jit(cache=True)
+def copy_rows_kernel(src, scan, dst, cap):
+    """dst[:n] = src[:n] for the n = scan[cap - 1] compacted faces."""
+    n = scan[cap - 1]
+    for r in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride (_launch_cap)
+        dst[r, 0] = src[r, 0]
+        dst[r, 1] = src[r, 1]
+        dst[r, 2] = src[r, 2]
+
+
+@cuda.jit(cache=True)
+def degree_kernel(faces, nfd, deg):
+    """One thread per corner of the live faces: deg[v] += 1 (deg zeroed before; the CSR's counts)."""
+    nc = 3 * nfd[0]
+    for c in range(cuda.grid(1), nc, cuda.gridsize(1)):  # grid-stride (_launch_cap)
+        f = c // 3
+        cuda.atomic.add(deg, faces[f, c - 3 * f], 1)
 
 
 @cuda.jit(device=True)
@@ -518,10 +585,11 @@ def _csr_fill_one(faces, cursor, vf, nc, c):
     vf[slot] = f
 
 
-@cuda.jit
-def csr_fill_kernel(faces, cursor, vf, nc):
+@cuda.jit(cache=True)
+def csr_fill_kernel(faces, nfd, cursor, vf):
     """One thread per corner: vf[cursor[v]++] = face (cursor starts at the CSR offsets)."""
-    for c in range(cuda.grid(1), nc, cuda.gridsize(1)):  # grid-stride (_launch)
+    nc = 3 * nfd[0]
+    for c in range(cuda.grid(1), nc, cuda.gridsize(1)):  # grid-stride (_launch_cap)
         _csr_fill_one(faces, cursor, vf, nc, c)
 
 
@@ -541,7 +609,7 @@ def _fan_count_one(start, opp, fans_ok, degree, nv, v):
     fans_ok[v] = 1 if (c == c0 and steps == degree[v]) else 0
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def fan_count_kernel(start, opp, fans_ok, degree, nv):
     """One thread per vertex with only good edges: walk its fan through opposite half-edges from corner
     start[v]; fans_ok[v] = 1 when the walk visits all degree[v] corners (one fan), else 0 (bow-tie)."""
@@ -746,12 +814,20 @@ def fixed_vertices_device(faces, num_vertices: int):
 class CollapsePasses:
     """Device state of one simplification: positions and quadrics (modified in place), the current faces
     and every per-pass buffer, allocated once at the input size with their kernel views made once (a
-    view costs ~10 us of host time; a pass launches ~30 kernels).
+    view costs ~10 us of host time).
+
+    A pass is two phases with fixed launch arguments (the live counts stay on the device): ``select``
+    (CSR, candidates, threshold, keys, winner rounds; ~25 launches) and ``apply`` (collapse, remap,
+    order-keeping compaction; ~7 launches). With ``graphs=True`` (CUDA only) each phase runs eagerly in
+    the first pass (numba compiles there), is captured into a CUDA graph in the second and replayed after:
+    two graph launches and the one host sync (the winner count) per pass instead of ~40 numba/torch
+    launches. A capture that fails falls back to eager launches (``graph_error`` says why).
 
     pos: float64 [V, 3]; faces: int32 [F, 3]; fixed: bool [V], all contiguous on the kernel device;
     mode: 0 = ON_EDGE, 1 = BOUNDED_OPTIMAL; rounds >= 1 winner rounds per pass."""
 
-    def __init__(self, pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, mode: int, rounds: int):
+    def __init__(self, pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, mode: int, rounds: int,
+                 graphs: bool = False):
         dev = pos.device
         _check(pos, "positions", torch.float64, 3, dev)
         _check(faces, "faces", torch.int32, 3, dev)
@@ -760,11 +836,17 @@ class CollapsePasses:
             raise ValueError(f"fixed must be [V] = [{pos.shape[0]}] and 3F < 2^31; got {tuple(fixed.shape)}, "
                              f"F = {faces.shape[0]}")
         nv, f0 = pos.shape[0], faces.shape[0]
-        self.nf, self.mode, self.rounds, self.cur = f0, int(mode), int(rounds), 0
+        self.nf, self.f0, self.mode, self.rounds = f0, f0, int(mode), int(rounds)
+        self.graphs = bool(graphs) and dev.type == "cuda" and not simulated()
+        self.graph_error = ""
+        self._graph: dict[str, torch.cuda.CUDAGraph] = {}
+        self._eager_runs = {"select": 0, "apply": 0}
         self.pos, self.fixed = pos, fixed
         self.q = vertex_quadrics(pos, faces)
-        self.faces2 = torch.empty(2, f0, 3, dtype=torch.int32, device=dev)    # double buffer
+        self.faces2 = torch.empty(2, f0, 3, dtype=torch.int32, device=dev)    # current, compaction target
         self.faces2[0].copy_(faces)
+        self.nfd = torch.tensor([f0], dtype=torch.int64, device=dev)           # live face count
+        self.deg = torch.empty(nv, dtype=torch.int32, device=dev)
         self.off = torch.zeros(nv + 1, dtype=torch.int32, device=dev)
         self.cursor = torch.empty(nv, dtype=torch.int32, device=dev)
         self.vf = torch.empty(3 * f0, dtype=torch.int32, device=dev)
@@ -778,49 +860,52 @@ class CollapsePasses:
         self.win_h = torch.empty(f0 // 2 + 1, dtype=torch.int32, device=dev)
         self.win_key = torch.empty(f0 // 2 + 1, dtype=torch.int64, device=dev)
         self.vmap = torch.empty(nv, dtype=torch.int32, device=dev)
-        self.alive = torch.empty(f0, dtype=torch.bool, device=dev)
+        self.alive = torch.empty(f0, dtype=torch.int32, device=dev)
+        self.scan = torch.empty(f0, dtype=torch.int32, device=dev)
         self.v = {name: view(getattr(self, name)) for name in (
-            "pos", "fixed", "q", "off", "cursor", "vf", "cost", "hist", "bmax", "keys", "vlock", "count",
-            "win_h", "win_key", "vmap", "alive")}
+            "pos", "fixed", "q", "nfd", "deg", "off", "cursor", "vf", "cost", "hist", "bmax", "keys", "vlock",
+            "count", "win_h", "win_key", "vmap", "alive", "scan")}
         self.v["bits"] = view(self.cost.view(torch.int32))
-        self.v["faces"] = [view(self.faces2[0]), view(self.faces2[1])]
+        self.v["faces"], self.v["out"] = view(self.faces2[0]), view(self.faces2[1])
         self.v["vmin"], self.v["v2"] = view(self.vmin2[0]), view(self.vmin2[1])
 
     @property
     def faces(self) -> torch.Tensor:
-        """The current faces int32 [F', 3] (a view into the double buffer)."""
-        return self.faces2[self.cur, :self.nf]
+        """The current faces int32 [F', 3] (a view into the face buffer)."""
+        return self.faces2[0, :self.nf]
 
     def select(self) -> int:
         """Steps 1-5 of a pass (module docstring) and its one host sync: returns the number of winners.
         Raises MeshError when the previous compaction's alive count (read in the same transfer) broke the
         2-faces-per-collapse invariant."""
-        v, nf, nh = self.v, self.nf, 3 * self.nf
-        fv = v["faces"][self.cur]
-        corners = self.faces.reshape(-1)
-        torch.cumsum(torch.bincount(corners, minlength=self.pos.shape[0]), 0, dtype=torch.int32,
-                     out=self.off[1:])
+        self._run("select", self._select_launches)
+        n, alive = self.count.tolist()                                        # the pass's host sync
+        self._check_alive(alive)
+        return n
+
+    def _select_launches(self) -> None:
+        v, nh = self.v, 3 * self.f0
+        self.deg.zero_()
+        _launch_cap(degree_kernel, nh, v["faces"], v["nfd"], v["deg"])
+        torch.cumsum(self.deg, 0, dtype=torch.int32, out=self.off[1:])
         self.cursor.copy_(self.off[:-1])
-        _launch(csr_fill_kernel, nh, fv, v["cursor"], v["vf"], nh)
-        _launch(candidate_kernel, nh, v["pos"], v["q"], v["fixed"], fv, v["off"], v["vf"], self.mode,
-               v["cost"], nh)
+        _launch_cap(csr_fill_kernel, nh, v["faces"], v["nfd"], v["cursor"], v["vf"])
+        _launch_cap(candidate_kernel, nh, v["pos"], v["q"], v["fixed"], v["faces"], v["nfd"], v["off"],
+                    v["vf"], self.mode, v["cost"])
         self.hist.zero_()
-        _launch(cost_histogram_kernel, nh, v["bits"], v["hist"], nh)
+        _launch_cap(cost_histogram_kernel, nh, v["bits"], v["nfd"], v["hist"])
         cdf = torch.cumsum(self.hist, 0)                                      # [HIST_BINS] int64
         kth = torch.clamp((cdf[-1:] * ELIGIBLE_PERCENT + 99) // 100, min=1)
         torch.searchsorted(cdf, kth, out=self.bmax)
-        _launch(keys_kernel, nh, v["bits"], v["bmax"], v["keys"], nh)
+        _launch_cap(keys_kernel, nh, v["bits"], v["nfd"], v["bmax"], v["keys"])
         self.vlock.zero_()
         self.count[0] = 0
         for _ in range(self.rounds):
             self.vmin2.fill_(int(MAX_KEY))
-            _launch(vertex_min_kernel, nh, v["keys"], fv, v["vlock"], v["vmin"], nh)
-            _launch(face_min_kernel, nf, fv, v["vmin"], v["v2"], nf)
-            _launch(select_kernel, nh, v["keys"], fv, v["v2"], v["off"], v["vf"], v["vlock"], v["count"],
-                   v["win_h"], v["win_key"], nh)
-        n, alive = self.count.tolist()                                        # the pass's host sync
-        self._check_alive(alive)
-        return n
+            _launch_cap(vertex_min_kernel, nh, v["keys"], v["faces"], v["nfd"], v["vlock"], v["vmin"])
+            _launch_cap(face_min_kernel, self.f0, v["faces"], v["nfd"], v["vmin"], v["v2"])
+            _launch_cap(select_kernel, nh, v["keys"], v["faces"], v["nfd"], v["v2"], v["off"], v["vf"],
+                        v["vlock"], v["count"], v["win_h"], v["win_key"])
 
     def finish(self) -> None:
         """Check the last compaction (one sync)."""
@@ -835,18 +920,53 @@ class CollapsePasses:
     def apply(self, n: int, keep: int) -> int:
         """Collapse the ``keep`` cheapest of the ``n`` winners (all when keep >= n); returns the new face
         count (2 faces die per collapse) and compacts the faces, keeping their order."""
-        v, nf = self.v, self.nf
-        if keep < n:
-            sel = self.win_h[torch.topk(self.win_key[:n], keep, largest=False, sorted=False).indices]
+        if keep < n:                        # the last pass: its cheapest winners first, count[0] = keep
+            idx = torch.topk(self.win_key[:n], keep, largest=False, sorted=False).indices
+            self.win_h[:keep] = self.win_h[idx]
+            self.count[0] = keep
         else:
-            sel, keep = self.win_h[:n], n
+            keep = n
+        self._run("apply", self._apply_launches)
+        self.nf -= 2 * keep
+        return self.nf
+
+    def _apply_launches(self) -> None:
+        v, f0 = self.v, self.f0
         self.vmap.fill_(-1)
-        _launch(apply_kernel, keep, view(sel.contiguous()), v["faces"][self.cur], v["fixed"], v["pos"],
-                v["q"], self.mode, v["vmap"], keep)
-        _launch(remap_kernel, nf, v["faces"][self.cur], v["vmap"], v["alive"], nf)
-        torch.sum(self.alive[:nf], dim=0, out=self.count[1])                  # checked at the next sync
-        new = nf - 2 * keep
-        idx = torch.nonzero_static(self.alive[:nf], size=new).reshape(-1)
-        torch.index_select(self.faces2[self.cur, :nf], 0, idx, out=self.faces2[1 - self.cur, :new])
-        self.cur, self.nf = 1 - self.cur, new
-        return new
+        _launch_cap(apply_kernel, f0 // 2 + 1, v["win_h"], v["count"], v["faces"], v["fixed"], v["pos"],
+                    v["q"], self.mode, v["vmap"])
+        _launch_cap(remap_kernel, f0, v["faces"], v["nfd"], v["vmap"], v["alive"], f0)
+        torch.cumsum(self.alive, 0, dtype=torch.int32, out=self.scan)
+        _launch_cap(compact_kernel, f0, v["faces"], v["nfd"], v["alive"], v["scan"], v["out"])
+        _launch_cap(copy_rows_kernel, f0, v["out"], v["scan"], v["faces"], f0)
+        self.nfd.copy_(self.scan[-1:])                                        # checked at the next sync
+        self.count[1:].copy_(self.scan[-1:])
+
+    def _run(self, phase: str, launches) -> None:
+        """Run a phase's launches: eagerly, or (graphs on, after one eager run that compiled the kernels)
+        by replaying its CUDA graph, captured on first need."""
+        graph = self._graph.get(phase)
+        if graph is None and self.graphs and self._eager_runs[phase] > 0:
+            graph = self._capture(launches)
+            if graph is not None:
+                self._graph[phase] = graph
+        if graph is None:
+            launches()
+            self._eager_runs[phase] += 1
+        else:
+            graph.replay()
+
+    def _capture(self, launches) -> torch.cuda.CUDAGraph | None:
+        """CUDA graph of ``launches`` (numba launches go to torch's capture stream), or None (and
+        ``graphs`` off, ``graph_error`` set) when capture fails; capturing runs nothing."""
+        from numba.cuda.cudadrv.driver import CudaAPIError
+
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                launches()
+        except (RuntimeError, CudaAPIError) as exc:
+            self.graphs, self.graph_error = False, f"{type(exc).__name__}: {exc}"
+            torch.cuda.synchronize()
+            return None
+        return graph

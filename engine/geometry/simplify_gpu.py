@@ -4,7 +4,8 @@ as the serial reference ``engine.geometry.simplify.simplify_qem``; the kernels a
 (``CollapsePasses``: validated candidates, cost threshold, winner rounds, collapse, compaction) are in
 ``triton_kernels/qem_collapse.py``, whose docstring has the selection rule and layouts.
 
-The loop here: a pass computes its winners (one host sync: their count n); if n exceeds the collapses
+The loop here: a pass computes its winners (one host sync: their count n; on CUDA the pass's two
+phases are replayed CUDA graphs from the second pass on, see ``CollapsePasses``); if n exceeds the collapses
 still needed, ``(F - target + 1) // 2``, only the cheapest ``needed`` are applied, so the result has
 ``target`` or ``target - 1`` faces (every collapse removes exactly 2 faces, so the new face count is known
 on the host). A pass with no winner means no valid candidate is left (the cheapest valid candidate always
@@ -90,10 +91,10 @@ def _validate_device(mesh: DeviceMesh) -> None:
 
 
 def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target: int, mode: int,
-            rounds: int) -> tuple[torch.Tensor, str, int]:
+            rounds: int, graphs: bool) -> tuple[torch.Tensor, str, int, bool]:
     """Collapse passes in place on pos float64 [V, 3]; returns (faces int32 [F', 3], reason ("" when the
-    budget was reached), passes)."""
-    state = CollapsePasses(pos, faces, fixed, mode, rounds)
+    budget was reached), passes, whether CUDA graphs replayed the passes)."""
+    state = CollapsePasses(pos, faces, fixed, mode, rounds, graphs=graphs)
     reason, passes = "", 0
     while state.nf > target:
         if passes == MAX_PASSES:
@@ -106,18 +107,21 @@ def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target:
             break
         state.apply(n, (state.nf - target + 1) // 2)
     state.finish()
-    return state.faces, reason, passes
+    return state.faces, reason, passes, state.graphs and passes >= 2
 
 
 def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: Placement = Placement.ON_EDGE,
-                     rounds: int = ROUNDS) -> tuple[TriMesh | DeviceMesh, SimplifyReport]:
+                     rounds: int = ROUNDS, *, cuda_graphs: bool = True
+                     ) -> tuple[TriMesh | DeviceMesh, SimplifyReport]:
     """Simplify ``mesh`` on the kernel device to ``target_faces`` or one fewer (when reachable).
 
     mesh: TriMesh (host; cleaned with ``clean_mesh`` like the reference, then uploaded) or DeviceMesh
         (float32 [V, 3] / int32 [F, 3] on ``kernel_device()``; cleaned on the device by ``clean_device``).
     target_faces: the face budget, >= 4. placement: ON_EDGE (paper) or BOUNDED_OPTIMAL.
-    rounds: winner rounds per pass (>= 1).
-    Returns (geometry-only mesh of the input's type, ``meta["simplify_passes"]`` = passes run, and the
+    rounds: winner rounds per pass (>= 1). cuda_graphs: replay each pass's two phases as CUDA graphs
+    (on CUDA; the same launches, the same result; off = eager launches, for benchmarks).
+    Returns (geometry-only mesh of the input's type, ``meta["simplify_passes"]`` = passes run,
+    ``meta["simplify_cuda_graphs"]`` = whether graphs replayed the passes, and the
     SimplifyReport); ``reached=False`` with the reason
     when no further collapse keeps the mesh manifold, unflipped and the fixed vertices in place.
     """
@@ -145,12 +149,13 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     else:
         verts, faces = clean_device(mesh.vertices.to(dev), mesh.faces.to(dev))
     pos = verts.to(torch.float64).contiguous()
-    reason, passes = "", 0
+    reason, passes, graphed = "", 0, False
     if target < faces.shape[0]:
         fixed = fixed_vertices_device(faces, pos.shape[0])
-        faces, reason, passes = _passes(pos, faces, fixed, target, _MODE[placement], rounds)
+        faces, reason, passes, graphed = _passes(pos, faces, fixed, target, _MODE[placement], rounds,
+                                                 cuda_graphs)
     v_out, f_out = _compact(pos, faces)
-    meta = dict(mesh.meta, simplify_passes=passes)
+    meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
     return out, SimplifyReport(mesh.num_faces, int(f_out.shape[0]), target, reason == "", reason,
