@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from engine.errors import ConfigError, MeshError
-from engine.geometry.marching_cubes import extract_mesh
+from engine.geometry.marching_cubes import (
+    _nonzero_area_device,
+    _weld_device,
+    extract_mesh,
+    extract_mesh_device,
+    weld_coincident,
+)
+from engine.geometry.mesh import face_areas
 from engine.geometry.sdf_grid import SdfGrid
 from triton_kernels.marching_cubes import (
     _FACES,
@@ -223,3 +230,64 @@ def test_triton_launcher_validates_inputs():
         marching_cubes_triton(torch.zeros(4, 4, 5), 0.0)
     with pytest.raises(ValueError):
         marching_cubes_triton(torch.zeros(4, 4, 4, dtype=torch.float64), 0.0)
+
+
+# ------------------------------------------------------------------------------- device stage (GPU path)
+
+
+def _box(n: int) -> np.ndarray:
+    p = _lattice(n, 1.0)
+    return (np.abs(p) - 0.5).max(axis=-1).astype(np.float32)     # whole faces of nodes exactly on the level
+
+
+@pytest.mark.parametrize("field", ["sphere", "box", "noise", "checkerboard", "torus"])
+def test_device_extraction_equals_host_extraction(field):
+    """extract_mesh_device (torch ops after the Triton kernel) gives the host path's mesh bit for bit: the
+    same vertex order (np.unique's byte order where vertices were welded), faces and meta."""
+    v = {"sphere": _sphere(18, 0.55), "box": _box(21), "noise": _noise(10, 3),
+         "checkerboard": _checkerboard(6), "torus": _torus(20)}[field]
+    grid = SdfGrid(torch.from_numpy(v), -1.0, 1.0)
+    host = extract_mesh(SdfGrid(v, -1.0, 1.0), backend="numpy")
+    dm = extract_mesh_device(grid)
+    assert dm.vertices.dtype == torch.float32 and dm.faces.dtype == torch.int32
+    np.testing.assert_array_equal(dm.vertices.numpy(), host.vertices)
+    np.testing.assert_array_equal(dm.faces.numpy(), host.faces)
+    assert dm.meta == host.meta
+
+
+def test_device_weld_reproduces_numpy_unique_order():
+    """Welding on the device: coincident positions (also -0.0 vs +0.0, which differ in bytes) and the
+    order of np.unique over 12-byte keys, with a face that collapses and is dropped."""
+    rng = np.random.default_rng(4)
+    world = rng.normal(size=(40, 3)).astype(np.float32)
+    world[[5, 17, 30]] = world[2]
+    world[9] = [0.0, 1.0, 2.0]
+    world[10] = [-0.0, 1.0, 2.0]
+    faces = rng.integers(0, 40, size=(60, 3))
+    faces[0] = [2, 5, 7]                                           # collapses once 5 -> 2
+    ref_v, ref_f = weld_coincident(world, faces)
+    got_v, got_f = _weld_device(torch.from_numpy(world), torch.from_numpy(faces))
+    np.testing.assert_array_equal(got_v.numpy(), ref_v)
+    np.testing.assert_array_equal(got_f.numpy(), ref_f)
+
+
+def test_device_area_filter_matches_host_rounding():
+    """Zero-area test: float64 cross of float32 positions, zero after rounding to float32 (tiny but
+    non-zero float64 crosses count as zero-area, like face_areas)."""
+    world = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1e-30, 0], [0, 0, 1e-30], [0, 1, 0]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 3, 4], [0, 1, 5], [1, 3, 4]])
+    want = face_areas(world, faces) > 0.0
+    got = _nonzero_area_device(torch.from_numpy(world), torch.from_numpy(faces)).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert want.tolist() == [False, False, True, True]
+
+
+def test_device_extraction_errors():
+    with pytest.raises(MeshError, match="NaN field"):
+        v = _sphere(9, 0.5)
+        v[3, 3, 3] = np.inf
+        extract_mesh_device(SdfGrid(torch.from_numpy(v), -1.0, 1.0))
+    with pytest.raises(MeshError, match="no surface crossing"):
+        extract_mesh_device(SdfGrid(torch.ones(8, 8, 8), -1.0, 1.0))
+    with pytest.raises(ConfigError):
+        extract_mesh_device(SdfGrid(_sphere(9, 0.5), -1.0, 1.0))

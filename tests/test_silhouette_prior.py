@@ -104,3 +104,20 @@ def test_device_field_gives_the_reference_mesh_on_a_real_picture():
     b = extract_mesh(SdfGrid(values, dev.lo, dev.hi))
     assert a.num_faces > 1000
     assert np.array_equal(a.faces, b.faces) and np.allclose(a.vertices, b.vertices, atol=1e-6)
+
+
+def test_device_field_slabs_do_not_change_values(monkeypatch):
+    """The device field is built in x-slabs of SLAB_ELEMENTS float64 temporaries: any slab size gives the
+    same float32 values bit for bit (elementwise maths), here one x-slice per step vs several."""
+    import torch
+
+    from engine.geometry import silhouette_prior
+
+    yy, xx = np.mgrid[:48, :48]
+    mask = (xx - 20) ** 2 / 300 + (yy - 26) ** 2 / 120 < 1
+    big = sdf_from_mask(mask, resolution=40, device="cpu").values
+    monkeypatch.setattr(silhouette_prior, "SLAB_ELEMENTS", 1)
+    one = sdf_from_mask(mask, resolution=40, device="cpu").values
+    monkeypatch.setattr(silhouette_prior, "SLAB_ELEMENTS", 3 * 41 * 41 + 5)
+    three = sdf_from_mask(mask, resolution=40, device="cpu").values
+    assert isinstance(big, torch.Tensor) and torch.equal(big, one) and torch.equal(big, three)

@@ -58,3 +58,28 @@ class DeviceMesh:
         """Host copy as a geometry-only TriMesh."""
         return TriMesh(self.vertices.detach().cpu().numpy(), self.faces.detach().cpu().numpy(),
                        meta=dict(self.meta))
+
+
+def lexsort_rows(x: torch.Tensor) -> torch.Tensor:
+    """int64 [N] permutation sorting the rows of x [N, C] lexicographically (stable 1-D sorts, radix on
+    CUDA, last column first); equal rows keep their input order (like numpy's stable argsort)."""
+    order = torch.arange(x.shape[0], device=x.device)
+    for c in range(x.shape[1] - 1, -1, -1):
+        order = order[torch.sort(x[order, c], stable=True).indices]
+    return order
+
+
+def first_of_groups(rows: torch.Tensor) -> torch.Tensor:
+    """bool [N]: True where a row of the sorted rows [N, C] differs from the one before it."""
+    first = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    first[1:] = (rows[1:] != rows[:-1]).any(dim=1)
+    return first
+
+
+def compact_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop unreferenced vertices, keeping their order (``np.unique(faces, return_inverse=True)``'s
+    numbering): (float32 [V', 3], int32 [F, 3]) on the input's device."""
+    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+    used[faces.reshape(-1).long()] = True
+    remap = torch.cumsum(used.to(torch.int64), 0) - 1
+    return vertices[used].to(torch.float32).contiguous(), remap[faces.long()].to(torch.int32).contiguous()

@@ -22,6 +22,7 @@ from engine.errors import InputImageError
 from engine.geometry.sdf_grid import SdfGrid
 
 BOUNDS = 1.01
+SLAB_ELEMENTS = 1 << 24    # float64 temporaries of the device field per step: 17 steps at 512^3, not 513
 
 
 def _signed_mask_distance(mask: np.ndarray) -> np.ndarray:
@@ -105,6 +106,8 @@ def _first_order_field(coords: np.ndarray, h: np.ndarray, norm: np.ndarray, devi
     hd = torch.as_tensor(h, dtype=torch.float64, device=device)                       # [n, n]
     nd = torch.as_tensor(norm, dtype=torch.float64, device=device)                    # [n, n]
     out = torch.empty(hd.shape + z.shape, dtype=torch.float32, device=device)
-    for i in range(hd.shape[0]):       # one x-slab at a time: float64 temporaries stay [n, n]
-        out[i] = ((z[None, :] - hd[i, :, None]) / nd[i, :, None]).to(torch.float32)
+    step = max(1, SLAB_ELEMENTS // (hd.shape[1] * z.shape[0]))
+    for i in range(0, hd.shape[0], step):   # x-slabs: float64 temporaries of <= SLAB_ELEMENTS (128 MiB)
+        sl = slice(i, i + step)
+        out[sl] = ((z[None, None, :] - hd[sl, :, None]) / nd[sl, :, None]).to(torch.float32)
     return out

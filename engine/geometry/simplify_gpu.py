@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from engine.errors import ConfigError, MeshError
-from engine.geometry.device_mesh import DeviceMesh
+from engine.geometry.device_mesh import DeviceMesh, compact_vertices, first_of_groups, lexsort_rows
 from engine.geometry.mesh import TriMesh, clean_mesh, validate_mesh
 from engine.geometry.simplify import _MODE, _REASONS, Placement, SimplifyReport
 from triton_kernels.numba_cuda import kernel_device
@@ -38,44 +38,20 @@ def clean_device(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Ten
     vertices float32 [V, 3], faces int32 [F, 3] -> the same, on the same device. Rows are grouped by
     stable 1-D sorts (radix sort on CUDA), not ``torch.unique(dim=0)`` (a comparison sort of rows)."""
     v = vertices + 0.0                                                    # -0.0 -> +0.0 (equal positions)
-    order = _lexsort_rows(v)
-    first = _first_of_groups(v[order])                                   # [V] bool, in sorted order
+    order = lexsort_rows(v)
+    first = first_of_groups(v[order])                                   # [V] bool, in sorted order
     welded = torch.empty(v.shape[0], dtype=torch.int64, device=v.device)
     welded[order] = torch.cumsum(first.to(torch.int64), 0) - 1           # vertex -> welded id
     uniq = v[order[first]]                                               # [V', 3], lexicographic order
     f = welded[faces.long()]                                             # [F, 3] int64
     f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
     srt = torch.sort(f, dim=1).values
-    order = _lexsort_rows(srt)
-    f = f[torch.sort(order[_first_of_groups(srt[order])]).values]         # first of duplicates, in order
+    order = lexsort_rows(srt)
+    f = f[torch.sort(order[first_of_groups(srt[order])]).values]         # first of duplicates, in order
     p = uniq.to(torch.float64)
     cross = torch.linalg.cross(p[f[:, 1]] - p[f[:, 0]], p[f[:, 2]] - p[f[:, 0]])
     f = f[torch.linalg.vector_norm(cross, dim=1) > 0.0]
-    return _compact(uniq, f)
-
-
-def _lexsort_rows(x: torch.Tensor) -> torch.Tensor:
-    """int64 [N] permutation sorting the rows of x [N, C] lexicographically (stable sorts, last column
-    first); equal rows keep their input order."""
-    order = torch.arange(x.shape[0], device=x.device)
-    for c in range(x.shape[1] - 1, -1, -1):
-        order = order[torch.sort(x[order, c], stable=True).indices]
-    return order
-
-
-def _first_of_groups(rows: torch.Tensor) -> torch.Tensor:
-    """bool [N]: True where a row of the sorted rows [N, C] differs from the one before it."""
-    first = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
-    first[1:] = (rows[1:] != rows[:-1]).any(dim=1)
-    return first
-
-
-def _compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop unreferenced vertices, keeping their order: (float32 [V', 3], int32 [F, 3])."""
-    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
-    used[faces.reshape(-1).long()] = True
-    remap = torch.cumsum(used.to(torch.int64), 0) - 1
-    return vertices[used].to(torch.float32).contiguous(), remap[faces.long()].to(torch.int32).contiguous()
+    return compact_vertices(uniq, f)
 
 
 def _validate_device(mesh: DeviceMesh) -> None:
@@ -91,7 +67,7 @@ def _validate_device(mesh: DeviceMesh) -> None:
 
 
 def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target: int, mode: int,
-            rounds: int, graphs: bool) -> tuple[torch.Tensor, str, int, bool]:
+            rounds: int, graphs: bool = True) -> tuple[torch.Tensor, str, int, bool]:
     """Collapse passes in place on pos float64 [V, 3]; returns (faces int32 [F', 3], reason ("" when the
     budget was reached), passes, whether CUDA graphs replayed the passes)."""
     state = CollapsePasses(pos, faces, fixed, mode, rounds, graphs=graphs)
@@ -154,7 +130,7 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
         fixed = fixed_vertices_device(faces, pos.shape[0])
         faces, reason, passes, graphed = _passes(pos, faces, fixed, target, _MODE[placement], rounds,
                                                  cuda_graphs)
-    v_out, f_out = _compact(pos, faces)
+    v_out, f_out = compact_vertices(pos, faces)
     meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
