@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from engine.config import Device, PipelineConfig
@@ -26,6 +27,9 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         placement=args.placement,
         shape_model=getattr(args, "shape_model", None),
         weights=getattr(args, "weights", None),
+        random_networks=getattr(args, "random_networks", None),
+        cache_dir=args.cache_dir,
+        max_in_flight=getattr(args, "max_in_flight", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -38,29 +42,62 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return config.for_device()
 
 
-def _check_output(path: str) -> Path:
-    out = Path(path)
-    if out.suffix.lower() != ".glb":
-        raise ConfigError(f"output '{out}' does not end in .glb", "name the output file something.glb")
-    if not out.parent.exists():
-        raise ConfigError(
-            f"output folder '{out.parent}' does not exist", "create it first or choose another -o"
-        )
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _pictures(items: list[str]) -> list[Path]:
+    """The pictures named on the command line: files as given, folders expanded to their pictures."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise ConfigError(f"folder '{path}' holds no picture ({', '.join(IMAGE_SUFFIXES)})",
+                                  "point at a folder of pictures or name the files")
+            out.extend(found)
+        else:
+            out.append(path)
     return out
 
 
-def _progress(index: int, count: int, name: str, seconds: float | None) -> None:
+def _batch_outputs(pictures: list[Path], output: str) -> list[Path]:
+    """One GLB per picture: ``-o FILE.glb`` for a single picture, ``-o FOLDER`` (created when its parent
+    exists) for several, each output named after its picture."""
+    out = Path(output)
+    if len(pictures) == 1 and out.suffix.lower() == ".glb":
+        return [out]
+    if out.suffix.lower() == ".glb":
+        raise ConfigError(f"{len(pictures)} pictures but -o names one file '{out}'",
+                          "give -o a folder; each picture gets FOLDER/<name>.glb")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o '{out}' is a file, not a folder", "give -o a folder for several pictures")
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise ConfigError(f"output folder '{out.parent}' does not exist",
+                              "create it first or choose another -o")
+        out.mkdir()
+    names = [out / f"{p.stem}.glb" for p in pictures]
+    clashes = sorted({n.name for n in names if names.count(n) > 1})
+    if clashes:
+        raise ConfigError(f"several pictures would write {', '.join(clashes)}",
+                          "rename the pictures or run them in separate folders")
+    return names
+
+
+def _progress(index: int, count: int, name: str, seconds: float | None, prefix: str = "") -> None:
     if seconds is None:
-        print(f"[{index}/{count}] {name} ...", file=sys.stderr, flush=True)
+        print(f"{prefix}[{index}/{count}] {name} ...", file=sys.stderr, flush=True)
     else:
-        print(f"[{index}/{count}] {name} done in {seconds:.2f} s", file=sys.stderr, flush=True)
+        print(f"{prefix}[{index}/{count}] {name} done in {seconds:.2f} s", file=sys.stderr, flush=True)
 
 
-def _report(result, show_timings: bool) -> None:
+def _report(result, show_timings: bool, notes: bool = True) -> None:
     for key, value in result.sources.items():
         print(f"{key} source: {value}")
-    for note in result.notes:
-        print(f"note: {note}")
+    if notes:
+        for note in result.notes:
+            print(f"note: {note}")
     mesh = result.mesh
     print(
         f"wrote {result.output} ({mesh.num_faces} faces, {mesh.num_vertices} vertices, base colour "
@@ -70,33 +107,84 @@ def _report(result, show_timings: bool) -> None:
         print(result.timer.table())
 
 
-def _cmd_generate(args: argparse.Namespace) -> None:
-    from engine.pipeline import generate
+def _engine(config: PipelineConfig):
+    from engine.runtime.engine import Engine
+
+    return Engine(config)
+
+
+def _segmenter(value: str | None) -> str | None:
+    if value is not None and value not in ("alpha", "grabcut") and not value.startswith("onnx:"):
+        return f"onnx:{value}"  # a model path
+    return value
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from engine.runtime.engine import check_output
 
     config = _config(args)
-    out = _check_output(args.output)
-    print(
-        f"preset {config.preset.value}, device {config.runtime.device.value}, budget {config.geometry.faces} "
-        f"faces",
-        file=sys.stderr,
-    )
-    segmenter = args.segmenter
-    if segmenter is not None and segmenter not in ("alpha", "grabcut") and not segmenter.startswith("onnx:"):
-        segmenter = f"onnx:{segmenter}"  # a model path
-    result = generate(args.image, out, config, segmenter=segmenter, progress=_progress)
-    _report(result, args.timings)
+    pictures = _pictures(args.images)
+    outputs = _batch_outputs(pictures, args.output)
+    if len(pictures) == 1:
+        check_output(outputs[0])
+    print(f"preset {config.preset.value}, device {config.runtime.device.value}, budget "
+          f"{config.geometry.faces} faces, {len(pictures)} picture(s)", file=sys.stderr)
+    with _engine(config) as engine:
+        if len(pictures) == 1:
+            _report(engine.generate(pictures[0], outputs[0], segmenter=_segmenter(args.segmenter),
+                                    progress=_progress), args.timings)
+            return 0
+        return _generate_batch(engine, pictures, outputs, args)
 
 
-def _cmd_process(args: argparse.Namespace) -> None:
-    from engine.pipeline import process
+def _generate_batch(engine, pictures: list[Path], outputs: list[Path], args: argparse.Namespace) -> int:
+    """Pipelined batch: progress per asset and stage, one line per finished asset, per-picture errors."""
+    n = len(pictures)
+
+    def progress(i: int):
+        return lambda index, count, name, seconds: _progress(index, count, name, seconds,
+                                                             f"[asset {i + 1}/{n} {pictures[i].name}] ")
+
+    failed, t0 = 0, time.perf_counter()
+    try:
+        items = engine.generate_many(zip(pictures, outputs), segmenter=_segmenter(args.segmenter),
+                                     progress=progress)
+        for k, item in enumerate(items):
+            if item.error is not None:
+                failed += 1
+                print(f"error: {item.picture}: {_message(item.error)}", file=sys.stderr, flush=True)
+                continue
+            _report(item.result, args.timings, notes=k == 0)
+    except KeyboardInterrupt:
+        engine.scheduler.cancel()
+        raise
+    wall = time.perf_counter() - t0
+    print(f"{n - failed} of {n} assets written in {wall:.1f} s ({3600 * (n - failed) / max(wall, 1e-9):.0f} "
+          f"assets/hour)")
+    return EXIT_USER_ERROR if failed else 0
+
+
+def _message(err: BaseException) -> str:
+    """The one-line text of a per-picture error (user errors as they are, others named)."""
+    if isinstance(err, AssetGenError):
+        return str(err)
+    if isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        return ("out of memory (fix: lower --faces, --texture-size or --normal-map-size, use --preset flash, "
+                "or free the GPU)")
+    raise err
+
+
+def _cmd_process(args: argparse.Namespace) -> int:
+    from engine.runtime.engine import check_output
 
     config = _config(args)
-    out = _check_output(args.output)
-    result = process(args.mesh, out, config, progress=_progress)
-    _report(result, args.timings)
+    out = check_output(args.output)
+    with _engine(config) as engine:
+        _report(engine.process(args.mesh, out, progress=_progress), args.timings)
+    return 0
 
 
-def _cmd_info(args: argparse.Namespace) -> None:
+def _cmd_info(args: argparse.Namespace) -> int:
     from engine.io.glb_export import read_glb_summary
 
     summary = read_glb_summary(args.file)
@@ -106,7 +194,8 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="output .glb path")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .glb path (generate with several pictures: an output folder)")
     p.add_argument("--preset", default="default", choices=["default", "flash"])
     p.add_argument("--faces", type=int, default=None, help="polygon budget (default 20000)")
     p.add_argument("--texture-size", type=int, default=None, help="base-colour atlas edge (power of two)")
@@ -114,14 +203,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--placement", default=None, choices=["on_edge", "bounded_optimal"],
                    help="QEM survivor placement: the paper's on-edge rule or the bounded quadric optimum")
-    p.add_argument("--timings", action="store_true", help="print a per-stage timing table")
+    p.add_argument("--timings", action="store_true",
+                   help="print a per-stage timing table with the critical path (wall) beside the sum")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="JIT caches (numba, Triton, Inductor); default $XDG_CACHE_HOME/assetgen")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assetgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="picture -> game-ready GLB")
-    gen.add_argument("image", help="PNG/JPEG/WebP picture of one object (RGBA cut-outs work best)")
+    gen.add_argument("images", nargs="+", metavar="IMAGE",
+                     help="PNG/JPEG/WebP pictures of one object each (RGBA cut-outs work best), or "
+                     "folders of them; several pictures share one resident engine and need -o FOLDER")
     gen.add_argument("--seed", type=int, default=None, help="sampler seed (weight-free path: deterministic)")
     gen.add_argument(
         "--segmenter",
@@ -133,7 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Hunyuan3D-2/-2mini snapshot (repo root or a subfolder with config.yaml and "
                      "model.fp16.safetensors): the shape comes from that network, not the weight-free prior")
     gen.add_argument("--weights", default=None, metavar="DIR",
-                     help="AssetGen engine-format checkpoints (dinov2, meshgen_coarse, shape_vae)")
+                     help="AssetGen engine-format checkpoints (dinov2, meshgen_coarse, shape_vae; optional "
+                     "meshgen_refine + shape_vae_refine; texturegen + image_vae, optional t5_xxl, clip_l, "
+                     "super_resolution)")
+    gen.add_argument("--random-networks", default=None, choices=["tiny", "paper"],
+                     help="build every network in memory with random weights at this size (latency and "
+                     "plumbing checks: the asset's shape and colours are meaningless)")
+    gen.add_argument("--max-in-flight", type=int, default=None,
+                     help="pictures admitted at once when pipelining several (default 2)")
     _common(gen)
     gen.set_defaults(run=_cmd_generate)
     proc = sub.add_parser("process", help="mesh file (GLB/glTF/OBJ/PLY/OFF) -> game-ready GLB")
@@ -149,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except AssetGenError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

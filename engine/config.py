@@ -31,6 +31,13 @@ class Placement(enum.Enum):
     BOUNDED_OPTIMAL = "bounded_optimal"  # the quadric optimum when within one edge length of the midpoint
 
 
+class RandomNetworks(enum.Enum):
+    """Networks built in memory with random weights (benchmarks, tests: speed does not depend on values)."""
+
+    TINY = "tiny"  # small configurations, for CPU tests
+    PAPER = "paper"  # the paper's sizes (AssetGen's weights are not public)
+
+
 class TextureGuidance(enum.Enum):
     CFG = "cfg"  # conditional + white-reference unconditional branch (default preset)
     DISTILLED = "distilled"  # guidance folded into one conditional pass (flash preset)
@@ -135,8 +142,22 @@ class TextureConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
+    """How the engine runs: device, seed, host parallelism, caches, where the networks come from."""
+
     device: Device = Device.CPU
     seed: int = 0
+    uv_workers: int = 1  # UV unwrapping processes (1: serial xatlas in-process; for_device sets cuda's)
+    cpu_lane_workers: int = 2  # threads of the scheduler's host lane (UV, PNG encoding, file I/O)
+    max_in_flight: int = 2  # requests admitted at once when pipelining a batch
+    cache_dir: str | None = None  # JIT caches (numba, Triton, Inductor); None: $XDG_CACHE_HOME/assetgen
+    random_networks: RandomNetworks | None = None  # build every network with random weights at this size
+
+    def __post_init__(self) -> None:
+        _require(self.uv_workers >= 1, f"uv_workers = {self.uv_workers} must be >= 1", "use 1 or more")
+        _require(self.cpu_lane_workers >= 1, f"cpu_lane_workers = {self.cpu_lane_workers} must be >= 1",
+                 "use 1 or more")
+        _require(self.max_in_flight >= 1, f"max_in_flight = {self.max_in_flight} must be >= 1",
+                 "use 1 or more")
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,9 @@ class PipelineConfig:
         placement: str | None = None,
         shape_model: str | None = None,
         weights: str | None = None,
+        random_networks: str | None = None,
+        cache_dir: str | None = None,
+        max_in_flight: int | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
@@ -203,6 +227,16 @@ class PipelineConfig:
                 raise ConfigError(f"unknown device '{device}'", "use --device cpu or --device cuda") from None
         if seed is not None:
             runtime = replace(runtime, seed=seed)
+        if random_networks is not None:
+            try:
+                runtime = replace(runtime, random_networks=RandomNetworks(random_networks))
+            except ValueError:
+                raise ConfigError(f"unknown network size '{random_networks}'",
+                                  "use --random-networks tiny or --random-networks paper") from None
+        if cache_dir is not None:
+            runtime = replace(runtime, cache_dir=cache_dir)
+        if max_in_flight is not None:
+            runtime = replace(runtime, max_in_flight=max_in_flight)
         return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:
@@ -215,13 +249,16 @@ class PipelineConfig:
         notes = list(self.notes)
         shape, geometry = self.shape, self.geometry
         if self.runtime.device is not Device.CPU:
+            runtime = self.runtime
+            if runtime.uv_workers == 1:
+                runtime = replace(runtime, uv_workers=_usable_cpus())
             notes.append(
                 "cuda: watertight repair, marching cubes, floaters + simplification, hidden faces, the "
                 "normal bake and texture fusion (backprojection, blending, 3D inpainting) run on the GPU; "
                 "UV unwrapping runs partitioned on CPU worker processes; process's texture transfer runs "
                 "its CPU reference"
             )
-            return replace(self, notes=tuple(notes))
+            return replace(self, runtime=runtime, notes=tuple(notes))
         if shape.grid_resolution > CPU_GRID_RESOLUTION:
             shape = replace(shape, grid_resolution=CPU_GRID_RESOLUTION)
             notes.append(
@@ -248,6 +285,12 @@ class PipelineConfig:
 CPU_GRID_RESOLUTION = 192
 CPU_VISIBILITY_VIEWS = 96
 CPU_VISIBILITY_RESOLUTION = 256
+
+
+def _usable_cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _is_pow2(n: int) -> bool:

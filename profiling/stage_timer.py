@@ -1,14 +1,20 @@
-"""Per-stage wall-clock timing for the pipeline, printed as a table with ``--timings``.
+"""Per-stage timing for the pipeline, printed as a table with ``--timings``.
 
-On CUDA a stage's time is taken between two CUDA events recorded on the current stream around the stage,
-with a synchronisation at the end of the stage (so the numbers are the device's, not the launch queue's).
-A host-only stage leaves the stream idle, so its second event fires when it is recorded: the elapsed time
-is then the stage's wall time. On CPU it is ``time.perf_counter``. Compile/warm-up cost is the first
-call's cost: on a cold process it is part of that stage's time.
+On CUDA a stage's time is taken between two CUDA events recorded on the stream the stage runs on (its
+scheduler lane's), with a synchronisation at the end of the stage (so the numbers are the device's, not the
+launch queue's). A host-only stage leaves the stream idle, so its second event fires when it is recorded:
+the elapsed time is then the stage's wall time. On CPU it is ``time.perf_counter``. Compile/warm-up cost is
+the first call's cost: on a cold process it is part of that stage's time.
+
+Every timing also keeps its wall-clock start and end (``perf_counter``), so a request whose stages overlap
+(``engine.runtime.scheduler``) reports its critical path -- the wall time from the first stage's start to
+the last stage's end -- beside the sum of its stages. Stages of one request may finish on several threads;
+appending a timing is thread-safe.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +24,9 @@ class StageTiming:
     name: str
     seconds: float
     note: str = ""
+    start: float = 0.0  # perf_counter at the stage's start
+    end: float = 0.0  # perf_counter at the stage's end (after its device work finished)
+    lane: str = ""  # scheduler lane that ran it
 
 
 @dataclass
@@ -26,29 +35,46 @@ class StageTimer:
 
     device: str = "cpu"
     timings: list[StageTiming] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def measure(self, name: str) -> _Measure:
-        return _Measure(self, name)
+    def measure(self, name: str, lane: str = "") -> _Measure:
+        return _Measure(self, name, lane)
+
+    def add(self, timing: StageTiming) -> None:
+        with self._lock:
+            self.timings.append(timing)
 
     def total(self) -> float:
+        """Sum of the stages' times (what a serial run would take)."""
         return sum(t.seconds for t in self.timings)
 
+    def wall(self) -> float:
+        """Critical path: first stage start to last stage end (overlapped stages counted once)."""
+        if not self.timings:
+            return 0.0
+        return max(t.end for t in self.timings) - min(t.start for t in self.timings)
+
     def table(self, title: str = "stage timings") -> str:
-        """A plain-text table: stage, seconds, share of the total, note."""
+        """A plain-text table: stage, seconds, share of the sum, lane, note; then sum and critical path."""
         total = self.total()
-        width = max([len(t.name) for t in self.timings] + [len("total")])
-        lines = [f"{title} ({self.device})", f"{'stage':<{width}}  {'seconds':>9}  {'share':>6}  note"]
-        for t in self.timings:
+        width = max([len(t.name) for t in self.timings] + [len("critical path (wall)")])
+        lines = [f"{title} ({self.device})",
+                 f"{'stage':<{width}}  {'seconds':>9}  {'share':>6}  {'lane':<8}  note"]
+        for t in sorted(self.timings, key=lambda t: t.start):
             share = 100.0 * t.seconds / total if total > 0 else 0.0
-            lines.append(f"{t.name:<{width}}  {t.seconds:9.3f}  {share:5.1f}%  {t.note}")
-        lines.append(f"{'total':<{width}}  {total:9.3f}  100.0%  sum of stages (run serially)")
+            lines.append(f"{t.name:<{width}}  {t.seconds:9.3f}  {share:5.1f}%  {t.lane:<8}  {t.note}")
+        lines.append(f"{'sum of stages':<{width}}  {total:9.3f}  100.0%")
+        lines.append(f"{'critical path (wall)':<{width}}  {self.wall():9.3f}  "
+                     f"{100.0 * self.wall() / total if total > 0 else 0.0:5.1f}%  stages overlapped "
+                     f"where the graph allows")
         return "\n".join(lines)
 
 
 class _Measure:
-    def __init__(self, timer: StageTimer, name: str) -> None:
-        self.timer, self.name, self.note = timer, name, ""
+    def __init__(self, timer: StageTimer, name: str, lane: str) -> None:
+        self.timer, self.name, self.lane, self.note = timer, name, lane, ""
         self._events = None
+        self.timing: StageTiming | None = None
 
     def __enter__(self) -> _Measure:
         if self.timer.device == "cuda":
@@ -68,4 +94,5 @@ class _Measure:
             seconds = self._events[0].elapsed_time(self._events[1]) / 1000.0
         else:
             seconds = time.perf_counter() - self._t0
-        self.timer.timings.append(StageTiming(self.name, seconds, self.note))
+        self.timing = StageTiming(self.name, seconds, self.note, self._t0, time.perf_counter(), self.lane)
+        self.timer.add(self.timing)

@@ -1,0 +1,279 @@
+"""End to end on one GPU through the resident engine (issue 10), in named suites:
+
+  weightfree  the weight-free path (silhouette prior, reference projection), warm engine: per-asset latency
+              p50/p90, per-stage medians, critical path vs sum of stages.
+  flash       every flash network at the paper's size with random weights built in memory (no checkpoint
+  default     files; speed does not depend on values): the same rows, peak GPU memory, resident network
+              memory; ``flash`` adds steady-state throughput with requests pipelined against the serial loop
+              in the same run (assets/hour).
+  ladder      in the manner of paper Table 8, each engine optimisation's cumulative effect, measured in one
+              run on the weight-free path and the flash networks: a fresh engine per request (what one CLI
+              process per picture pays, JIT caches warm), + resident engine, + stage overlap, + pipelining.
+  cold        cold start in child processes: process start -> engine ready (built + warmed) and -> first
+              asset, with an empty JIT cache folder and again with the same folder warm; weight-free and
+              with every default-preset network (random weights).
+
+Pictures: the shared pictures (``../shared/images`` or $ASSETGEN_SHARED/images), each also mirrored left to
+right, so 2 x 10 = 20 distinct inputs; ``--pictures N`` takes the first N of that list. Every figure comes
+from this run. Results: a markdown table per suite (``--out``), CSV rows (``--csv``). Usage:
+    python -m benchmarks.end_to_end_gpu --suite weightfree flash --out-dir benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, append_result
+
+TARGETS = {"flash": 5.0, "default": 12.0, "weightfree": 0.8, "throughput": 1000.0,
+           "ready_networks": 30.0, "ready_weightfree": 10.0, "memory_gb": 60.0}
+
+
+def shared_images() -> Path:
+    root = Path(os.environ.get("ASSETGEN_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+    return root / "images"
+
+
+def pictures(folder: Path, count: int) -> list[Path]:
+    """The shared pictures and their mirror images (written into ``folder``), first ``count``."""
+    from PIL import Image
+
+    src = sorted(shared_images().glob("*.png"))
+    if not src:
+        raise SystemExit(f"no pictures in {shared_images()}")
+    out = list(src)
+    for p in src:
+        mirrored = folder / f"{p.stem}_mirrored.png"
+        Image.open(p).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+        out.append(mirrored)
+    return out[:count]
+
+
+def engine_config(preset: str, networks: str | None, cache_dir: str | None = None):
+    from engine.config import PipelineConfig
+
+    cfg = PipelineConfig.from_name(preset).with_overrides(device="cuda", random_networks=networks,
+                                                          cache_dir=cache_dir)
+    return cfg.for_device()
+
+
+def _stats(values: list[float]) -> dict:
+    a = np.asarray(values, np.float64)
+    return dict(p50=float(np.median(a)), p90=float(np.percentile(a, 90)), p20=float(np.percentile(a, 20)),
+                p80=float(np.percentile(a, 80)), n=len(a))
+
+
+def run_requests(engine, inputs: list[Path], out: Path, overlap: bool = True) -> list:
+    results = []
+    for i, p in enumerate(inputs):
+        results.append(engine.generate(p, out / f"{i}.glb", overlap=overlap))
+    return results
+
+
+def latency_rows(name: str, results: list) -> dict:
+    """Per-asset critical path and sum of stages, per-stage medians."""
+    stages: dict[str, list[float]] = {}
+    for r in results:
+        for t in r.timer.timings:
+            stages.setdefault(t.name, []).append(t.seconds)
+    return dict(suite=name, wall=_stats([r.timer.wall() for r in results]),
+                sum=_stats([r.timer.total() for r in results]),
+                stages={k: _stats(v) for k, v in stages.items()})
+
+
+def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Path, throughput: bool) -> dict:
+    import torch
+
+    from engine.runtime.engine import Engine
+
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    engine = Engine(engine_config(preset, networks))
+    build = time.perf_counter() - t0
+    warm = engine.warmup()
+    name = f"{preset}{'' if networks else ' weight-free'}"
+    row = latency_rows(name, run_requests(engine, inputs, out))
+    row.update(build_s=build, warmup_s=warm, peak_gb=torch.cuda.max_memory_allocated() / 2**30,
+               resident_gb=engine.models.memory_gib(), gpu=torch.cuda.get_device_name())
+    if throughput:
+        row["throughput"] = measure_throughput(engine, inputs, out)
+    engine.close()
+    del engine
+    torch.cuda.empty_cache()
+    return row
+
+
+def measure_throughput(engine, inputs: list[Path], out: Path) -> dict:
+    """assets/hour: serial loop (one request at a time, stages overlapped) vs pipelined batch."""
+    t0 = time.perf_counter()
+    run_requests(engine, inputs, out)
+    serial = time.perf_counter() - t0
+    rows = {"serial_assets_per_hour": 3600 * len(inputs) / serial}
+    for k in (2, 3):
+        t0 = time.perf_counter()
+        items = list(engine.generate_many([(p, out / f"b{i}.glb") for i, p in enumerate(inputs)],
+                                          max_in_flight=k))
+        wall = time.perf_counter() - t0
+        failed = [str(i.error) for i in items if i.error is not None]
+        if failed:
+            raise RuntimeError(f"pipelined batch failed: {failed[:3]}")
+        rows[f"pipelined_{k}_assets_per_hour"] = 3600 * len(inputs) / wall
+    return rows
+
+
+def suite_ladder(inputs: list[Path], out: Path, networks: str | None, preset: str) -> list[dict]:
+    """Cumulative effect of each engine optimisation, one run."""
+    from engine.runtime.engine import Engine
+
+    cfg = engine_config(preset, networks)
+    rows = []
+    few = inputs[:3]
+    t0 = time.perf_counter()
+    for i, p in enumerate(few):                                    # a fresh engine per request
+        with Engine(cfg) as engine:
+            engine.generate(p, out / f"fresh{i}.glb", overlap=False)
+    rows.append(dict(step="fresh engine per request, stages serial", per_asset=(time.perf_counter() - t0)
+                     / len(few), n=len(few)))
+    with Engine(cfg) as engine:
+        engine.warmup()
+        for label, overlap in (("+ resident engine (networks, graphs, pools kept)", False),
+                               ("+ stages overlapped within a request", True)):
+            t0 = time.perf_counter()
+            run_requests(engine, inputs, out, overlap=overlap)
+            rows.append(dict(step=label, per_asset=(time.perf_counter() - t0) / len(inputs), n=len(inputs)))
+        t0 = time.perf_counter()
+        list(engine.generate_many([(p, out / f"p{i}.glb") for i, p in enumerate(inputs)], max_in_flight=2))
+        rows.append(dict(step="+ requests pipelined (2 in flight)", per_asset=(time.perf_counter() - t0)
+                         / len(inputs), n=len(inputs)))
+    return rows
+
+
+def cold_child(args: argparse.Namespace) -> None:
+    """Child process: build + warm an engine, then one asset; prints JSON with the times since start."""
+    t_start = float(args.t_start)
+    from engine.runtime.engine import Engine
+
+    engine = Engine(engine_config(args.preset, args.networks, args.cache_dir))
+    engine.warmup()
+    ready = time.time() - t_start
+    engine.generate(args.picture, Path(args.cache_dir).parent / "cold.glb")
+    first = time.time() - t_start
+    print(json.dumps(dict(ready=ready, first=first)))
+
+
+def suite_cold(picture: Path, tmp: Path) -> list[dict]:
+    rows = []
+    for label, networks in (("weight-free", None), ("every default network", "paper")):
+        cache = tmp / f"cache_{networks or 'none'}"
+        for state in ("empty caches", "warm caches"):
+            cmd = [sys.executable, "-m", "benchmarks.end_to_end_gpu", "--cold-child", "--t-start",
+                   repr(time.time()), "--preset", "default", "--cache-dir", str(cache),
+                   "--picture", str(picture)]
+            if networks:
+                cmd += ["--networks", networks]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+            if done.returncode != 0:
+                raise RuntimeError(f"cold child failed: {done.stderr[-2000:]}")
+            times = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(dict(engine=label, caches=state, **times))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ report
+def latency_markdown(row: dict, target: float) -> str:
+    w, s = row["wall"], row["sum"]
+    lines = [f"## {row['suite']} ({row['gpu']}, {w['n']} pictures after warm-up)", "",
+             f"engine built in {row['build_s']:.1f} s, warm-up request {row['warmup_s']:.1f} s; peak GPU "
+             f"memory {row['peak_gb']:.1f} GiB (resident networks {row['resident_gb']:.1f} GiB)", "",
+             "| stage | p50 s | p90 s |", "|---|---|---|"]
+    lines += [f"| {k} | {v['p50']:.3f} | {v['p90']:.3f} |" for k, v in row["stages"].items()]
+    lines += [f"| **sum of stages** | {s['p50']:.3f} | {s['p90']:.3f} |",
+              f"| **critical path (wall)** | {w['p50']:.3f} | {w['p90']:.3f} |", "",
+              f"Target p50 <= {target} s: **{'met' if w['p50'] <= target else 'MISSED'}** "
+              f"({w['p50']:.3f} s)."]
+    if "throughput" in row:
+        t = row["throughput"]
+        lines += ["", "| throughput | assets/hour |", "|---|---|"]
+        lines += [f"| {k.replace('_assets_per_hour', '').replace('_', ' ')} | {v:.0f} |"
+                  for k, v in t.items()]
+        best = max(t.values())
+        lines += ["", f"Target >= {TARGETS['throughput']:.0f} assets/hour: "
+                      f"**{'met' if best >= TARGETS['throughput'] else 'MISSED'}** ({best:.0f})."]
+    return "\n".join(lines) + "\n"
+
+
+def write_rows(csv: str, row: dict) -> None:
+    w = row["wall"]
+    name = row["suite"].replace(" ", "_")
+    append_result(csv, "end_to_end", name, "critical_path", "s", w["n"], w["p50"], w["p20"], w["p80"],
+                  "warm engine, random paper-size weights where networks run", row["gpu"])
+    append_result(csv, "end_to_end", name, "sum_of_stages", "s", w["n"], row["sum"]["p50"], row["sum"]["p20"],
+                  row["sum"]["p80"], "warm engine", row["gpu"])
+    append_result(csv, "end_to_end", name, "peak_memory", "GiB", w["n"], row["peak_gb"], None, None, "",
+                  row["gpu"])
+    for k, v in row.get("throughput", {}).items():
+        append_result(csv, "end_to_end", name, k, "assets/hour", w["n"], v, None, None, "", row["gpu"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", nargs="+", default=["weightfree", "flash"],
+                    choices=["weightfree", "flash", "default", "ladder", "cold"])
+    ap.add_argument("--pictures", type=int, default=20)
+    ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--csv", default=None)
+    ap.add_argument("--cold-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--t-start", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--preset", default="flash", help=argparse.SUPPRESS)
+    ap.add_argument("--networks", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--picture", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.cold_child:
+        cold_child(args)
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("end_to_end_gpu measures the GPU path: run it on a CUDA machine")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = args.csv or str(out_dir / "h100.csv")
+    with tempfile.TemporaryDirectory(prefix="assetgen-e2e-") as tmp_name:
+        tmp = Path(tmp_name)
+        inputs = pictures(tmp, args.pictures)
+        for suite in args.suite:
+            t0 = time.perf_counter()
+            if suite in ("weightfree", "flash", "default"):
+                networks = None if suite == "weightfree" else "paper"
+                preset = "flash" if suite == "weightfree" else suite
+                row = suite_latency(preset, networks, inputs, tmp, throughput=suite == "flash")
+                text = latency_markdown(row, TARGETS[suite])
+                write_rows(csv, row)
+            elif suite == "ladder":
+                rows = suite_ladder(inputs, tmp, "paper", "flash")
+                text = ("## ladder (flash, paper-size random networks)\n\n"
+                        "| step | s per asset | n |\n|---|---|---|\n")
+                text += "".join(f"| {r['step']} | {r['per_asset']:.3f} | {r['n']} |\n" for r in rows)
+            else:
+                rows = suite_cold(inputs[0], tmp)
+                text = "## cold start (child processes, default preset)\n\n"
+                text += "| engine | caches | start -> ready s | start -> first asset s |\n|---|---|---|---|\n"
+                text += "".join(f"| {r['engine']} | {r['caches']} | {r['ready']:.1f} | {r['first']:.1f} |\n"
+                                for r in rows)
+            text += f"\n(suite ran {time.perf_counter() - t0:.0f} s)\n"
+            (out_dir / f"end_to_end_gpu_{suite}.md").write_text(text)
+            print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main()

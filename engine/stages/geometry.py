@@ -1,0 +1,74 @@
+"""Geometry stages (paper 5.1, 6): shape prior -> marching cubes -> floaters + QEM -> hidden faces -> UV
+atlas + tangents -> normal bake, and the repair of a broken input mesh.
+
+Each stage is a function of its inputs, its typed sub-config and the engine's ``Backends`` (which picked
+every operation's implementation once); none of them asks which device it runs on. Each returns a mapping
+of its declared outputs plus a ``_note`` for ``--timings``.
+"""
+
+from __future__ import annotations
+
+from engine.config import GeometryConfig, ShapeConfig, TextureConfig
+from engine.geometry.mesh import TriMesh, vertex_normals
+from engine.runtime.backends import Backends
+
+
+def shape_prior(prepared, *, shape: ShapeConfig, backends: Backends) -> dict:
+    grid = backends.shape_field(prepared.mask, shape.grid_resolution)
+    return {"sdf": grid, "_note": f"{shape.grid_resolution}^3 grid"}
+
+
+def extract(sdf, *, backends: Backends) -> dict:
+    dense = backends.extract(sdf)
+    return {"dense": dense, "_note": f"{dense.num_faces} faces"}
+
+
+def simplify(dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
+    kept, removed = backends.floaters(backends.stage_mesh(dense), geometry.floater_min_fraction)
+    low, report = backends.simplify(kept, geometry.faces, geometry.placement)
+    note = f"{removed} floaters removed, {report.faces_in} -> {report.faces_out} faces"
+    if not report.reached:
+        note += f"; budget not reached: {report.reason}"
+    return {"low": low, "_note": note}
+
+
+def hidden_faces(low, *, geometry: GeometryConfig, backends: Backends) -> dict:
+    visible, report = backends.hidden_faces(low, geometry.visibility_views, geometry.visibility_resolution)
+    removed = report.faces_in - report.faces_out
+    return {"visible": visible, "_note": f"{removed} hidden faces removed ({geometry.visibility_views} views "
+                                         f"at {geometry.visibility_resolution} px)"}
+
+
+def uv_unwrap(visible: TriMesh, *, texture: TextureConfig, unwrapper) -> dict:
+    """Atlas + MikkTSpace-convention tangents. ``unwrapper``: the engine's UV unwrapper (its worker pool
+    lives across requests)."""
+    from engine.geometry.tangents import compute_tangents
+
+    mesh = visible.copy(normals=vertex_normals(visible.vertices, visible.faces))
+    unwrapped, report = unwrapper.unwrap(mesh, texture.atlas_size)
+    unwrapped.tangents = compute_tangents(unwrapped)
+    return {"unwrapped": unwrapped,
+            "_note": f"{report.charts} charts, utilisation {100 * report.utilisation:.1f}%"}
+
+
+def normal_bake(unwrapped: TriMesh, dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
+    normal_map, report = backends.normal_bake(unwrapped, dense, geometry.normal_map_size,
+                                              geometry.bake_max_distance)
+    return {"normal_map": normal_map, "_note": f"{geometry.normal_map_size}^2, {report.rejected_distance} "
+                                               f"texels beyond the distance filter"}
+
+
+def repair(source: TriMesh, *, shape: ShapeConfig, backends: Backends) -> dict:
+    """Dense geometry for post-processing: the input itself when it is a clean edge-manifold, consistently
+    wound mesh; otherwise a watertight remesh of it (paper 5.1), the documented repair."""
+    from engine.geometry.mesh import clean_mesh
+    from engine.geometry.topology import edge_topology
+
+    dense = clean_mesh(source, weld_tolerance=1e-7 * max(source.diagonal(), 1e-12))
+    topo = edge_topology(dense.faces)
+    if topo.is_manifold and topo.is_consistently_wound:
+        return {"dense": backends.stage_mesh(dense),
+                "_note": f"input used as is ({topo.boundary_edges} boundary edges)"}
+    return {"dense": backends.watertight(dense, shape.grid_resolution),
+            "_note": f"remeshed watertight at {shape.grid_resolution}^3: input had {topo.nonmanifold_edges} "
+                     f"non-manifold and {topo.inconsistent_edges} inconsistently wound edges"}

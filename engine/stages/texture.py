@@ -1,0 +1,81 @@
+"""Texture stages (paper 7): the base-colour atlas from the reference picture (weight-free), from
+TextureGen's views, or from an input mesh's own materials.
+
+Fusion is split in two so the scheduler can overlap it with other work (paper 8.2): ``*_plan`` needs only
+the unwrapped mesh (and, for the reference projection, the picture's mask) and runs on the ``gpu-aux``
+lane while the normal bake or TextureGen's diffusion runs; ``fuse`` takes the colours.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.config import TextureConfig
+from engine.errors import InputImageError
+from engine.geometry.mesh import TriMesh
+from engine.runtime.backends import Backends
+
+REFERENCE_MIN_INCIDENCE = 0.1  # reference projection: only texels facing the front camera take its colour
+
+
+def reference_plan(unwrapped: TriMesh, prepared, *, texture: TextureConfig, backends: Backends) -> dict:
+    """Fusion plan of the weight-free path: the picture is the rig's front view (camera_rig()[0])."""
+    from engine.texture.views import camera_rig
+
+    rgb, mask = prepared.rgba[..., :3], np.asarray(prepared.mask, bool)
+    if rgb.ndim != 3 or rgb.shape[0] != rgb.shape[1]:
+        raise InputImageError(f"reference image must be square [S, S, 3], got {rgb.shape}",
+                              "pass the square crop from engine.io.image_input")
+    if not mask.any():
+        raise InputImageError("reference mask is empty", "give an image with a visible foreground object")
+    plan = backends.fusion_plan(unwrapped, [camera_rig(radius=1.0)[0]], texture.atlas_size, rgb.shape[0],
+                                mask[None], REFERENCE_MIN_INCIDENCE, texture.inpaint_neighbours)
+    return {"fusion_plan": plan, "_note": f"front view at {rgb.shape[0]} px"}
+
+
+def reference_fuse(fusion_plan, prepared, *, texture: TextureConfig, backends: Backends) -> dict:
+    atlas, stats = backends.fuse(fusion_plan, np.ascontiguousarray(prepared.rgba[..., :3])[None])
+    note = (f"{texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen from "
+            f"the front, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled)")
+    return {"base_color": atlas, "_note": note}
+
+
+def generated_plan(unwrapped: TriMesh, normal_map, *, texture: TextureConfig, upscale: int,
+                   backends: Backends) -> dict:
+    """Fusion plan for TextureGen's views (mesh + rig only): the mesh scaled into the rig sphere, its
+    coverage rendered at the diffusion resolution and repeated ``upscale`` times per axis (the views'
+    final resolution after super-resolution, as the views themselves are upscaled)."""
+    from engine.texture.views import camera_rig, normalize_to_sphere
+
+    cams = camera_rig()
+    rig_mesh = unwrapped.copy(vertices=normalize_to_sphere(unwrapped.vertices)[0], normal_map=normal_map)
+    masks = backends.coverage(rig_mesh, cams, texture.view_resolution)                # bool [K, R, R]
+    if upscale > 1:
+        masks = np.repeat(np.repeat(masks, upscale, axis=1), upscale, axis=2)
+    res = texture.view_resolution * upscale
+    plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
+                                texture.inpaint_neighbours)
+    return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}
+
+
+def generated_views(unwrapped: TriMesh, normal_map, prepared, *, texture: TextureConfig, networks,
+                    device: str, seed: int) -> dict:
+    """TextureGen's 10 views (engine/stages/texture_networks.py); the condition normals carry the baked
+    normal map (paper 7.2)."""
+    from engine.stages.texture_networks import texturegen_views
+
+    views, _, _, note = texturegen_views(networks, unwrapped.copy(normal_map=normal_map), prepared.rgba,
+                                         texture, device, seed)
+    return {"views": views, "texture_source": note, "_note": note}
+
+
+def generated_fuse(fusion_plan, views: np.ndarray, *, backends: Backends) -> dict:
+    atlas, stats = backends.fuse(fusion_plan, views)
+    return {"base_color": atlas, "_note": f"fused, {stats.get('inpaint_unfilled', 0)} unfilled texels"}
+
+
+def transfer(unwrapped: TriMesh, source: TriMesh, *, texture: TextureConfig) -> dict:
+    from engine.texture.transfer import transfer_texture
+
+    atlas = transfer_texture(source, unwrapped, texture.atlas_size)
+    return {"base_color": atlas, "_note": f"{texture.atlas_size}^2 from the input's materials"}

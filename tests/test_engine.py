@@ -1,0 +1,87 @@
+"""The resident engine (engine/runtime/engine.py) on the weight-free path, on CPU, with small budgets:
+one engine serves several requests, overlapped and pipelined runs write the same bytes as the serial run,
+and a batch of pictures with a bad one fails that picture alone."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from conftest import IMAGES
+
+from engine.cli import main
+from engine.config import PipelineConfig
+from engine.errors import ConfigError
+from engine.runtime.engine import Engine, check_output
+
+PICTURES = ["typical_misc_crate.png", "typical_misc_lantern.png"]
+SMALL = ["--faces", "1500", "--texture-size", "256", "--normal-map-size", "256"]
+
+
+def small_config(tmp_path, **runtime) -> PipelineConfig:
+    cfg = PipelineConfig.from_name("flash").with_overrides(faces=1500, texture_size=256, normal_map_size=256,
+                                                           cache_dir=str(tmp_path / "cache"))
+    cfg = replace(cfg, shape=replace(cfg.shape, grid_resolution=64),
+                  geometry=replace(cfg.geometry, visibility_views=24, visibility_resolution=96))
+    return replace(cfg, runtime=replace(cfg.runtime, **runtime)).for_device()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    with Engine(small_config(tmp_path_factory.mktemp("engine"))) as eng:
+        yield eng
+
+
+def test_overlap_and_pipelining_write_the_serial_bytes(shared_dir, engine, tmp_path):
+    serial = [engine.generate(IMAGES / p, tmp_path / f"serial_{i}.glb", overlap=False)
+              for i, p in enumerate(PICTURES)]
+    overlapped = engine.generate(IMAGES / PICTURES[0], tmp_path / "overlap_0.glb")
+    jobs = [(IMAGES / p, tmp_path / f"batch_{i}.glb") for i, p in enumerate(PICTURES)]
+    items = list(engine.generate_many(jobs))
+    assert sorted(item.index for item in items) == [0, 1] and all(item.error is None for item in items)
+    reference = [(tmp_path / f"serial_{i}.glb").read_bytes() for i in range(len(PICTURES))]
+    assert (tmp_path / "overlap_0.glb").read_bytes() == reference[0]
+    for i in range(len(PICTURES)):
+        assert (tmp_path / f"batch_{i}.glb").read_bytes() == reference[i]
+    names = {t.name for t in overlapped.timer.timings}
+    assert {"texture plan", "texture fuse", "normal bake", "export glb"} <= names
+    assert overlapped.timer.wall() <= overlapped.timer.total() + 0.05
+    assert serial[0].mesh.num_faces <= 1500 and engine.requests >= 5
+
+
+def test_bad_picture_in_a_batch_fails_alone(shared_dir, engine, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    jobs = [(IMAGES / PICTURES[0], tmp_path / "ok.glb"), (bad, tmp_path / "broken.glb"),
+            (IMAGES / PICTURES[0], tmp_path / "missing_folder" / "x.glb")]
+    items = {item.index: item for item in engine.generate_many(jobs)}
+    assert items[0].error is None and (tmp_path / "ok.glb").stat().st_size > 0
+    assert "broken.png" in str(items[1].error) and not (tmp_path / "broken.glb").exists()
+    assert isinstance(items[2].error, ConfigError) and "does not exist" in str(items[2].error)
+
+
+def test_output_is_checked_before_any_work(tmp_path):
+    (tmp_path / "dir.glb").mkdir()
+    (tmp_path / "afile").write_text("x")
+    for bad, words in [(tmp_path / "dir.glb", "existing folder"), (tmp_path / "afile" / "x.glb", "is a file"),
+                       (tmp_path / "out.obj", ".glb"), (tmp_path / "nope" / "x.glb", "does not exist")]:
+        with pytest.raises(ConfigError, match=words):
+            check_output(bad)
+
+
+def test_cli_generates_a_folder_of_pictures_with_one_engine(shared_dir, tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for p in PICTURES:
+        (folder / p).symlink_to(IMAGES / p)
+    (folder / "zz_corrupt.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = main(["generate", str(folder), "-o", str(out), *SMALL, "--preset", "flash",
+                 "--cache-dir", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    assert code == 2                                      # one picture failed
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.replace(".png", ".glb") for p in PICTURES)
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "zz_corrupt.png" in errors[0] and "Traceback" not in captured.err
+    assert "2 of 3 assets written" in captured.out
+    assert "[asset 1/3 " in captured.err and "export glb done" in captured.err
