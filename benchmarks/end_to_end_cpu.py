@@ -21,7 +21,7 @@ from benchmarks.common import append_result, percentiles
 from engine.config import PipelineConfig
 from engine.io.asset_load import find_mesh_file
 from engine.io.glb_export import read_glb_summary
-from engine.pipeline import generate, process
+from engine.runtime.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -58,13 +58,13 @@ def main() -> None:
         PipelineConfig.from_name("default").with_overrides(faces=args.faces, device=args.device).for_device()
     )
     rows, stage_times = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Engine(config) as engine:
         jobs = [("generate", p) for p in sorted((SHARED / "images").glob("*.png"))]
         jobs += [("process", p) for p in _mesh_inputs()]
         for kind, src in jobs:
             out = Path(tmp) / f"{src.stem}.glb"
             t0 = time.perf_counter()
-            result = generate(src, out, config) if kind == "generate" else process(src, out, config)
+            result = engine.generate(src, out) if kind == "generate" else engine.process(src, out)
             total = time.perf_counter() - t0
             verdict, summary = _check(out, args.faces)
             for t in result.timer.timings:

@@ -85,3 +85,37 @@ def test_cli_generates_a_folder_of_pictures_with_one_engine(shared_dir, tmp_path
     assert len(errors) == 1 and "zz_corrupt.png" in errors[0] and "Traceback" not in captured.err
     assert "2 of 3 assets written" in captured.out
     assert "[asset 1/3 " in captured.err and "export glb done" in captured.err
+
+
+def _validate(path):
+    from gltf_validator import validate_gltf
+
+    issues = validate_gltf(path)["issues"]
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+
+
+@pytest.mark.gpu
+def test_generate_cuda_weight_free_end_to_end(shared_dir, tmp_path, capsys):
+    out = tmp_path / "crate.glb"
+    code = main(["generate", str(IMAGES / PICTURES[0]), "-o", str(out), "--device", "cuda", *SMALL,
+                 "--timings", "--cache-dir", str(tmp_path / "cache")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "critical path (wall)" in printed and "gpu-aux" in printed
+    _validate(out)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("preset", ["default", "flash"])
+def test_generate_cuda_tiny_networks_end_to_end(shared_dir, tmp_path, capsys, preset):
+    """Every network of the preset (tiny, random weights) on the device, refine included in default."""
+    out = tmp_path / "pictures"
+    code = main(["generate", str(IMAGES / PICTURES[0]), str(IMAGES / PICTURES[1]), "-o", str(out), "--device",
+                 "cuda", *SMALL, "--preset", preset, "--random-networks", "tiny", "--timings",
+                 "--cache-dir", str(tmp_path / "cache")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "texture source: TextureGen" in printed
+    assert ("refine" in printed.split("shape source:")[1].splitlines()[0]) == (preset == "default")
+    for p in PICTURES:
+        _validate(out / p.replace(".png", ".glb"))
