@@ -24,13 +24,13 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # resident engine (issue 10): GPU tests, weight-free and flash end to end with throughput
     "engine-a": [
         ("gpu_tests", 200, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]),
-        ("e2e_weightfree_flash", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree", "flash",
-                                       "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_weightfree_flash", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                       "flash", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
     # default preset end to end, the ladder and cold start
     "engine-b": [
-        ("e2e_default", 260, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default", "--out-dir", "{out}",
-                              "--csv", "{out}/h100.csv"]),
+        ("e2e_default", 260, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
+                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
         ("e2e_ladder_cold", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "cold",
                                   "--pictures", "10", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
