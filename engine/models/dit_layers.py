@@ -25,6 +25,7 @@ FLOPs (multiply-add = 2) of one block on B x N tokens with M context tokens, con
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -278,11 +279,13 @@ def _is_zero_ada(root: nn.Module, linear_name: str) -> bool:
     return isinstance(block, DiTBlock) and block.cfg.adaln_zero
 
 
-def build_on(device: str | torch.device, dtype: torch.dtype, make: type[nn.Module], *args, seed: int = 0
-             ) -> nn.Module:
+def build_on(device: str | torch.device, dtype: torch.dtype, make: Callable[..., nn.Module], *args,
+             seed: int = 0, init: Callable[[nn.Module, int], nn.Module] | None = None) -> nn.Module:
     """Construct ``make(*args)`` directly on ``device`` in ``dtype`` with random weights from ``seed``,
-    without an fp32 copy first (meta construction, ``to_empty``, ``init_random``)."""
-    with torch.device("meta"):
-        module = make(*args)
-    module = module.to(dtype).to_empty(device=device)
-    return init_random(module, seed)
+    without an fp32 copy first: parameters are created on the meta device, constant buffers by the
+    constructor (``checkpoints.materialise``: they keep their values and dtype), then the parameters get
+    device storage and ``init(module, seed)`` (default ``init_random`` of this file) fills them."""
+    from engine.models.checkpoints.materialise import materialise_, skeleton
+
+    module = materialise_(skeleton(lambda: make(*args)), device, dtype)
+    return (init or init_random)(module, seed)

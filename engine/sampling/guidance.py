@@ -11,8 +11,9 @@ convention of the open Hunyuan3D-2 DiT). The guidance scale of the teacher is no
 ``TEACHER_SCALE`` = 5.0 is an assumption (Hunyuan3D-2's default), a field the pipeline may override.
 
 ``GuidedSampler`` runs one request: precompute the context, then S DDIM steps, each optionally replayed
-from a CUDA graph captured once per (model, batch) and reused across requests (the new request's context
-is copied into the graph's static buffers).
+from a CUDA graph captured once per shape bucket and reused across requests (the new request's context
+is copied into the graph's static buffers). The runners may live in a dict owned by the caller (the
+engine's network bundle), so that they outlive the sampler object.
 """
 
 from __future__ import annotations
@@ -70,26 +71,39 @@ class GuidedSampler:
     """One MeshGen model + DDIM tables + guidance; ``__call__`` samples a request.
 
     ``use_graph``: capture one denoising step (model, guidance and DDIM update) as a CUDA graph on first
-    use per batch size, replay it for every step of every later request; falls back to eager on CPU or if
-    capture fails (``graph_mode(batch)`` says which ran).
+    use per shape bucket, replay it for every step of every later request; falls back to eager on CPU or
+    if capture fails (``graph_mode(batch)`` says which ran).
+
+    ``runners``: where the step runners live. Pass a dict the caller keeps (an engine's resident network
+    bundle) and the runners outlive this sampler: a later sampler with the same ``name`` and DDIM steps
+    finds the runner of its bucket there and only copies the new request's context into it
+    (``set_constants``) before replaying. A bucket is (name, steps, guidance, z shape, context shapes):
+    a request whose DINOv2 resolution or token count differs gets its own runner. Without ``runners``
+    the sampler keeps its own dict.
     """
 
     def __init__(self, model: MeshGenDiT, ddim: DDIMConfig, guidance: GuidanceConfig,
-                 use_graph: bool = True) -> None:
-        self.model, self.guidance, self.use_graph = model, guidance, use_graph
+                 use_graph: bool = True, runners: dict | None = None, name: str = "meshgen") -> None:
+        self.model, self.guidance, self.use_graph, self.name = model, guidance, use_graph, name
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
         self.ddim = DDIMVPred(ddim, self.device)
-        self._graphs: dict[int, CudaGraphStep] = {}
+        self.runners: dict = {} if runners is None else runners
+        self._last: dict[int, tuple] = {}  # batch -> bucket of the last request of that batch size
+
+    def bucket(self, z_T: torch.Tensor, ctx: MeshGenContext) -> tuple:
+        """The runner key of a request: z_T [B, N, D] and its context's tensor shapes/dtypes."""
+        consts = tuple((tuple(t.shape), t.dtype) for t in ctx.tensors())
+        return (self.name, self.ddim.steps, self.guidance, tuple(z_T.shape), consts)
 
     def graph_mode(self, batch: int) -> str | None:
         """'graph' or 'eager' for a batch size already sampled, else None."""
-        return self._graphs[batch].mode if batch in self._graphs else None
+        return self.runners[self._last[batch]].mode if batch in self._last else None
 
     def runner(self, batch: int) -> CudaGraphStep:
         """The step runner of a batch size already sampled: ``runner(z [B, N, D] fp32, idx [1]) -> z_prev``
         with the last request's context (for per-step timing)."""
-        return self._graphs[batch]
+        return self.runners[self._last[batch]]
 
     @torch.inference_mode()
     def __call__(self, cond: torch.Tensor, z_T: torch.Tensor, positions: torch.Tensor | None = None
@@ -98,20 +112,23 @@ class GuidedSampler:
         -> z_0 [B, N, D] fp32 (fresh tensor)."""
         ctx = self.model.precompute_context(guidance_condition(cond.to(self.dtype), self.guidance),
                                             positions)
-        batch = z_T.shape[0]
-        if batch in self._graphs:
-            self._graphs[batch].set_constants(ctx.tensors())
+        key = self.bucket(z_T, ctx)
+        step = self.runners.get(key)
+        if step is None:
+            step = self.runners[key] = self._build(ctx, z_T)
         else:
-            self._graphs[batch] = self._build(ctx, z_T)
-        return self.ddim.sample(self._graphs[batch], z_T)
+            step.set_constants(ctx.tensors())
+        self._last[z_T.shape[0]] = key
+        return self.ddim.sample(step, z_T)
 
     def _build(self, ctx: MeshGenContext, z_T: torch.Tensor) -> CudaGraphStep:
         depth, rope = self.model.cfg.depth, ctx.rope is not None
-        model, guidance = self.model, self.guidance
+        model, guidance, dtype = self.model, self.guidance, self.dtype
+        denoise_tables = self.ddim  # captured: a runner keeps the tables it was built with
 
         def step(z: torch.Tensor, idx: torch.Tensor, *ctx_flat: torch.Tensor) -> torch.Tensor:
             c = MeshGenContext.from_tensors(list(ctx_flat), depth, rope)
-            denoise = self.ddim.make_step(lambda x, t: guided_velocity(model, x, t, c, guidance), self.dtype)
+            denoise = denoise_tables.make_step(lambda x, t: guided_velocity(model, x, t, c, guidance), dtype)
             return denoise(z, idx)
 
         inputs = [z_T.float(), self.ddim.indices[:1], *ctx.tensors()]

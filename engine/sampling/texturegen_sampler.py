@@ -30,8 +30,10 @@ from enum import Enum
 
 import torch
 
+from engine.config import TextureGuidance
 from engine.errors import ConfigError
 
+DEFAULT_GUIDANCE_SCALE = 3.0  # w of CFG: the paper gives no value
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -47,7 +49,7 @@ class TextureSamplerConfig:
 
     steps: int = 4
     mode: GuidanceMode = GuidanceMode.CFG
-    guidance_scale: float = 3.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:
@@ -57,11 +59,22 @@ class TextureSamplerConfig:
 
     @staticmethod
     def default() -> TextureSamplerConfig:
-        return TextureSamplerConfig(4, GuidanceMode.CFG, 3.0)
+        return TextureSamplerConfig(4, GuidanceMode.CFG, DEFAULT_GUIDANCE_SCALE)
 
     @staticmethod
     def flash() -> TextureSamplerConfig:
         return TextureSamplerConfig(4, GuidanceMode.DISTILLED, 1.0)
+
+    @staticmethod
+    def from_texture_config(steps: int, guidance: TextureGuidance,
+                            guidance_scale: float = DEFAULT_GUIDANCE_SCALE) -> TextureSamplerConfig:
+        """From the typed pipeline values (``TextureConfig.steps``, ``TextureConfig.guidance``): CFG runs
+        the white-reference branch with ``guidance_scale``, DISTILLED one conditional pass (scale 1)."""
+        if guidance is TextureGuidance.CFG:
+            return TextureSamplerConfig(steps, GuidanceMode.CFG, guidance_scale)
+        if guidance is TextureGuidance.DISTILLED:
+            return TextureSamplerConfig(steps, GuidanceMode.DISTILLED, 1.0)
+        raise ConfigError(f"unknown TextureGen guidance {guidance!r}", "use TextureGuidance.CFG or DISTILLED")
 
     @staticmethod
     def from_name(name: str) -> TextureSamplerConfig:

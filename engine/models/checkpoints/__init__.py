@@ -7,9 +7,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from engine.models.checkpoints.materialise import materialise_, skeleton
 from engine.models.checkpoints.safetensors_io import (
     ENGINE_FORMAT,
     check_state_dict,
+    check_strict,
     config_from_dict,
     config_to_json,
     load_engine_checkpoint,
@@ -20,9 +22,9 @@ from engine.models.checkpoints.safetensors_io import (
     save_engine_checkpoint,
 )
 
-__all__ = ["ENGINE_FORMAT", "check_state_dict", "config_from_dict", "config_to_json", "init_random",
-           "load_engine_checkpoint", "load_state_dict", "load_strict", "read_engine_metadata",
-           "resolve_checkpoint_files", "save_engine_checkpoint"]
+__all__ = ["ENGINE_FORMAT", "check_state_dict", "check_strict", "config_from_dict", "config_to_json",
+           "init_random", "load_engine_checkpoint", "load_state_dict", "load_strict", "materialise_",
+           "read_engine_metadata", "resolve_checkpoint_files", "save_engine_checkpoint", "skeleton"]
 
 _UNIT_NAMES = ("norm", "lambda1", "scale")
 

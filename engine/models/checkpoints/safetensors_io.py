@@ -141,6 +141,14 @@ def check_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor]
 def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "model") -> nn.Module:
     """Copy ``state_dict`` into ``module`` (cast to the module's dtype/device) when keys and shapes match
     exactly; otherwise raise WeightsError listing up to 10 missing, unexpected and mis-shaped keys each."""
+    check_strict(module, state_dict, what)
+    module.load_state_dict(state_dict, strict=True)
+    return module
+
+
+def check_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str = "model") -> None:
+    """Raise WeightsError unless ``state_dict`` matches ``module``'s keys and shapes exactly (works on a
+    meta-device module)."""
     missing, unexpected, mismatched = check_state_dict(module, state_dict)
     if missing or unexpected or mismatched:
         parts = []
@@ -152,8 +160,6 @@ def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: st
             parts.append(f"{len(mismatched)} with the wrong shape: {_head(mismatched)}")
         raise WeightsError(f"{what}: checkpoint does not match the model's layout; " + "; ".join(parts),
                            "use a checkpoint of this model and size (check the preset and the key prefix)")
-    module.load_state_dict(state_dict, strict=True)
-    return module
 
 
 def config_to_json(config: Any) -> str:
@@ -247,14 +253,22 @@ def load_engine_checkpoint(path: PathLike, builder: Callable[[C], nn.Module], co
 
     ``builder`` is a module class taking the config, or any callable ``config -> nn.Module``.
     ``model_name``, when given, must equal the stored name. Returns (module in eval mode, config).
+
+    No float32 host copy: the module is built as a ``materialise.skeleton`` (meta parameters, real
+    constant buffers), the checkpoint's tensors are read memory-mapped straight onto ``device`` and cast
+    to ``dtype`` there (None: the dtype the constructor gives, float32), then installed with
+    ``load_state_dict(assign=True)``. Non-persistent buffers keep their constructor values and dtype.
+    The result equals ``builder(config).to(device)`` after a strict load with its parameters and
+    persistent buffers cast to ``dtype``, bit for bit (tests/test_checkpoints.py).
     """
+    from engine.models.checkpoints.materialise import materialise_, skeleton
+
     meta = read_engine_metadata(path)
     if model_name is not None and meta.get("model") != model_name:
         raise WeightsError(f"'{path}' holds model '{meta.get('model')}', not '{model_name}'",
                            "point at the checkpoint converted for this model")
     config = config_from_dict(config_cls, json.loads(meta["config"]))
-    module = builder(config).to(device)
-    if dtype is not None:
-        module = module.to(dtype)
-    load_strict(module, load_state_dict(path, device=device), what=meta.get("model", "model"))
-    return module.eval(), config
+    module = skeleton(lambda: builder(config))
+    state = load_state_dict(path, dtype=dtype, device=device)
+    check_strict(module, state, what=meta.get("model", "model"))
+    return materialise_(module, device, dtype, state).eval(), config

@@ -1,0 +1,302 @@
+"""TextureGen stage networks: reference picture + mesh -> K generated rig views (paper 7.1-7.3).
+
+The engine loads a bundle ONCE (``load_texturegen`` from engine-format checkpoints, ``random_texturegen``
+for benchmarks and tests) and keeps it resident: the TextureGen DiT, the image VAE, the optional T5-XXL /
+CLIP-L text encoders and super-resolution network, and the EMPTY-PROMPT text context, computed at load
+(the CLI takes no prompt): T5 on the ids [</s>] and CLIP on [<bos>, <eos>] (what the tokenizers give for
+""), or zeros when the encoders are absent (``text_note`` says which). Requests never run the text
+encoders.
+
+A request, ``texturegen_views(nets, mesh, rgba, cfg, device, seed)``, reads ``TextureConfig``:
+  1. the mesh is scaled into the rig sphere and rendered from the ``num_views`` rig views at
+     ``view_resolution`` px (normals with the baked normal map, world positions): ``render_views_gpu``
+     on CUDA, the CPU reference ``render_views`` elsewhere;
+  2. the image VAE encodes the reference (the picture on white) and every view's normal map
+     (n * 0.5 + 0.5 -> [-1, 1]) and position map; the uniform-white latent (CFG's unconditional
+     reference) is encoded once per resolution and cached in the bundle;
+  3. flow-matching Euler for ``steps`` steps: ``guidance`` CFG runs two branches a step (the
+     white-reference unconditional branch batched with the conditional one), DISTILLED one;
+     each step's DiT call runs through a ``CudaGraphStep`` kept in ``nets.runners`` (one per shape
+     bucket: grid shape, dtype, branch count, context shapes), built at the bucket's first request;
+  4. the image VAE decodes the views; with ``super_resolution`` they are upscaled by the SR network's
+     factor (x2) when the bundle holds it -- when it does not, the views stay at ``view_resolution``
+     and the note says so.
+Views come out uint8 [K, R, R, 3] with masks bool [K, R, R] (R = view_resolution x upscale), in the rig
+order of ``engine.texture.views.camera_rig``, with the rig-frame mesh they were rendered from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import TextureConfig, TextureGuidance
+from engine.errors import ConfigError, WeightsError
+from engine.geometry.mesh import TriMesh
+from engine.stages.shape_networks import picture_on_white
+
+REQUIRED = {"texturegen": "texturegen.safetensors", "image_vae": "image_vae.safetensors"}
+OPTIONAL = {"t5": "t5_xxl.safetensors", "clip": "clip_l.safetensors", "sr": "super_resolution.safetensors"}
+T5_EMPTY_PROMPT = (1,)  # "</s>"
+SCALES = ("paper", "tiny")
+
+
+def has_texturegen(folder: str | None) -> bool:
+    """True when ``folder`` holds the two files TextureGen needs."""
+    return folder is not None and all((Path(folder) / f).is_file() for f in REQUIRED.values())
+
+
+@dataclass(eq=False)
+class TextureNetworks:
+    """TextureGen's networks and per-engine constants, resident across requests.
+
+    text_context: (t5 [1, L5, t5_dim], clip [1, Lc, clip_dim]) in the model dtype on the device."""
+
+    dit: nn.Module  # TextureGenDiT
+    dit_cfg: object  # TextureGenConfig
+    vae: nn.Module  # ImageVAE
+    t5: nn.Module | None
+    clip: nn.Module | None
+    sr: nn.Module | None
+    text_context: tuple[torch.Tensor, torch.Tensor]
+    text_note: str
+    source: str
+    runners: dict = field(default_factory=dict)
+    white_latents: dict = field(default_factory=dict)  # view resolution -> [1, C, h, w] fp32
+
+    kind = "TextureGen"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.dit.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.dit.parameters()).dtype
+
+    def upscale(self, cfg: TextureConfig) -> int:
+        """Factor the views grow by before fusion: the SR net's scale when enabled and loaded, else 1."""
+        return self.sr.cfg.scale if (cfg.super_resolution and self.sr is not None) else 1
+
+    def network_names(self) -> list[str]:
+        named = [("texturegen", self.dit), ("image_vae", self.vae), ("t5_encoder", self.t5),
+                 ("clip_text", self.clip), ("super_resolution", self.sr)]
+        return [name for name, m in named if m is not None]
+
+    def modules(self) -> list[nn.Module]:
+        return [m for m in (self.dit, self.vae, self.t5, self.clip, self.sr) if m is not None]
+
+
+@torch.inference_mode()
+def empty_prompt_context(t5: nn.Module | None, clip: nn.Module | None, dit_cfg, device: torch.device,
+                         dtype: torch.dtype) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
+    """((t5 [1, L5, t5_dim], clip [1, Lc, clip_dim]), note) for the empty prompt; zeros [1, 1, dim]
+    when either encoder is missing."""
+    if t5 is not None and clip is not None:
+        ids5 = torch.tensor([T5_EMPTY_PROMPT], device=device)
+        eos = clip.cfg.eos_token_id
+        idsc = torch.tensor([[eos - 1, eos]], device=device)                          # <bos>, <eos>
+        return (t5(ids5).to(dtype), clip(idsc)[0].to(dtype)), "empty-prompt text context (T5 + CLIP)"
+    zeros5 = torch.zeros(1, 1, dit_cfg.t5_dim, device=device, dtype=dtype)
+    zerosc = torch.zeros(1, 1, dit_cfg.clip_dim, device=device, dtype=dtype)
+    return (zeros5, zerosc), "zero text context (no T5/CLIP weights)"
+
+
+def _bundle(dit, dit_cfg, vae, t5, clip, sr, source: str) -> TextureNetworks:
+    p = next(dit.parameters())
+    if torch.device(p.device).type == "cuda":  # the conv nets run channels-last (cuDNN's fast layout)
+        vae = vae.to(memory_format=torch.channels_last)
+        sr = sr.to(memory_format=torch.channels_last) if sr is not None else None
+    context, note = empty_prompt_context(t5, clip, dit_cfg, p.device, p.dtype)
+    return TextureNetworks(dit.eval(), dit_cfg, vae.eval(), t5, clip, sr, context, note, source)
+
+
+def load_texturegen(folder: str | Path, device: str | torch.device, dtype: torch.dtype) -> TextureNetworks:
+    """TextureGen from engine-format checkpoints in ``folder`` (``REQUIRED``; the optional text encoders
+    when both are present, SR when present), memory-mapped straight onto ``device`` in ``dtype``."""
+    from engine.models.checkpoints import load_engine_checkpoint
+    from engine.models.image_vae import ImageVAE, ImageVAEConfig
+    from engine.models.super_resolution import SuperResolution, SuperResolutionConfig
+    from engine.models.text_encoders import ClipTextConfig, ClipTextEncoder, T5Encoder, T5EncoderConfig
+    from engine.models.texturegen_dit import TextureGenConfig, TextureGenDiT
+
+    root = Path(folder)
+    if not has_texturegen(str(root)):
+        missing = [f for f in REQUIRED.values() if not (root / f).is_file()]
+        raise WeightsError(f"TextureGen weights folder '{root}' lacks {', '.join(missing)}",
+                           "convert the checkpoints with save_engine_checkpoint, or drop --weights")
+
+    def load(file: str, make, cfg_cls, name: str):
+        return load_engine_checkpoint(root / file, make, cfg_cls, model_name=name, dtype=dtype, device=device)
+
+    dit, tcfg = load(REQUIRED["texturegen"], TextureGenDiT, TextureGenConfig, "texturegen")
+    vae, _ = load(REQUIRED["image_vae"], ImageVAE, ImageVAEConfig, "image_vae")
+    t5 = clip = sr = None
+    if (root / OPTIONAL["t5"]).is_file() and (root / OPTIONAL["clip"]).is_file():
+        t5, _ = load(OPTIONAL["t5"], T5Encoder, T5EncoderConfig, "t5_encoder")
+        clip, _ = load(OPTIONAL["clip"], ClipTextEncoder, ClipTextConfig, "clip_text")
+    if (root / OPTIONAL["sr"]).is_file():
+        sr, _ = load(OPTIONAL["sr"], SuperResolution, SuperResolutionConfig, "super_resolution")
+    return _bundle(dit, tcfg, vae, t5, clip, sr, f"weights {root}")
+
+
+def texturegen_configs(scale: str) -> dict[str, object]:
+    """Network configs of a random bundle: "paper" (7.4 B DiT, T5-XXL, CLIP-L, the paper VAE and SR) or
+    "tiny" (CPU tests)."""
+    from dataclasses import replace
+
+    from engine.models.image_vae import ImageVAEConfig
+    from engine.models.super_resolution import SuperResolutionConfig
+    from engine.models.text_encoders import ClipTextConfig, T5EncoderConfig
+    from engine.models.texturegen_dit import TextureGenConfig
+
+    if scale not in SCALES:
+        raise ConfigError(f"unknown network scale '{scale}'", f"use one of {', '.join(SCALES)}")
+    if scale == "paper":
+        return {"dit": TextureGenConfig.paper(), "vae": ImageVAEConfig.paper(), "t5": T5EncoderConfig(),
+                "clip": ClipTextConfig.vit_l14(), "sr": SuperResolutionConfig.paper()}
+    t5, clip = T5EncoderConfig.tiny(), ClipTextConfig.tiny()
+    return {"dit": replace(TextureGenConfig.tiny(), t5_dim=t5.d_model, clip_dim=clip.width),
+            "vae": ImageVAEConfig.tiny(), "t5": t5, "clip": clip, "sr": SuperResolutionConfig.tiny()}
+
+
+def random_texturegen(scale: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0,
+                      text: bool = True, super_resolution: bool = True) -> TextureNetworks:
+    """A bundle with seeded random weights built directly on ``device`` in ``dtype`` (no float32 host
+    copy); ``text``/``super_resolution`` choose whether the optional networks are built."""
+    from engine.models.checkpoints import init_random as normal_init
+    from engine.models.dit_layers import build_on
+    from engine.models.image_vae import ImageVAE
+    from engine.models.super_resolution import SuperResolution
+    from engine.models.text_encoders import ClipTextEncoder, T5Encoder
+    from engine.models.texturegen_dit import TextureGenDiT
+    from engine.models.texturegen_dit import init_random as dit_init
+
+    cfgs = texturegen_configs(scale)
+    dit = build_on(device, dtype, TextureGenDiT, cfgs["dit"], seed=seed, init=dit_init)
+    vae = build_on(device, dtype, ImageVAE, cfgs["vae"], seed=seed + 1, init=normal_init)
+    t5 = clip = sr = None
+    if text:
+        t5 = build_on(device, dtype, T5Encoder, cfgs["t5"], seed=seed + 2, init=normal_init).eval()
+        clip = build_on(device, dtype, ClipTextEncoder, cfgs["clip"], seed=seed + 3, init=normal_init).eval()
+    if super_resolution:
+        sr = build_on(device, dtype, SuperResolution, cfgs["sr"], seed=seed + 4,  # std 0.15: O(1) outputs
+                      init=lambda m, s: normal_init(m, s, std=0.15)).eval()
+    return _bundle(dit, cfgs["dit"], vae, t5, clip, sr, f"random {scale} networks, seed {seed}")
+
+
+def _to_vae(images: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, H, W, 3] in [0, 1] -> [B, 3, size, size] in [-1, 1]."""
+    x = images.permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x * 2.0 - 1.0
+
+
+def _white_latent(nets: TextureNetworks, size: int) -> torch.Tensor:
+    """[1, C, size/16, size/16] fp32 latent of a uniform-white image (cached per resolution)."""
+    if size not in nets.white_latents:
+        white = torch.ones(1, 3, size, size, device=nets.device, dtype=nets.dtype)
+        nets.white_latents[size] = nets.vae.encode(white).float()
+    return nets.white_latents[size]
+
+
+def _render(rig_mesh: TriMesh, cams, size: int, device: torch.device):
+    """(mask bool [K, R, R, 1], normals [K, R, R, 3] in [0, 1], positions [K, R, R, 3] in [0, 1]) on
+    ``device`` (backgrounds white / origin), and the mask as numpy [K, R, R]."""
+    if device.type == "cuda":  # the GPU renderer, all views in one launch set
+        from engine.texture.render_conditions_gpu import render_views_gpu
+
+        renders = render_views_gpu(rig_mesh, cams, size)
+        mask_np = renders.mask.cpu().numpy()
+        mask, normal, position = renders.mask[..., None], renders.normal, renders.position
+    else:
+        from engine.texture.render_conditions import render_views
+
+        renders = render_views(rig_mesh, cams, size)
+        mask_np = renders.mask
+        mask = torch.from_numpy(renders.mask).to(device)[..., None]
+        normal, position = torch.from_numpy(renders.normal), torch.from_numpy(renders.position)
+    normals = torch.where(mask, normal.to(device) * 0.5 + 0.5, 1.0)                    # white background
+    positions = torch.where(mask, position.to(device) * 0.5 + 0.5, 0.5)                # origin
+    return mask, normals, positions, mask_np
+
+
+def _velocity(nets: TextureNetworks, request, grid_shape: tuple[int, ...]):
+    """The sampler's ``velocity_fn(grid, t)`` through the bucket's CUDA-graph runner (eager off CUDA)."""
+    from engine.models.texturegen_dit import TextureGenRequest
+    from engine.runtime.cuda_graph import CudaGraphStep
+
+    consts = [request.base] + [t for pair in request.kv for t in pair]
+    key = ("texturegen", grid_shape, tuple((tuple(c.shape), c.dtype) for c in consts))
+    runner = nets.runners.get(key)
+    if runner is None:
+        dit, depth, hw, plan = nets.dit, len(request.kv), request.grid_hw, request.plan
+
+        def step(grid: torch.Tensor, t: torch.Tensor, base: torch.Tensor, *kv: torch.Tensor) -> torch.Tensor:
+            pairs = [(kv[2 * i], kv[2 * i + 1]) for i in range(depth)]
+            return dit(grid, t, TextureGenRequest(base, pairs, hw, plan))
+
+        grid0 = torch.zeros(grid_shape, device=nets.device)
+        t0 = torch.zeros(grid_shape[0], device=nets.device)
+        runner = nets.runners[key] = CudaGraphStep(step, [grid0, t0, *consts], n_dynamic=2)
+    else:
+        runner.set_constants(consts)
+    return runner
+
+
+@torch.inference_mode()
+def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
+                     device: str | torch.device, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, TriMesh, str]:
+    """Generate the rig views of ``mesh`` (with uvs, tangents, normal map where present); see the module
+    docstring. Returns (views uint8 [K, R, R, 3], masks bool [K, R, R], the mesh scaled into the rig
+    sphere (the views' frame), note)."""
+    from engine.sampling.texturegen_sampler import TextureSamplerConfig, sample_texture_views
+    from engine.texture.views import camera_rig, normalize_to_sphere
+
+    dev, dtype, tcfg = nets.device, nets.dtype, nets.dit_cfg
+    if torch.device(device).type != dev.type:
+        raise ConfigError(f"the TextureGen networks live on {dev}, the request asked for {device}",
+                          "run the request on the device the engine loaded the networks on")
+    size, multiple = cfg.view_resolution, nets.vae.cfg.downsample * tcfg.patch
+    if size % multiple:
+        raise ConfigError(f"view resolution {size} is not a multiple of {multiple} (image VAE x DiT patch)",
+                          f"use a multiple of {multiple}, e.g. 768 or 1024")
+    if cfg.num_views != tcfg.num_views:
+        raise ConfigError(f"{cfg.num_views} views requested, the TextureGen DiT was trained for "
+                          f"{tcfg.num_views}", f"use num_views={tcfg.num_views}")
+    cams = camera_rig(cfg.num_views)
+    rig_mesh = mesh.copy(vertices=normalize_to_sphere(mesh.vertices)[0])
+    _, normals, positions, masks = _render(rig_mesh, cams, size, dev)
+    ref = _to_vae(picture_on_white(rgba).to(dev)[None].float() / 255.0, size)          # [1, 3, R, R]
+    enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
+    k = len(cams)
+    ref_lat = enc[0:1].float()                                                         # [1, C, h, w]
+    geometry = torch.cat([enc[1:1 + k], enc[1 + k:]], dim=1)[None]                     # [1, K, 2C, h, w]
+    sampler = TextureSamplerConfig.from_texture_config(cfg.steps, cfg.guidance)
+    branches = 2 if cfg.guidance is TextureGuidance.CFG else 1
+    request = nets.dit.prepare(geometry, *nets.text_context, repeat=branches)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    noise = torch.randn((1, k) + tuple(ref_lat.shape[1:]), generator=gen).to(dev)      # [1, K, C, h, w]
+    grid_shape = (branches, 1 + k) + tuple(ref_lat.shape[1:])                          # [B', S, C, h, w]
+    velocity = _velocity(nets, request, grid_shape)
+    white = _white_latent(nets, size)[0] if branches == 2 else None
+    latents = sample_texture_views(velocity, noise, ref_lat, sampler, white)          # [1, K, C, h, w]
+    views = (nets.vae.decode(latents[0].to(dtype)).float() + 1.0) * 0.5               # [K, 3, R, R]
+    note = (f"TextureGen ({nets.source}), {k} views at {size} px, {cfg.steps} steps, "
+            f"{'CFG (2 branches)' if branches == 2 else 'guidance-distilled (1 branch)'}, {nets.text_note}")
+    scale = nets.upscale(cfg)
+    if scale > 1:
+        views = nets.sr.upscale(views.to(dtype)).float()                              # [K, 3, sR, sR]
+        masks = np.repeat(np.repeat(masks, scale, axis=1), scale, axis=2)
+        note += f", super-resolved x{scale}"
+    elif cfg.super_resolution:
+        note += ", super-resolution requested but no SR network is loaded: views kept at " f"{size} px"
+    out = (views.clamp(0, 1).permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    return out, masks, rig_mesh, note
