@@ -35,12 +35,14 @@ from engine.io.atomic import atomic_write_bytes
 ROUGHNESS_FACTOR = 0.9
 METALLIC_FACTOR = 0.0
 GENERATOR = "assetgen"
-# zlib level of the PNGs. Measured on the 2-core CI machine (shared, 7 interleaved repeats, medians; a 2048^2
-# photo-like base colour + a 1024^2 normal map, benchmarks/geometry/warm_profile.py --export-only):
-#   serial level 3 (before) 1842 ms, 7.56 MB | 2 threads level 3 1426 ms | 2 threads level 2 1010 ms, 7.73 MB
-#   2 threads level 1 898 ms, 7.83 MB (+3.6 % bytes) | serial level 1 1026 ms.
-# Level 1 with the two images encoded in parallel threads (Pillow's encoder releases the GIL): 2.0x faster
-# for 3.6 % more bytes. Same input -> same bytes (each PNG is encoded independently of the threads).
+# zlib level of the PNGs. Measured on the 2-core CI machine (shared with other jobs), whole encode_glb of
+# the simplified bunny with a 2048^2 base colour (a shared picture, resized) and a 1024^2 normal map,
+# 7 interleaved repeats, medians (python3 -m benchmarks.geometry.warm_profile --export-only --assets bunny):
+#   before: serial, level 3   370 ms (p20-p80 370-371), 3.94 MB
+#   now: 2 threads, level 1   189 ms (p20-p80 188-192), 4.10 MB (+4 % bytes)
+# A heavier-loaded run of the PNGs alone (same images): serial L3 1842 ms, threads L3 1426 ms, threads L2
+# 1010 ms, threads L1 898 ms, serial L1 1026 ms. The two images are encoded in parallel threads (Pillow's
+# encoder releases the GIL); same input -> same bytes (each PNG is encoded independently of the threads).
 PNG_COMPRESS_LEVEL = 1
 
 _FLOAT, _USHORT, _UINT = 5126, 5123, 5125
