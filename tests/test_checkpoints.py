@@ -144,3 +144,96 @@ def test_config_json_round_trip_and_init_random_determinism():
     assert torch.equal(a.layers[0].weight, b.layers[0].weight)
     assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
     assert torch.all(a.norm.weight == 1) and torch.all(a.layers[0].bias == 0)
+
+
+def _tiny_models():
+    """(builder, config) of every network class the engine loads, at test size."""
+    from engine.models.dinov2 import Dinov2Config, Dinov2Model
+    from engine.models.image_vae import ImageVAE, ImageVAEConfig
+    from engine.models.meshgen_dit import MeshGenConfig, MeshGenDiT
+    from engine.models.shape_vae import ShapeVaeConfig, ShapeVaeDecoder
+    from engine.models.super_resolution import SuperResolution, SuperResolutionConfig
+    from engine.models.text_encoders import ClipTextConfig, ClipTextEncoder, T5Encoder, T5EncoderConfig
+    from engine.models.texturegen_dit import TextureGenConfig, TextureGenDiT
+
+    return {"dinov2": (Dinov2Model, Dinov2Config.tiny()), "meshgen": (MeshGenDiT, MeshGenConfig.tiny()),
+            "meshgen_refine": (MeshGenDiT, MeshGenConfig.tiny_refine()),
+            "shape_vae": (ShapeVaeDecoder, ShapeVaeConfig.tiny()),
+            "texturegen": (TextureGenDiT, TextureGenConfig.tiny()),
+            "image_vae": (ImageVAE, ImageVAEConfig.tiny()),
+            "t5": (T5Encoder, T5EncoderConfig.tiny()), "clip": (ClipTextEncoder, ClipTextConfig.tiny()),
+            "super_resolution": (SuperResolution, SuperResolutionConfig.tiny())}
+
+
+@pytest.mark.parametrize("name", list(_tiny_models()))
+def test_engine_load_equals_eager_build_and_load_bit_for_bit(tmp_path, name):
+    """The meta-skeleton loader (no fp32 host copy) gives exactly what building the module eagerly, loading
+    the checkpoint strictly and casting gives; constant tables no checkpoint holds (timestep and Fourier
+    frequencies) keep their constructor values and float32 dtype, in a bf16 model too."""
+    make, cfg = _tiny_models()[name]
+    path = save_engine_checkpoint(tmp_path / f"{name}.safetensors", init_random(make(cfg), 5), cfg, name)
+    eager = load_strict(make(cfg), load_state_dict(path), name)
+    persistent = set(eager.state_dict())
+    for dtype in (torch.float32, torch.bfloat16):
+        loaded, _ = load_engine_checkpoint(path, make, type(cfg), model_name=name, dtype=dtype)
+        reference = dict(eager.named_buffers()) | dict(eager.named_parameters())
+        got = dict(loaded.named_buffers()) | dict(loaded.named_parameters())
+        assert sorted(got) == sorted(reference)
+        for key, value in reference.items():
+            cast = key in persistent and value.is_floating_point()
+            want = value.to(dtype) if cast else value
+            assert got[key].device.type == "cpu" and got[key].dtype == want.dtype, key
+            assert torch.equal(got[key], want), key
+    buffers = {k for k, _ in eager.named_buffers()} - persistent
+    if name in ("meshgen", "shape_vae"):
+        assert buffers  # the frequency tables are really exercised
+
+
+def test_loaded_meshgen_refine_forward_equals_eager(tmp_path):
+    from engine.models.meshgen_dit import MeshGenConfig, MeshGenDiT
+
+    cfg = MeshGenConfig.tiny_refine()
+    path = save_engine_checkpoint(tmp_path / "r.safetensors", init_random(MeshGenDiT(cfg), 2), cfg, "r")
+    eager = load_strict(MeshGenDiT(cfg), load_state_dict(path)).eval()
+    loaded, _ = load_engine_checkpoint(path, MeshGenDiT, MeshGenConfig, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cfg.n_tokens, cfg.latent_dim, generator=gen)
+    cond = torch.randn(1, cfg.n_context, cfg.context_dim, generator=gen)
+    pos = torch.randint(0, 16, (cfg.n_tokens, 3), generator=gen)
+    t = torch.tensor([999.0])
+    with torch.inference_mode():
+        want = eager(x, t, eager.precompute_context(cond, pos))
+        assert torch.equal(loaded(x, t, loaded.precompute_context(cond, pos)), want)
+
+
+def test_skeleton_puts_only_this_threads_parameters_on_meta():
+    import threading
+
+    from engine.models.checkpoints import skeleton
+    from engine.models.dit_layers import TimestepEmbedder, timestep_frequencies
+
+    other = {}
+
+    def build():
+        module = TimestepEmbedder(16, freq_dim=8)
+        worker = threading.Thread(target=lambda: other.update(p=nn.Linear(2, 2).weight.device.type))
+        worker.start()
+        worker.join()
+        return module
+
+    module = skeleton(build)
+    assert all(p.device.type == "meta" for p in module.parameters())
+    assert torch.equal(module.freqs, timestep_frequencies(8))  # a real buffer, constructor values
+    assert other["p"] == "cpu"                                  # another thread builds normally
+    assert nn.Linear(2, 2).weight.device.type == "cpu"          # the hook is gone afterwards
+
+
+def test_build_on_keeps_constant_tables():
+    """build_on used to leave buffers without a reset_buffers() uninitialised (to_empty)."""
+    from engine.models.dit_layers import build_on
+    from engine.models.shape_vae import ShapeVaeConfig, ShapeVaeDecoder
+
+    vae = build_on("cpu", torch.bfloat16, ShapeVaeDecoder, ShapeVaeConfig.tiny(), seed=1)
+    ref = ShapeVaeDecoder(ShapeVaeConfig.tiny()).geo_decoder.fourier_embedder.frequencies
+    assert torch.equal(vae.geo_decoder.fourier_embedder.frequencies, ref)
+    assert vae.post_kl.weight.dtype == torch.bfloat16
