@@ -125,12 +125,12 @@ def _gpu_shape_field(mask: np.ndarray, resolution: int):
 def _gpu_extract(sdf):
     import torch
 
-    from engine.geometry.marching_cubes import extract_mesh
+    from engine.geometry.marching_cubes import extract_mesh_device
     from engine.geometry.sdf_grid import SdfGrid
 
     if isinstance(sdf.values, np.ndarray):
         sdf = SdfGrid(torch.from_numpy(np.ascontiguousarray(sdf.values)).cuda(), sdf.lo, sdf.hi)
-    return _gpu_stage_mesh(extract_mesh(sdf))
+    return extract_mesh_device(sdf)           # weld + compaction on the device, same mesh as extract_mesh
 
 
 def _gpu_floaters(mesh, fraction: float):
