@@ -56,22 +56,3 @@ def test_largest_kept_when_no_piece_reaches_the_fraction_and_bad_fraction():
     assert removed == 2 and out.num_faces == uv_sphere(4).num_faces
     with pytest.raises(ConfigError, match="fraction"):
         remove_floaters_gpu(pieces, 1.0)
-
-
-def test_labels_match_scipy_on_shuffled_strips():
-    """Three long triangle strips with shuffled vertex ids: deep union-find trees, concurrent path
-    splitting; the labels must still be scipy's."""
-    rng = np.random.default_rng(3)
-    faces, base = [], 0
-    for n in (300, 200, 150):                                    # strip of n faces over n + 2 vertices
-        i = np.arange(n)
-        faces.append(base + np.stack([i, i + 1, i + 2], axis=1))
-        base += n + 2
-    perm = rng.permutation(base)
-    f = perm[np.concatenate(faces)].astype(np.int32)
-    f = f[rng.permutation(f.shape[0])]
-    n, label = component_labels_device(torch.from_numpy(f).to(kernel_device()), base)
-    n_ref, ref = component_labels(base, f)
-    _, ref_dense = np.unique(ref, return_inverse=True)
-    assert n == n_ref == 3
-    np.testing.assert_array_equal(label.cpu().numpy(), ref_dense)

@@ -1,12 +1,10 @@
 """GPU hidden-face removal (engine.geometry.hidden_faces_gpu) vs the CPU ray reference.
 
-Simulator in CI: tiny view sets (8 views at 32 px). The flood fill is checked for its invariant (see the
-module docstring), not for the CPU BFS's order-dependent choice of seeds.
+Simulator in CI: tiny view sets (8 views at 32 px). The flood fill kernel's invariants are checked in
+tests/test_face_flood_fill.py.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 import numpy as np
 import pytest
@@ -17,21 +15,15 @@ from meshes import icosphere, welded_positions
 from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
 from engine.geometry.hidden_faces import (
-    NORMAL_AGREEMENT,
-    _flood_fill,
-    face_adjacency,
-    find_visible_faces,
     ray_hit_counts,
     remove_hidden_faces,
 )
 from engine.geometry.hidden_faces_gpu import (
-    edge_groups,
     find_visible_faces_gpu,
-    flood_fill_gpu,
     remove_hidden_faces_device,
     remove_hidden_faces_gpu,
 )
-from engine.geometry.mesh import TriMesh, face_normals
+from engine.geometry.mesh import TriMesh
 from triton_kernels.numba_cuda import kernel_device
 
 
@@ -82,61 +74,6 @@ def test_real_asset_subset_matches_rays():
     ref = ray_hit_counts(mesh, 8, 32) > 0
     assert ref.sum() > 30
     assert np.array_equal(by_views, ref)
-
-
-def _reachable_through_seed(seed: np.ndarray, offsets: np.ndarray, nbrs: np.ndarray) -> np.ndarray:
-    """bool [F]: face reachable from its seed through faces carrying the same seed."""
-    ok = np.zeros(seed.shape[0], bool)
-    for s in np.unique(seed[seed >= 0]):
-        queue, seen = deque([s]), {int(s)}
-        while queue:
-            g = queue.popleft()
-            for h in nbrs[offsets[g]:offsets[g + 1]]:
-                if seed[h] == s and int(h) not in seen:
-                    seen.add(int(h))
-                    queue.append(h)
-        ok[list(seen)] = True
-    return ok
-
-
-def test_flood_fill_invariant_and_interior_never_promoted():
-    v, f = icosphere(2)
-    mesh = _merge((v, f), (v * 0.5, f))                                    # inner shell faces outwards
-    n_outer = f.shape[0]
-    rng = np.random.default_rng(0)
-    by_rays = np.zeros(mesh.num_faces, bool)
-    by_rays[rng.choice(n_outer, 6, replace=False)] = True                 # sparse "ray" hits
-    dm = _device(mesh)
-    vis, seed = (t.cpu().numpy() for t in flood_fill_gpu(torch.from_numpy(by_rays).to(dm.device),
-                                                          dm.vertices, dm.faces))
-    normals = face_normals(mesh.vertices, mesh.faces).astype(np.float64)
-    promoted = vis & ~by_rays
-    assert promoted.sum() > 50 and not vis[n_outer:].any()
-    assert (seed[by_rays] == np.flatnonzero(by_rays)).all() and by_rays[seed[promoted]].all()
-    assert ((normals[seed[promoted]] * normals[promoted]).sum(1) > NORMAL_AGREEMENT).all()
-    offsets, nbrs = face_adjacency(mesh.faces)
-    assert _reachable_through_seed(seed, offsets, nbrs)[vis].all()
-    src = np.repeat(np.arange(mesh.num_faces), np.diff(offsets))           # fixed point: all levels ran,
-    open_edge = vis[src] & ~vis[nbrs]                                      # no kept face could promote
-    assert ((normals[seed[src[open_edge]]] * normals[nbrs[open_edge]]).sum(1) <= NORMAL_AGREEMENT).all()
-    cpu = find_visible_faces(mesh, 6, 4)                                   # the reference's fill, coarse
-    assert not cpu[n_outer:].any()
-    # with every normal agreeing the fill is order-independent: exactly the seeds' components (the BFS's)
-    one_seed = np.zeros(mesh.num_faces, bool)
-    one_seed[n_outer + 7] = True
-    all_in, _ = flood_fill_gpu(torch.from_numpy(one_seed).to(dm.device), dm.vertices, dm.faces, -2.0)
-    assert np.array_equal(all_in.cpu().numpy(), _flood_fill(one_seed, normals, offsets, nbrs, -2.0))
-    assert all_in.cpu().numpy().sum() == n_outer                            # one whole shell, many levels
-
-
-def test_edge_groups_match_face_adjacency():
-    fan = np.array([[0, 1, 2], [1, 0, 3], [0, 1, 4], [2, 1, 5]], np.int32)   # edge (0, 1) has 3 faces
-    start, owner, _ = (t.cpu().numpy() for t in edge_groups(torch.from_numpy(fan).to(kernel_device()), 6))
-    pairs = {tuple(sorted((a, b))) for e in range(start.size - 1)
-             for a in owner[start[e]:start[e + 1]] for b in owner[start[e]:start[e + 1]] if a != b}
-    offsets, nbrs = face_adjacency(fan)
-    want = {tuple(sorted((g, int(h)))) for g in range(4) for h in nbrs[offsets[g]:offsets[g + 1]]}
-    assert pairs == want == {(0, 1), (0, 2), (1, 2), (0, 3)}
 
 
 def test_odd_inputs():

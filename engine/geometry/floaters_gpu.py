@@ -1,17 +1,17 @@
 """Floater removal on the GPU: same semantics as ``engine.geometry.floaters.remove_floaters`` (components
 over shared vertices, drop those below ``min_area_fraction`` of the total area, always keep the largest).
 
-Connected components: lock-free union-find over vertices (one numba-cuda thread per face, hooking the
-larger root under the smaller with atomic CAS, retried until the roots agree), then one pointer-jumping
-pass so every vertex holds its root. A root is the smallest vertex index of its component, so dense
-labels ``unique(root)`` number components in order of their smallest vertex (scipy's order among the
-components that have faces). Component areas: float64 scatter-add of face areas over the face labels.
+Connected components: lock-free union-find over vertices
+(``triton_kernels.connected_components.mesh_vertex_roots``: one numba-cuda thread per face, hooking the
+larger root under the smaller with atomic CAS, then one pointer-jumping pass so every vertex holds its
+root). A root is the smallest vertex index of its component, so dense labels ``unique(root)`` number
+components in order of their smallest vertex (scipy's order among the components that have faces).
+Component areas: float64 scatter-add of face areas over the face labels.
 
 Layouts: parent int32 [V]; faces int32 [F, 3] on ``kernel_device()``. Cost floor: the union reads the
 faces once (12 B/face) plus a few parent reads per edge; the areas read 3 float32 positions per corner:
 ~60 B/face, ~0.03 ms at 1M faces on an H100. Host syncs: the removed-component count and the kept face
-count. The kernel and its reference (``component_labels`` in floaters.py, scipy) live here because the
-GPU kernels of one op stay with their launcher until the lead moves them to ``triton_kernels/``.
+count. The CPU reference of the labels is ``component_labels`` in floaters.py (scipy).
 """
 
 from __future__ import annotations
@@ -23,56 +23,16 @@ from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
 from engine.geometry.floaters import _keep_faces, component_labels
 from engine.geometry.mesh import TriMesh, validate_mesh
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.connected_components import mesh_vertex_roots
+from triton_kernels.numba_cuda import kernel_device
 
-cuda = cuda_module()
 REFERENCE = component_labels
-
-
-@cuda.jit(device=True)
-def _find(parent, v):
-    """Root of v (read-only walk). Path splitting (ECL-CC style plain stores of the grandparent) lost a
-    union on the H100 -- 4 components instead of 3 on shuffled strips -- so finds do not write."""
-    while parent[v] != v:
-        v = parent[v]
-    return v
-
-
-@cuda.jit
-def _union_kernel(faces, parent, nf):
-    """One thread per face: union of its vertices (edges v0-v1 and v1-v2)."""
-    f = cuda.grid(1)
-    if f >= nf:
-        return
-    for e in range(2):
-        a = faces[f, e]
-        b = faces[f, e + 1]
-        while True:
-            ra = _find(parent, a)
-            rb = _find(parent, b)
-            if ra == rb:
-                break
-            if ra < rb:
-                ra, rb = rb, ra
-            if cuda.atomic.cas(parent, ra, ra, rb) == ra:     # hook the larger root under the smaller
-                break
-
-
-@cuda.jit
-def _flatten_kernel(parent, nv):
-    v = cuda.grid(1)
-    if v < nv:
-        parent[v] = _find(parent, v)
 
 
 def component_labels_device(faces: torch.Tensor, num_vertices: int) -> tuple[int, torch.Tensor]:
     """(number of components that have faces, dense per-face label int64 [F]) of faces int32 [F, 3] on
-    the kernel device; labels follow the components' smallest vertex index."""
-    if faces.dtype != torch.int32 or faces.ndim != 2 or faces.shape[1] != 3 or not faces.is_contiguous():
-        raise ValueError(f"faces must be contiguous int32 [F, 3], got {faces.dtype} {tuple(faces.shape)}")
-    parent = torch.arange(num_vertices, dtype=torch.int32, device=faces.device)
-    launch(_union_kernel, faces.shape[0], view(faces), view(parent), faces.shape[0])
-    launch(_flatten_kernel, num_vertices, view(parent), num_vertices)
+    the kernel device; labels follow the components' smallest vertex index. ValueError on other faces."""
+    parent = mesh_vertex_roots(faces, num_vertices)
     roots, label = torch.unique(parent[faces[:, 0].long()], return_inverse=True)
     return int(roots.shape[0]), label
 

@@ -15,19 +15,19 @@ normal-gated flood fill, both on ``kernel_device()``. Same semantics and report 
    Equal to the rays except where a ray passes exactly through a shared edge or vertex (the rasteriser
    gives the pixel to one face by the top-left rule, the ray caster to the nearer or first-found one) or
    where two faces' depths tie to float32 rounding.
-2. Flood fill. Face adjacency comes from the sorted undirected edge keys (torch sort): faces grouped per
-   edge and, per face, its three edge groups. A breadth-first search from the ray-visible faces, level by
-   level: a face of the frontier promotes each not-yet-visible face sharing one of its edges whose normal
-   agrees with the frontier face's seed normal (``dot > NORMAL_AGREEMENT``), claiming it with an atomic
-   compare-and-swap of the seed and appending (face, seed) to the next frontier. Level 0 is one grid
-   launch over all faces; the remaining levels run in a single block that loops until a level promotes
-   nothing (barriers between levels, frontier sizes in shared memory): the whole fill is two launches and
-   never waits on the host. The reference's BFS is order-dependent (a face reachable from two fronts takes
-   the first front's seed) and so is this parallel version, differently. The invariants both keep, and the
-   tests check: every promoted face has a ray-visible seed whose normal agrees with it (dot > 0.5) and is
-   reachable from that seed through faces carrying the same seed; no kept face could promote a discarded
-   neighbour (fixed point); faces sharing no edge with a visible one (interior shells) are never promoted.
-   Zero-area faces have zero normals and are never promoted.
+2. Flood fill (``triton_kernels.face_flood_fill``). Face adjacency comes from the sorted undirected edge keys
+   (torch sort): faces grouped per edge and, per face, its three edge groups. A breadth-first search from the
+   ray-visible faces, level by level: a face of the frontier promotes each not-yet-visible face sharing one
+   of its edges whose normal agrees with the frontier face's seed normal (``dot > NORMAL_AGREEMENT``),
+   claiming it with an atomic compare-and-swap of the seed and appending (face, seed) to the next frontier.
+   Level 0 is one grid launch over all faces; the remaining levels run in a single block that loops until a
+   level promotes nothing (barriers between levels, frontier sizes in shared memory): the whole fill is two
+   launches and never waits on the host. The reference's BFS is order-dependent (a face reachable from two
+   fronts takes the first front's seed) and so is this parallel version, differently. The invariants both
+   keep, and the tests check: every promoted face has a ray-visible seed whose normal agrees with it (dot >
+   0.5) and is reachable from that seed through faces carrying the same seed; no kept face could promote a
+   discarded neighbour (fixed point); faces sharing no edge with a visible one (interior shells) are never
+   promoted. Zero-area faces have zero normals and are never promoted.
 
 Cost: views x F triangle setups (x3: count, fill, raster), views x (covered tile pixels) shared-memory
 depth tests, ~12 B of global traffic per (view, tile, face) entry, and F-sized torch passes plus two
@@ -41,7 +41,6 @@ import time
 
 import numpy as np
 import torch
-from numba import float64, int32
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
@@ -53,12 +52,11 @@ from engine.geometry.hidden_faces import (
     fibonacci_sphere,
 )
 from engine.geometry.mesh import TriMesh, validate_mesh
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
+from triton_kernels.face_flood_fill import FILL_THREADS as FILL_THREADS  # re-exported
+from triton_kernels.face_flood_fill import edge_groups as edge_groups  # re-exported
+from triton_kernels.face_flood_fill import face_flood_fill
+from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.rasterize_views import mark_visible_faces, mark_visible_views, zbuffer_views
-
-cuda = cuda_module()
-
-FILL_THREADS = 512                       # the one block of the fill's level loop (<= 128 registers)
 
 
 def view_params(views: int, center: np.ndarray, radius: float, device: torch.device) -> torch.Tensor:
@@ -113,64 +111,6 @@ def views_visible_gpu(mesh: DeviceMesh, views: int, resolution: int, method: str
 # Flood fill
 # --------------------------------------------------------------------------------------------------
 
-@cuda.jit(device=True)
-def _expand(h, s, start, owner, face_edges, seed, normals, threshold, front, out, counter, slot):
-    """Promote the unclaimed faces sharing an edge with face h (seed s) whose normal agrees with n_s;
-    claim each with a CAS of its seed and append (face, seed) at ``front[out + 2 * counter[slot]]``."""
-    for j in range(3):
-        e = face_edges[3 * h + j]
-        if e < 0:
-            continue
-        for a in range(start[e], start[e + 1]):
-            g = owner[a]
-            if seed[g] >= 0:
-                continue
-            dot = (float64(normals[s, 0]) * normals[g, 0] + float64(normals[s, 1]) * normals[g, 1]
-                   + float64(normals[s, 2]) * normals[g, 2])
-            if dot > threshold and cuda.atomic.cas(seed, g, int32(-1), int32(s)) == -1:
-                pos = cuda.atomic.add(counter, slot, int32(1))
-                front[out + 2 * pos] = g
-                front[out + 2 * pos + 1] = s
-
-
-@cuda.jit
-def _fill_from_seeds(by_rays, start, owner, face_edges, seed, normals, threshold, front, counter, n_faces):
-    """Level 0, thread h: expand every ray-visible face (its own seed) into the first frontier."""
-    h = cuda.grid(1)
-    if h >= n_faces or by_rays[h] == 0:
-        return
-    _expand(h, h, start, owner, face_edges, seed, normals, threshold, front, 0, counter, 0)
-
-
-@cuda.jit
-def _fill_levels(start, owner, face_edges, seed, normals, threshold, front, counter, n_faces):
-    """One block: breadth-first levels until a level promotes nothing. Frontiers alternate between the
-    halves of ``front`` (int32 [2, F, 2] of (face, seed)); sizes live in shared memory, so the whole
-    fill is one launch with no host round trip."""
-    size = cuda.shared.array(2, int32)                  # [current level, next level]
-    tid = cuda.threadIdx.x
-    nt = cuda.blockDim.x
-    if tid == 0:
-        size[0] = counter[0]
-        size[1] = 0
-    cuda.syncthreads()
-    level = 0
-    while True:
-        n = size[0]                                     # read by every thread before the first barrier
-        if n == 0:
-            break
-        cur = (level % 2) * 2 * n_faces
-        for i in range(tid, n, nt):
-            _expand(front[cur + 2 * i], front[cur + 2 * i + 1], start, owner, face_edges, seed, normals,
-                    threshold, front, 2 * n_faces - cur, size, 1)
-        cuda.syncthreads()
-        if tid == 0:
-            size[0] = size[1]
-            size[1] = 0
-        cuda.syncthreads()
-        level += 1
-
-
 def face_normals_device(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit face normals float32 [F, 3] computed in float64 as ``mesh.face_normals`` (zero for
     degenerate faces)."""
@@ -180,49 +120,13 @@ def face_normals_device(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Te
     return (n / torch.linalg.norm(n, dim=1, keepdim=True).clamp_min(1e-30)).float()
 
 
-def edge_groups(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Faces grouped by undirected edge: (start int64 [E + 1], owner int32 [sum], face_edges int32 [F, 3])
-    for the E edges with at least two face slots; ``owner[start[e]:start[e + 1]]`` share edge e and
-    ``face_edges[f, j]`` is the group of f's edge (v_j, v_{j+1}), -1 where no other face shares it."""
-    a = faces.reshape(-1).long()
-    b = faces[:, [1, 2, 0]].reshape(-1).long()
-    keys = torch.minimum(a, b) * num_vertices + torch.maximum(a, b)                # [3F]
-    keys, order = torch.sort(keys, stable=True)
-    owner = (order // 3).to(torch.int32)
-    new = torch.ones_like(keys, dtype=torch.bool)
-    new[1:] = keys[1:] != keys[:-1]
-    starts = torch.nonzero(new).reshape(-1)                                       # [E_all]
-    ends = torch.cat([starts[1:], starts.new_tensor([keys.numel()])])
-    shared = (ends - starts) >= 2
-    keep = torch.repeat_interleave(shared, ends - starts)                         # members of shared edges
-    lengths = (ends - starts)[shared]
-    start = torch.zeros(lengths.numel() + 1, dtype=torch.int64, device=faces.device)
-    start[1:] = torch.cumsum(lengths, 0)
-    group = torch.where(shared, torch.cumsum(shared, 0) - 1, -1)                 # [E_all] shared index
-    face_edges = torch.empty_like(keys, dtype=torch.int32)
-    face_edges[order] = group[torch.cumsum(new, 0) - 1].to(torch.int32)           # by sorted slot
-    return start, owner[keep].contiguous(), face_edges.reshape(-1, 3)
-
-
 def flood_fill_gpu(by_rays: torch.Tensor, vertices: torch.Tensor, faces: torch.Tensor,
                    threshold: float = NORMAL_AGREEMENT) -> tuple[torch.Tensor, torch.Tensor]:
     """Normal-gated flood fill from ``by_rays`` (bool [F]). Returns (visible bool [F], seed int32 [F]):
     seed[f] is the ray-visible face whose normal promoted f (f itself when ray-visible, -1 if hidden).
     Two launches (level 0 over all faces, then one block for the remaining levels), no host sync."""
-    f_count = faces.shape[0]
-    dev = faces.device
-    seed = torch.where(by_rays, torch.arange(f_count, dtype=torch.int32, device=dev),
-                       torch.full((), -1, dtype=torch.int32, device=dev)).contiguous()
-    start, owner, face_edges = edge_groups(faces, vertices.shape[0])
-    normals = face_normals_device(vertices, faces).contiguous()
-    front = torch.empty(4 * f_count, dtype=torch.int32, device=dev)               # [2, F, 2] frontiers
-    counter = torch.zeros(1, dtype=torch.int32, device=dev)
-    graph = (view(start), view(owner), view(face_edges.reshape(-1)), view(seed), view(normals),
-             float(threshold), view(front), view(counter))
-    rays_u8 = by_rays.to(torch.uint8).contiguous()
-    launch(_fill_from_seeds, f_count, view(rays_u8), *graph, f_count)
-    threads = 32 if simulated() else FILL_THREADS      # simulator: each thread is a Python thread
-    launch(_fill_levels, threads, *graph, f_count, threads=threads)
+    seed = face_flood_fill(by_rays, faces, face_normals_device(vertices, faces), vertices.shape[0],
+                           threshold)
     return seed >= 0, seed
 
 

@@ -2,14 +2,14 @@
 
 Same stages and maths as the host baker (its docstring is the specification and its output the reference):
   1. G-buffer: ``triton_kernels.rasterize_uv.rasterize_uv_gpu`` (coverage identical to the host's).
-  2-5. ``_texel_kernel``, one thread per texel (a 256-thread block is a 16 x 16 texel tile, so a warp's
-     closest-point queries are neighbours on the surface): interpolate position / normal / tangent in
-     float32 as ``rasterize.interpolate`` does, build the shading frame in float64 as
+  2-5. ``triton_kernels.normal_bake_texels.bake_texels``, one thread per texel (a 256-thread block is a 16 x
+     16 texel tile, so a warp's closest-point queries are neighbours on the surface): interpolate position /
+     normal / tangent in float32 as ``rasterize.interpolate`` does, build the shading frame in float64 as
      ``tangents.shading_frame`` does, apply the UV-reliability filter (per-face flags from
-     ``normal_bake.unreliable_uv_faces``, computed on the host from the small low mesh), find the
-     closest dense point within the distance limit (``triton_kernels.lbvh.closest_point_device``), take
-     the smooth dense normal there and project it on (T, B, N). Status per texel: 0 empty, 1 baked,
-     2 unreliable UV / frame (neutral), 3 beyond the distance limit (neutral).
+     ``normal_bake.unreliable_uv_faces``, computed on the host from the small low mesh), find the closest
+     dense point within the distance limit (``triton_kernels.lbvh.closest_point_device``), take the smooth
+     dense normal there and project it on (T, B, N). Status per texel: 0 empty, 1 baked, 2 unreliable UV /
+     frame (neutral), 3 beyond the distance limit (neutral).
   6. Dilation and the uint8 encode with torch ops on the device (no host round trip per round; rounds
      that grow nothing are no-ops, so running all of them equals the host's early exit).
 Differences from the host are rounding only (FMA contraction in the interpolation, float32 sums in the
@@ -18,16 +18,12 @@ dilation): the tests require >= 99.5 % of texels within 1 RGB level.
 Work: one raster of the low mesh, size^2 texel threads each with one O(log F_dense) closest-point walk,
 and ``dilate`` x 8 shifted adds over the float32 [3, size, size] image. Device memory at 2048^2:
 face_id 16 MB + bary 48 MB + image 48 MB + dilation temporaries ~100 MB, plus the dense BVH (~68 B/face).
-
-The per-texel kernel lives here, beside its only caller, rather than in ``triton_kernels/``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,92 +33,13 @@ from engine.geometry.bvh_gpu import GpuBvh, build_bvh_gpu
 from engine.geometry.device_mesh import DeviceMesh
 from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.geometry.normal_bake import BakeReport, _check_low, dense_normals, unreliable_uv_faces
-from triton_kernels.lbvh import closest_point_device
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.normal_bake_texels import BAKED as BAKED  # status codes, re-exported
+from triton_kernels.normal_bake_texels import EMPTY as EMPTY
+from triton_kernels.normal_bake_texels import REJECTED_DISTANCE as REJECTED_DISTANCE
+from triton_kernels.normal_bake_texels import REJECTED_UV as REJECTED_UV
+from triton_kernels.normal_bake_texels import bake_texels
+from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.rasterize_uv import rasterize_uv_gpu
-
-cuda = cuda_module()
-
-TILE = 16
-EMPTY, BAKED, REJECTED_UV, REJECTED_DISTANCE = 0, 1, 2, 3
-
-
-@cuda.jit(device=True)
-def _lerp32(attr, i0, i1, i2, b0, b1, b2, a):
-    """float32 barycentric interpolation of component a (the host's float32 ``interpolate``)."""
-    return attr[i0, a] * b0 + attr[i1, a] * b1 + attr[i2, a] * b2
-
-
-@cuda.jit
-def _texel_kernel(face_id, bary, low_v, low_n, low_t, low_f, face_bad, d_verts, d_faces, d_normals,
-                  leaf_face, left, right, lo, hi, max_d2, size, tiles_x, image, status, n_items):
-    """face_id int32 [S*S], bary float32 [S*S, 3] -> image float32 [S*S, 3] (tangent-space normal of
-    covered texels), status int8 [S*S]. Thread i handles texel (r, c) of 16 x 16 tile i // 256."""
-    i = cuda.grid(1)
-    if i >= n_items:
-        return
-    tile = i // (TILE * TILE)
-    r = (tile // tiles_x) * TILE + (i % (TILE * TILE)) // TILE
-    c = (tile % tiles_x) * TILE + i % TILE
-    if r >= size or c >= size:
-        return
-    t = r * size + c
-    f = face_id[t]
-    if f < 0:
-        status[t] = EMPTY
-        return
-    i0, i1, i2 = low_f[f, 0], low_f[f, 1], low_f[f, 2]
-    b0, b1, b2 = bary[t, 0], bary[t, 1], bary[t, 2]
-    px = numba.float64(_lerp32(low_v, i0, i1, i2, b0, b1, b2, 0))
-    py = numba.float64(_lerp32(low_v, i0, i1, i2, b0, b1, b2, 1))
-    pz = numba.float64(_lerp32(low_v, i0, i1, i2, b0, b1, b2, 2))
-    nx = numba.float64(_lerp32(low_n, i0, i1, i2, b0, b1, b2, 0))
-    ny = numba.float64(_lerp32(low_n, i0, i1, i2, b0, b1, b2, 1))
-    nz = numba.float64(_lerp32(low_n, i0, i1, i2, b0, b1, b2, 2))
-    tx = numba.float64(_lerp32(low_t, i0, i1, i2, b0, b1, b2, 0))
-    ty = numba.float64(_lerp32(low_t, i0, i1, i2, b0, b1, b2, 1))
-    tz = numba.float64(_lerp32(low_t, i0, i1, i2, b0, b1, b2, 2))
-    tw = _lerp32(low_t, i0, i1, i2, b0, b1, b2, 3)
-    # shading frame (tangents.shading_frame): N = n / |n|, T = Gram-Schmidt(t, N), B = sign(w) N x T
-    nlen = math.sqrt(nx * nx + ny * ny + nz * nz)
-    ok = nlen > 1e-6 and face_bad[f] == 0
-    if ok:
-        nx, ny, nz = nx / nlen, ny / nlen, nz / nlen
-        dot = tx * nx + ty * ny + tz * nz
-        tx, ty, tz = tx - dot * nx, ty - dot * ny, tz - dot * nz
-        tlen = math.sqrt(tx * tx + ty * ty + tz * tz)
-        ok = tlen > 1e-6
-    if not ok:
-        status[t] = REJECTED_UV
-        image[t, 0] = 0.0
-        image[t, 1] = 0.0
-        image[t, 2] = 1.0
-        return
-    tx, ty, tz = tx / tlen, ty / tlen, tz / tlen
-    w = -1.0 if tw < 0.0 else 1.0
-    bx, by, bz = w * (ny * tz - nz * ty), w * (nz * tx - nx * tz), w * (nx * ty - ny * tx)
-    hf, d2, w0, w1, w2 = closest_point_device(d_verts, d_faces, leaf_face, left, right, lo, hi,
-                                              px, py, pz, max_d2)
-    if hf < 0:
-        status[t] = REJECTED_DISTANCE
-        image[t, 0] = 0.0
-        image[t, 1] = 0.0
-        image[t, 2] = 1.0
-        return
-    # the host stores the barycentrics as float32 before blending the dense normals in float64
-    w0 = numba.float64(numba.float32(w0))
-    w1 = numba.float64(numba.float32(w1))
-    w2 = numba.float64(numba.float32(w2))
-    j0, j1, j2 = d_faces[hf, 0], d_faces[hf, 1], d_faces[hf, 2]
-    hx = w0 * d_normals[j0, 0] + w1 * d_normals[j1, 0] + w2 * d_normals[j2, 0]
-    hy = w0 * d_normals[j0, 1] + w1 * d_normals[j1, 1] + w2 * d_normals[j2, 1]
-    hz = w0 * d_normals[j0, 2] + w1 * d_normals[j1, 2] + w2 * d_normals[j2, 2]
-    hlen = max(math.sqrt(hx * hx + hy * hy + hz * hz), 1e-300)
-    hx, hy, hz = hx / hlen, hy / hlen, hz / hlen
-    status[t] = BAKED
-    image[t, 0] = hx * tx + hy * ty + hz * tz
-    image[t, 1] = hx * bx + hy * by + hz * bz
-    image[t, 2] = hx * nx + hy * ny + hz * nz
 
 
 def vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -207,15 +124,11 @@ def bake_normal_map_torch(low: TriMesh, dense: TriMesh | DeviceMesh, size: int =
     low_f = torch.from_numpy(low.faces).to(dev)
     face_bad = torch.from_numpy(unreliable_uv_faces(low).astype(np.uint8)).to(dev)
     face_id, bary = rasterize_uv_gpu(up["uv"], low_f, size)                 # [S, S], [S, S, 3]
-    image = torch.zeros((size * size, 3), dtype=torch.float32, device=dev)
-    status = torch.zeros(size * size, dtype=torch.int8, device=dev)
-    tiles_x = (size + TILE - 1) // TILE
-    items = tiles_x * tiles_x * TILE * TILE
     max_d2 = (max_distance_fraction * low.diagonal()) ** 2
-    launch(_texel_kernel, items, view(face_id.view(-1)), view(bary.view(-1, 3)), view(up["v"]),
-           view(up["n"]), view(up["t"]), view(low_f), view(face_bad), view(bvh.vertices), view(bvh.faces),
-           view(d_normals), view(bvh.leaf_face), view(bvh.left), view(bvh.right), view(bvh.aabb_lo),
-           view(bvh.aabb_hi), float(max_d2), size, tiles_x, view(image), view(status), items)
+    tree = {"leaf_face": bvh.leaf_face, "left": bvh.left, "right": bvh.right, "aabb_lo": bvh.aabb_lo,
+            "aabb_hi": bvh.aabb_hi}
+    image, status = bake_texels(face_id, bary, up["v"], up["n"], up["t"], low_f, face_bad, bvh.vertices,
+                                bvh.faces, d_normals, tree, max_d2)
     image = image.view(size, size, 3)
     image, valid = dilate_normals_torch(image, face_id >= 0, int(dilate))
     neutral = torch.tensor([0.0, 0.0, 1.0], device=dev)

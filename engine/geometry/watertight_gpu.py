@@ -3,19 +3,17 @@
 Same steps, parameters and outputs as the CPU reference (read its docstring for the method):
 
 1. Band UDF and exact EDT to the band: ``triton_kernels.udf_band`` (numba-cuda).
-2. Flood fill of ``~dilated``: connected components (6-connectivity) by a lock-free union-find (one
-   thread per node links to its +x/+y/+z free neighbours with ``atomic.cas``, roots are the smallest flat
-   id of the component, then one pass of full path compression); component sizes and border flags by
-   atomics. Exterior = components touching the border, interior = the other ("dry") ones, cavities
-   (dry, smaller than ``min_cavity``, not the largest dry one -- ties go to the smallest root, i.e. the
-   component scipy numbers first) return to the unknown set. Four launches, no iteration.
-3. Two-phase neighbour-majority relabelling, front by front, exactly as the reference's ``_propagate``:
-   the front is a compact list on the device; per round, one launch computes the new labels from the state
-   before the round (Jacobi, as the reference), one writes them, one appends the eligible unknown
-   neighbours once each (a claim bitset with ``atomic.or_``, an ``atomic.add`` counter). Each round labels
-   at least one node, so the round count is bounded by the number of eligible nodes; in practice it is the
-   front depth (about half the dilation, ~40 rounds at 512^3). One host sync per round (the next front's
-   size, to size the launch).
+2. Flood fill of ``~dilated``: connected components (6-connectivity) by a lock-free union-find
+   (``triton_kernels.connected_components.grid_components``: roots are the smallest flat id of the
+   component; component sizes and border flags by atomics). Exterior = components touching the border,
+   interior = the other ("dry") ones, cavities (dry, smaller than ``min_cavity``, not the largest dry one
+   -- ties go to the smallest root, i.e. the component scipy numbers first) return to the unknown set.
+   Two launches, no iteration.
+3. Two-phase neighbour-majority relabelling, front by front, exactly as the reference's ``_propagate``
+   (``triton_kernels.majority_fronts.propagate_majority``): the front is a compact list on the device;
+   per round, one launch computes the new labels from the state before the round (Jacobi, as the
+   reference), one writes them, one appends the eligible unknown neighbours once each. The round count is
+   about the front depth (~40 rounds at 512^3); one host sync per round.
 4. SDF = -udf inside, +udf outside (solid), or ``udf - band`` (shell), times the spacing.
 
 Device memory at 513^3 (135 M nodes): udf f32 + EDT scratch 2 x f32 (freed before the flood fill), union-
@@ -30,7 +28,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 import torch
 
@@ -38,123 +35,12 @@ from engine.errors import ConfigError
 from engine.geometry.mesh import TriMesh, face_areas, validate_mesh
 from engine.geometry.sdf_grid import SdfGrid
 from engine.geometry.watertight import BOUNDS, DEFAULT_BAND, WatertightResult, _normalise
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.connected_components import grid_components
+from triton_kernels.majority_fronts import propagate_majority
+from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.udf_band import edt_to_mask, udf_band
 
-cuda = cuda_module()
 MC_MODES = ("dense", "sparse")
-
-
-# --------------------------------------------------------------------------------------------------------
-# Flood fill kernels (numba-cuda). state: int8 +1 exterior, -1 interior, 0 unknown; flat ids (i n + j) n + k.
-# --------------------------------------------------------------------------------------------------------
-
-@cuda.jit(device=True, inline=True)
-def _find(parent, i):
-    while parent[i] != i:
-        i = parent[i]
-    return i
-
-
-@cuda.jit(device=True, inline=True)
-def _union(parent, a, b):
-    while True:
-        a = _find(parent, a)
-        b = _find(parent, b)
-        if a == b:
-            return
-        if a < b:
-            a, b = b, a
-        old = cuda.atomic.cas(parent, a, numba.int32(a), numba.int32(b))   # larger root under smaller
-        if old == a:
-            return
-        a = old
-
-
-@cuda.jit
-def _cc_union_kernel(free, parent, n):
-    i = cuda.grid(1)
-    nn = n * n
-    if i >= nn * n or free[i] == 0:
-        return
-    x, y, z = i // nn, (i // n) % n, i % n
-    if x < n - 1 and free[i + nn] != 0:
-        _union(parent, i, i + nn)
-    if y < n - 1 and free[i + n] != 0:
-        _union(parent, i, i + n)
-    if z < n - 1 and free[i + 1] != 0:
-        _union(parent, i, i + 1)
-
-
-@cuda.jit
-def _cc_stats_kernel(free, parent, n, size, border):
-    # Full path compression, then per-root node count and "touches the grid border" flag.
-    i = cuda.grid(1)
-    nn = n * n
-    if i >= nn * n or free[i] == 0:
-        return
-    r = _find(parent, i)
-    parent[i] = r
-    cuda.atomic.add(size, r, 1)
-    x, y, z = i // nn, (i // n) % n, i % n
-    if x == 0 or y == 0 or z == 0 or x == n - 1 or y == n - 1 or z == n - 1:
-        border[r] = 1
-
-
-@cuda.jit(device=True, inline=True)
-def _claim(bits, j):
-    # True for the first caller on node j (31 bits per int32 word: no sign-bit mask).
-    bit = numba.int32(1 << (j % 31))
-    old = cuda.atomic.or_(bits, j // 31, bit)
-    return (old & bit) == 0
-
-
-@cuda.jit
-def _front_label_kernel(state, front, count, n, new):
-    t = cuda.grid(1)
-    if t >= count:
-        return
-    i = front[t]
-    nn = n * n
-    x, y, z = i // nn, (i // n) % n, i % n
-    s = 0
-    s += state[i - nn] if x > 0 else 1
-    s += state[i + nn] if x < n - 1 else 1
-    s += state[i - n] if y > 0 else 1
-    s += state[i + n] if y < n - 1 else 1
-    s += state[i - 1] if z > 0 else 1
-    s += state[i + 1] if z < n - 1 else 1
-    new[t] = 1 if s >= 0 else -1
-
-
-@cuda.jit
-def _front_write_kernel(state, front, count, new):
-    t = cuda.grid(1)
-    if t < count:
-        state[front[t]] = new[t]
-
-
-@cuda.jit
-def _front_expand_kernel(state, eligible, front, count, n, bits, nxt, counter):
-    t = cuda.grid(1)
-    if t >= count:
-        return
-    i = front[t]
-    nn = n * n
-    x, y, z = i // nn, (i // n) % n, i % n
-    for d in range(6):
-        step = nn if d < 2 else (n if d < 4 else 1)
-        coord = x if d < 2 else (y if d < 4 else z)
-        if d % 2 == 0:
-            if coord == 0:
-                continue
-            j = i - step
-        else:
-            if coord == n - 1:
-                continue
-            j = i + step
-        if eligible[j] != 0 and state[j] == 0 and _claim(bits, j):
-            nxt[cuda.atomic.add(counter, 0, 1)] = j
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -165,13 +51,8 @@ def _flood_labels(dilated: torch.Tensor, min_cavity: int) -> tuple[torch.Tensor,
     """(state int8 [n^3]: +1 exterior, -1 interior, 0 unknown; stats int64 [3]: components, cavities reset,
     dry nodes -- left on the device). dilated: bool [n, n, n]."""
     n = int(dilated.shape[0])
-    total = n ** 3
     free = (~dilated).reshape(-1).contiguous().view(torch.uint8)
-    parent = torch.arange(total, dtype=torch.int32, device=dilated.device)
-    launch(_cc_union_kernel, total, view(free), view(parent), n)
-    size = torch.zeros(total, dtype=torch.int32, device=dilated.device)
-    border = torch.zeros(total, dtype=torch.uint8, device=dilated.device)
-    launch(_cc_stats_kernel, total, view(free), view(parent), n, view(size), view(border))
+    parent, size, border = grid_components(free, n)
     is_root = size > 0                                             # only free roots have a size
     dry = is_root & (border == 0)
     dry_sizes = torch.where(dry, size, 0)
@@ -185,57 +66,6 @@ def _flood_labels(dilated: torch.Tensor, min_cavity: int) -> tuple[torch.Tensor,
     state = torch.where(free != 0, kind.index_select(0, parent), 0).to(torch.int8)
     stats = torch.stack([is_root.sum(), cavity.sum(), (state == -1).sum()])
     return state, stats
-
-
-def _seeds(state: torch.Tensor, eligible: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int32 [K] flat ids of the eligible unknown nodes with a labelled or out-of-grid 6-neighbour, claim
-    bitset int32 [ceil(n^3 / 31)] with those nodes set), as the CPU reference's ``_seeds``."""
-    labelled = torch.ones((n + 2,) * 3, dtype=torch.bool, device=state.device)
-    labelled[1:-1, 1:-1, 1:-1] = state.view(n, n, n) != 0
-    c = slice(1, -1)
-    near = (labelled[:-2, c, c] | labelled[2:, c, c] | labelled[c, :-2, c] | labelled[c, 2:, c]
-            | labelled[c, c, :-2] | labelled[c, c, 2:])
-    del labelled
-    seeds = (near.reshape(-1) & eligible & (state == 0))
-    del near
-    words = (seeds.numel() + 30) // 31
-    padded = torch.zeros(words * 31, dtype=torch.int32, device=state.device)
-    padded[: seeds.numel()] = seeds
-    shifts = torch.arange(31, dtype=torch.int32, device=state.device)
-    bits = (padded.view(words, 31) << shifts).sum(dim=1, dtype=torch.int32)      # distinct bits: sum = OR
-    return torch.nonzero(seeds).reshape(-1).to(torch.int32), bits
-
-
-def _launch_front(kernel, count: int, *args) -> None:
-    """Front launches are often tiny: blocks of 32..256 threads (the simulator runs every thread)."""
-    launch(kernel, count, *args, threads=min(256, 32 * ((count + 31) // 32)))
-
-
-def _propagate(state: torch.Tensor, eligible: torch.Tensor, n: int) -> int:
-    """Front-by-front neighbour-majority labelling of the eligible unknown nodes (in place, as the CPU
-    reference's ``_seeds`` + ``_propagate``). state int8 [n^3]; eligible bool [n^3]. Returns the rounds."""
-    dev = state.device
-    capacity = int(eligible.sum())                                 # host sync: front buffers' size
-    if capacity == 0:
-        return 0
-    elig = eligible.view(torch.uint8).contiguous()
-    seeds, bits = _seeds(state, eligible, n)
-    count, rounds = int(seeds.numel()), 0                          # host sync per round (nonzero here)
-    front = torch.empty(capacity, dtype=torch.int32, device=dev)
-    front[:count] = seeds
-    nxt = torch.empty_like(front)
-    new = torch.empty(capacity, dtype=torch.int8, device=dev)
-    counter = torch.zeros(1, dtype=torch.int32, device=dev)
-    while count > 0:
-        rounds += 1
-        _launch_front(_front_label_kernel, count, view(state), view(front), count, n, view(new))
-        _launch_front(_front_write_kernel, count, view(state), view(front), count, view(new))
-        counter.zero_()
-        _launch_front(_front_expand_kernel, count, view(state), view(elig), view(front), count, n, view(bits),
-               view(nxt), view(counter))
-        front, nxt = nxt, front
-        count = int(counter[0])
-    return rounds
 
 
 def _check_args(resolution: int, band: float, dilation: int | None) -> int:
@@ -275,10 +105,10 @@ def mesh_to_sdf_gpu(mesh: TriMesh, resolution: int = 256, band: float = DEFAULT_
     state, cc_stats = _flood_labels(dilated, min_cavity)
     del dilated
     not_band = ~band_mask.reshape(-1)
-    _propagate(state, (state == 0) & not_band, n)
+    propagate_majority(state, (state == 0) & not_band, n)
     state[(state == 0) & not_band] = -1                            # enclosed by B: inside thin parts
     del not_band
-    _propagate(state, (state == 0) & band_mask.reshape(-1), n)
+    propagate_majority(state, (state == 0) & band_mask.reshape(-1), n)
     state[state == 0] = 1
     grid_state = state.view(n, n, n)
     grid_state[[0, -1]] = 1

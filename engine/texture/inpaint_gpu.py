@@ -21,10 +21,11 @@ unit normals), all on ``kernel_device()``. Plan tensors index the flattened atla
 Parity: neighbour sets equal the KD-tree's up to points at equal distance, weights are float32 (the
 reference mixes float32 and float64): colours agree to ~1e-6 except where a tie picks another neighbour.
 
-``dilate_gutter_gpu``: exact Euclidean nearest chart texel within ``pixels``: per column the nearest
-valid row above and below (torch cummax/cummin), then one thread per gutter texel takes the minimum of
-dc^2 + dr^2 over the columns |dc| <= pixels. Ties (equal distance): the smaller |dc| wins, then the left
-column, then the row above; scipy's EDT may pick another of the tied texels.
+``dilate_gutter_gpu``: exact Euclidean nearest chart texel within ``pixels``
+(``triton_kernels.nearest_texel``): per column the nearest valid row above and below (torch
+cummax/cummin), then one thread per gutter texel takes the minimum of dc^2 + dr^2 over the columns
+|dc| <= pixels. Ties (equal distance): the smaller |dc| wins, then the right column, then the row above;
+scipy's EDT may pick another of the tied texels.
 """
 
 from __future__ import annotations
@@ -33,15 +34,14 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import numba
 import torch
 
 from engine.errors import ConfigError
 from engine.texture.inpaint import NEUTRAL_COLOUR
 from triton_kernels.knn_grid import MAX_K, build_grid, knn_grid, nearest_grid
-from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.nearest_texel import nearest_valid_texel
+from triton_kernels.numba_cuda import kernel_device
 
-cuda = cuda_module()
 _LOG = logging.getLogger(__name__)
 ALIGN_EPS = 1e-3
 
@@ -249,40 +249,6 @@ def inpaint_gpu(atlas: torch.Tensor, known: torch.Tensor, position: torch.Tensor
 # Gutter dilation
 # ----------------------------------------------------------------------------------------------------
 
-@cuda.jit
-def _dilate_kernel(up, down, valid, pixels, h, w, src):
-    """up/down int32 [H, W]: nearest valid row <= r / >= r in column c (-1 / h when none);
-    src int64 [H W]: flat index of the nearest valid texel within ``pixels``, else -1."""
-    t = cuda.grid(1)
-    if t >= h * w:
-        return
-    r = t // w
-    c = t - r * w
-    if valid[r, c]:
-        src[t] = t
-        return
-    best = numba.int64(pixels) * pixels + 1
-    found = numba.int64(-1)
-    for m in range(2 * pixels + 1):
-        dc = (m + 1) // 2 if m % 2 else -(m // 2)                     # 0, -1, +1, -2, +2, ...
-        cc = c + dc
-        if cc < 0 or cc >= w:
-            continue
-        u = up[r, cc]
-        d = down[r, cc]
-        rr = -1
-        if u >= 0:
-            rr = u
-        if d < h and (rr < 0 or d - r < r - rr):
-            rr = d
-        if rr >= 0:
-            d2 = numba.int64(dc) * dc + numba.int64(rr - r) * (rr - r)
-            if d2 < best:
-                best = d2
-                found = numba.int64(rr) * w + cc
-    src[t] = found
-
-
 def dilate_gutter_gpu(atlas: torch.Tensor, valid: torch.Tensor, pixels: int | None = 16) -> torch.Tensor:
     """``dilate_gutter`` on the device: atlas [H, W, C] (any dtype), valid bool [H, W], both on
     ``kernel_device()``. Texels outside ``valid`` within ``pixels`` (Euclidean; None = everywhere, O(W) per
@@ -299,11 +265,7 @@ def dilate_gutter_gpu(atlas: torch.Tensor, valid: torch.Tensor, pixels: int | No
     p = max(h, w) if pixels is None else int(pixels)
     if p < 0:
         raise ConfigError(f"gutter pixels={pixels} must be >= 0", "use e.g. 16")
-    rows = torch.arange(h, dtype=torch.int32, device=valid.device)[:, None].expand(h, w)
-    up = torch.where(valid, rows, -1).cummax(0).values.contiguous()                    # [H, W] int32
-    down = torch.where(valid, rows, h).flip(0).cummin(0).values.flip(0).contiguous()  # [H, W] int32
-    src = torch.empty(h * w, dtype=torch.int64, device=valid.device)
-    launch(_dilate_kernel, h * w, view(up), view(down), view(valid.contiguous()), p, h, w, view(src))
+    src = nearest_valid_texel(valid, p)                                                # [H W] int64
     flat = atlas.reshape(h * w, -1)
     out = torch.where((src >= 0)[:, None], flat[src.clamp_min(0)], flat)             # [H W, C]
     return out.view(atlas.shape)
