@@ -104,7 +104,7 @@ def _bilinear(mips, base, s, chans, x, y):
     return c0, c1, c2, c3
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def aniso_sample_kernel(mips, s0, k_views, nlev, chans, px, step, lod, taps, where, use_where, out,
                         n_items, t_per_view):
     """Grid-stride over (view, texel) items: trilinear lookups at up to ``taps`` points on the major axis."""

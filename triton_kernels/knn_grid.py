@@ -158,7 +158,7 @@ def _box_d2(lx, ly, lz, size, x, y, z, qx, qy, qz, eps):
 # Kernels
 # ----------------------------------------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _levels_kernel(keys, top, first, n):
     """keys int64 [n] sorted -> first int32 [n]: point i starts the cells of levels 0..first[i]."""
     i = cuda.grid(1)
@@ -170,7 +170,7 @@ def _levels_kernel(keys, top, first, n):
             first[i] = (_bitlen(x) - 1) // 3 if x != 0 else -1
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _insert_kernel(keys, first, top, tkeys, tstart, tend, tchild, n):
     i = cuda.grid(1)
     if i >= n:
@@ -189,7 +189,7 @@ def _insert_kernel(keys, first, top, tkeys, tstart, tend, tchild, n):
         tend[s] = i + 1
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _knn_kernel(q, pts, order, tkeys, tstart, tend, tchild, lx, ly, lz, h, top, k, out_d, out_i, nq):
     """q float32 [nq, 3]; pts float32 [M, 3] sorted by cell; writes out_d [nq, k], out_i int64 [nq, k]."""
     t = cuda.grid(1)

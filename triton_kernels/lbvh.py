@@ -60,7 +60,7 @@ MISS_DIR = 1e300
 # Build kernels
 # ----------------------------------------------------------------------------------------------------
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _centroid_kernel(vertices, faces, out, n):
     """vertices float32 [V, 3], faces int32 [N, 3] -> out float64 [N, 3] centroids."""
     f = cuda.grid(1)
@@ -81,7 +81,7 @@ def _expand_bits(x):
     return x
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _morton_kernel(points, lo, scale, keys, n):
     """points float64 [N, 3], lo / scale float64 [3] -> keys int64 [N] = (morton30 << 32) | index."""
     i = cuda.grid(1)
@@ -113,7 +113,7 @@ def _delta(keys, i, j, n):
     return _clz64(keys[i] ^ keys[j])
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _karras_kernel(keys, left, right, parent, n):
     """keys int64 [n] sorted unique; one thread per internal node i < n - 1."""
     i = cuda.grid(1)
@@ -150,7 +150,7 @@ def _karras_kernel(keys, left, right, parent, n):
     parent[rc] = i
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _fit_kernel(vertices, faces, leaf_face, left, right, parent, lo, hi, visits, n):
     """One thread per leaf k: leaf box, then bottom-up; the second child to arrive fits the parent."""
     k = cuda.grid(1)
@@ -199,7 +199,7 @@ def _ray_box(lo, hi, node, ox, oy, oz, ix, iy, iz, t_best):
     return tn if tn <= tf else math.inf
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, t_max, cull,
                 out_face, out_t, out_bary, n_rays):
     """origins, dirs float64 [R, 3] (dirs unit); writes out_face int32 [R], out_t float32 [R],
@@ -405,7 +405,7 @@ def closest_point_device(vertices, faces, leaf_face, left, right, lo, hi, px, py
     return best_f, best, bw0, bw1, bw2
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _closest_kernel(vertices, faces, leaf_face, left, right, lo, hi, points, order, max_d2,
                     out_face, out_point, out_bary, out_dist, n_pts):
     """points float64 [P, 3]; thread k answers query order[k] (int64, Morton order)."""

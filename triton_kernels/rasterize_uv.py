@@ -79,7 +79,7 @@ def _setup(uvs, faces, f, size):
     return ok, x0, y0, x1, y1, x2, y2, s, 1.0 / abs(area) if ok else 0.0, o0, o1, o2, c_lo, c_hi, r_lo, r_hi
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _cover_kernel(uvs, faces, size, face_id, item_face, item_row, n_items):
     """face_id int32 [size * size] (pre-filled -1): max face index covering each texel."""
     i = cuda.grid(1)
@@ -105,7 +105,7 @@ def _cover_kernel(uvs, faces, size, face_id, item_face, item_row, n_items):
         cuda.atomic.max(face_id, r * size + c, f)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bary_kernel(uvs, faces, size, face_id, bary, item_face, item_row, n_items):
     """bary float32 [size * size, 3] of the texels that face f won."""
     i = cuda.grid(1)

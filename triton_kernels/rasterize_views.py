@@ -205,7 +205,7 @@ def _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo,
                 cuda.atomic.min(zbuf, idx, packed)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _raster_small(verts, faces, cams, res, front_sign, big_px, zbuf, ntiles, n_faces, n_items):
     """Pass 1: thread t = (view k, face f) = (t // F, t % F)."""
     t = cuda.grid(1)
@@ -226,7 +226,7 @@ def _raster_small(verts, faces, cams, res, front_sign, big_px, zbuf, ntiles, n_f
     _scan(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, k, f, res, c_lo, c_hi, r_lo, r_hi, zbuf)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _raster_tiles(verts, faces, cams, res, front_sign, big_item, tile_end, zbuf, n_faces, n_big, n_tiles):
     """Pass 2: one thread per 16 x 16 tile of a big triangle's box; ``tile_end`` is the inclusive cumsum
     of the big items' tile counts, searched for the item owning tile j."""
@@ -256,7 +256,7 @@ def _raster_tiles(verts, faces, cams, res, front_sign, big_item, tile_end, zbuf,
           min(r0 + TILE - 1, r_hi), zbuf)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _resolve(verts, faces, cams, res, zbuf, face_id, bary, depth, want_bary, n_px):
     """Grid-stride over pixels: unpack the winning face, re-evaluate its barycentrics and depth."""
     for i in range(cuda.grid(1), n_px, cuda.gridsize(1)):
@@ -295,7 +295,7 @@ def _resolve_pixel(verts, faces, cams, res, zbuf, face_id, bary, depth, want_bar
         bary[3 * i + 2] = float32(b2)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _mark_visible(zbuf, visible, n_px):
     """Grid-stride over pixels: flag the winning face (visible uint8 [F]); idempotent, so no atomics."""
     for i in range(cuda.grid(1), n_px, cuda.gridsize(1)):
@@ -318,7 +318,7 @@ def _tile_box(verts, faces, cams, t, v0, res, front_sign, n_faces):
     return k, f, ok, c_lo // BIN, c_hi // BIN, r_lo // BIN, r_hi // BIN
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bin_count(verts, faces, cams, res, front_sign, tiles, counts, v0, n_faces, n_items):
     """Grid-stride over items (view, face): +1 to the count of every tile its clipped box touches."""
     for t in range(cuda.grid(1), n_items, cuda.gridsize(1)):
@@ -330,7 +330,7 @@ def _bin_count(verts, faces, cams, res, front_sign, tiles, counts, v0, n_faces, 
                     cuda.atomic.add(counts, base + ty * tiles + tx, int32(1))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bin_fill(verts, faces, cams, res, front_sign, tiles, cursor, entries, entry_base, v0, n_faces,
               n_items):
     """Grid-stride over items (view v0 + t // F, face): append the face to the list of every tile it
@@ -346,7 +346,7 @@ def _bin_fill(verts, faces, cams, res, front_sign, tiles, cursor, entries, entry
                     entries[pos - entry_base] = f
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _bin_raster(verts, faces, cams, res, front_sign, tiles, offsets, counts, entries, entry_base, bin0,
                 group, visible, zbuf_out, write_zbuf):
     """Block b = tile bin0 + b: z-buffer the tile's triangles in shared memory (``group`` lanes share a

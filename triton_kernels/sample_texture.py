@@ -142,7 +142,7 @@ def _shade_one(face_id, bary, verts, faces, vnormals, uvs, tangents, nmap, use_m
     nrm_out[i, 2] = nz
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _shade_kernel(face_id, bary, verts, faces, vnormals, uvs, tangents, nmap, use_map, want_normal,
                   pos_out, nrm_out, n_px):
     for i in range(cuda.grid(1), n_px, cuda.gridsize(1)):

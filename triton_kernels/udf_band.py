@@ -128,7 +128,7 @@ def _tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     return dx * dx + dy * dy + dz * dz
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _udf_columns_kernel(verts, faces, boxes, col_start, num_faces, total, n, radius, out):
     # verts f64 [V, 3]; faces i32 [F, 3]; boxes i32 [F, 6] (lo xyz, hi xyz, inclusive);
     # col_start i64 [F + 1] exclusive scan of column counts; out f32 [n^3] flat.
@@ -160,7 +160,7 @@ def _udf_columns_kernel(verts, faces, boxes, col_start, num_faces, total, n, rad
                 cuda.atomic.min(out, idx, d)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _edt_rows_kernel(mask, n, g):
     # Pass 1, one thread per (x, y) row along z: g = squared 1D distance to the nearest mask node, or inf.
     row = cuda.grid(1)
@@ -183,7 +183,7 @@ def _edt_rows_kernel(mask, n, g):
                 g[base + k] = d
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _edt_envelope_kernel(src, dst, n, stride, outer_stride, inner_stride, finish):
     # One thread per line along an axis with node stride ``stride``; the line's first node is
     # (line // n) * outer_stride + (line % n) * inner_stride. dst = lower envelope of the parabolas
