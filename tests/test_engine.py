@@ -10,8 +10,8 @@ import pytest
 from conftest import IMAGES
 
 from engine.cli import main
-from engine.config import PipelineConfig
-from engine.errors import ConfigError
+from engine.config import PipelineConfig, RandomNetworks
+from engine.errors import ConfigError, WeightsError
 from engine.runtime.engine import Engine, check_output
 
 PICTURES = ["typical_misc_crate.png", "typical_misc_lantern.png"]
@@ -126,3 +126,49 @@ def test_generate_cuda_tiny_networks_end_to_end(shared_dir, tmp_path, capsys, pr
     assert ("refine" in printed.split("shape source:")[1].splitlines()[0]) == (preset == "default")
     for p in PICTURES:
         _validate(out / p.replace(".png", ".glb"))
+
+
+def test_networks_are_loaded_once_across_requests(shared_dir, tmp_path):
+    """Tiny random networks of every default-preset role: built once with the engine, none again per
+    request (ModelStore.loads), the same resident bundles and graph runners serving both requests."""
+    cfg = small_config(tmp_path, random_networks=RandomNetworks.TINY)
+    cfg = replace(cfg, texture=replace(cfg.texture, view_resolution=64, super_resolution=True),
+                  shape=replace(cfg.shape, refine=True))
+    with Engine(cfg) as engine:
+        loads = dict(engine.models.loads)
+        assert set(loads) >= {"dinov2", "meshgen_coarse", "meshgen_refine", "texturegen", "image_vae"}
+        assert all(n == 1 for n in loads.values())
+        first = engine.generate(IMAGES / PICTURES[0], tmp_path / "a.glb")
+        runners = dict(engine.models.shape.runners)
+        second = engine.generate(IMAGES / PICTURES[1], tmp_path / "b.glb")
+        assert dict(engine.models.loads) == loads
+        assert engine.models.shape.runners == runners and runners
+    for result in (first, second):
+        assert "refine" in result.sources["shape"] and result.sources["texture"].startswith("TextureGen")
+        names = {t.name for t in result.timer.timings}
+        assert {"texture plan", "texture views (TextureGen)", "texture fuse"} <= names
+
+
+def _save_tiny_texturegen(folder):
+    import torch
+
+    from engine.models.checkpoints import save_engine_checkpoint
+    from engine.stages.texture_networks import random_texturegen
+
+    folder.mkdir()
+    nets = random_texturegen("tiny", "cpu", torch.float32, text=False, super_resolution=False)
+    save_engine_checkpoint(folder / "texturegen.safetensors", nets.dit, nets.dit_cfg, "texturegen")
+    save_engine_checkpoint(folder / "image_vae.safetensors", nets.vae, nets.vae.cfg, "image_vae")
+
+
+def test_weights_folder_picks_the_networks_it_holds(tmp_path):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(WeightsError, match="neither MeshGen nor TextureGen"):
+        Engine(small_config(tmp_path).with_overrides(weights=str(tmp_path / "none")))
+    with pytest.raises(WeightsError, match="does not exist"):
+        Engine(small_config(tmp_path).with_overrides(weights=str(tmp_path / "missing")))
+    _save_tiny_texturegen(tmp_path / "w")
+    with Engine(small_config(tmp_path).with_overrides(weights=str(tmp_path / "w"))) as engine:
+        names = [s.name for s in engine._generate.stages]
+        assert engine.models.shape is None and "shape (silhouette prior)" in names
+        assert "texture views (TextureGen)" in names and engine.models.loads["texturegen"] == 1
