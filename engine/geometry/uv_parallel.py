@@ -41,6 +41,7 @@ from engine.geometry.rasterize import rasterize_uv
 from engine.geometry.uv_unwrap import UvReport, welded_vertex_normals
 
 _FACES_PER_PART = 500        # below this a part's xatlas overhead outweighs the parallel gain
+_FACES_PER_SMALL_PART = 1250  # bitmap path: 16 parts for 20K faces (xatlas: 0.5 s at 5.5K, 0.2 s at 1.7K)
 _GRID = 1.025                # scale step of the packing search
 _POOLS: dict[int, tuple[ProcessPoolExecutor, float]] = {}
 WORKER_TIMEOUT_S = 300.0     # one map over the workers; xatlas has looped forever on a degenerate input
@@ -162,9 +163,10 @@ def _drop_pool(pool) -> None:
     key = next((k for k, v in _POOLS.items() if v[0] is pool), None)
     if key is not None:
         _POOLS.pop(key)
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list(getattr(pool, "_processes", {}).values()):    # a worker stuck in xatlas's C++
-            proc.kill()
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:                                                  # a worker stuck in xatlas's C++
+        proc.kill()
 
 
 def _run(pool, fn, jobs):
@@ -245,46 +247,126 @@ def _pack_one_atlas(uv: np.ndarray, faces: np.ndarray, resolution: int, padding:
     return fits[max(fits)]
 
 
+def _check_workers(workers: int | None) -> int:
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if int(workers) != workers or workers < 1:
+        raise ConfigError(f"UV workers {workers} must be a positive integer", "use workers >= 1 or None")
+    return int(workers)
+
+
 def _check(mesh: TriMesh, resolution: int, padding: int, workers: int | None) -> int:
     validate_mesh(mesh, "mesh to unwrap")
     if int(resolution) != resolution or not 16 <= resolution <= 16384:
         raise ConfigError(f"UV atlas resolution {resolution} out of range", "use an integer in [16, 16384]")
     if int(padding) != padding or not 0 <= padding <= 64:
         raise ConfigError(f"UV padding {padding} out of range", "use an integer in [0, 64] texels")
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if int(workers) != workers or workers < 1:
-        raise ConfigError(f"UV workers {workers} must be a positive integer", "use workers >= 1 or None")
+    workers = _check_workers(workers)
     if mesh.normals is not None and np.shape(mesh.normals) != (mesh.num_vertices, 3):
         raise MeshError(f"mesh normals have shape {np.shape(mesh.normals)}",
                         f"give normals of shape ({mesh.num_vertices}, 3) or none")
     return int(workers)
 
 
-def unwrap_uv_parallel(mesh: TriMesh, resolution: int = 1024, padding: int = 2, workers: int | None = None,
-                       halo: int = 2) -> tuple[TriMesh, UvReport]:
-    """UV-unwrap ``mesh`` into one ``resolution`` x ``resolution`` atlas, parts in parallel (see module doc).
+class UvUnwrapper:
+    """Partitioned parallel UV unwrapping with a pool the caller owns: build once, ``warmup()``, call
+    ``unwrap`` per mesh, ``close()`` at shutdown (or use as a context manager).
 
-    mesh: TriMesh (float32 [V, 3], int32 [F, 3]); existing ``normals`` are kept, else smooth normals are
-        computed before the seam split. resolution: atlas edge in texels (16..16384); padding: gutter
-        texels (0..64); workers: processes (None: the CPUs this process may use); halo: face rings of
-        context around each part (0..8).
-    Returns (mesh with split vertices gathered through ``meta["vmapping"]`` int64 [V'], same faces in the
-    same order, ``uvs`` float32 [V', 2] glTF in [0, 1]; UvReport) -- the contract of ``unwrap_uv``.
-    """
-    t0 = time.perf_counter()
-    workers = _check(mesh, resolution, padding, workers)
-    if int(halo) != halo or not 0 <= halo <= 8:
-        raise ConfigError(f"UV halo {halo} out of range", "use an integer in [0, 8] rings")
+    workers: processes (None: the CPUs this process may use; 1: all in-process); halo: face rings of
+    context per part (0..8); packer: "bitmap" (charts of all parts packed once by ``uv_pack``, candidate
+    scales in parallel) or "xatlas" (xatlas's packer with the grid scale search: the previous path).
+    Spawned processes, nothing runs at import."""
+
+    def __init__(self, workers: int | None = None, halo: int = 2, packer: str = "bitmap"):
+        self.workers = _check_workers(workers)
+        if int(halo) != halo or not 0 <= halo <= 8:
+            raise ConfigError(f"UV halo {halo} out of range", "use an integer in [0, 8] rings")
+        if packer not in ("bitmap", "xatlas"):
+            raise ConfigError(f"UV packer {packer!r} unknown", "use 'bitmap' or 'xatlas'")
+        self.halo, self.packer, self._pool, self.start_seconds = int(halo), packer, None, 0.0
+
+    def warmup(self) -> float:
+        """Start the worker processes (spawn, imports, numba kernels compiled or loaded from cache in every
+        process) so no request pays it; returns the seconds it took (0 when already warm)."""
+        if self._pool is not None or self.workers <= 1:
+            if self.workers <= 1 and self.start_seconds == 0.0:
+                t0 = time.perf_counter()
+                _worker_ready(0)
+                self.start_seconds = time.perf_counter() - t0
+            return 0.0 if self.workers > 1 else self.start_seconds
+        t0 = time.perf_counter()
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        list(self._pool.map(_worker_ready, range(self.workers)))
+        _worker_ready(0)
+        self.start_seconds = time.perf_counter() - t0
+        return self.start_seconds
+
+    def close(self) -> None:
+        """Shut the worker processes down (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> UvUnwrapper:
+        self.warmup()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def unwrap(self, mesh: TriMesh, resolution: int = 1024, padding: int = 2) -> tuple[TriMesh, UvReport]:
+        """UV-unwrap ``mesh`` into one ``resolution``^2 atlas: the contract of ``unwrap_uv_parallel``."""
+        t0 = time.perf_counter()
+        _check(mesh, resolution, padding, self.workers)
+        self.warmup()
+        try:
+            return _unwrap(mesh, resolution, padding, self.workers, self.halo, self.packer, self._pool, t0)
+        except MeshError:
+            if self._pool is not None and getattr(self._pool, "_broken", False):
+                _drop_pool(self._pool)
+                self._pool = None
+            raise
+
+
+def _worker_ready(_: int) -> bool:
+    """Import xatlas and compile (or load) the packer's numba kernels in this process."""
+    from engine.geometry.uv_pack import pack_charts
+
+    uv = np.array([[0, 0], [1, 0], [0, 1]], np.float64)
+    pack_charts(uv, np.array([[0, 1, 2]]), np.zeros(1, np.int64), 16, 1)
+    return _xatlas() is not None
+
+
+def _pack_bitmap(uv, faces, resolution, padding, pool):
+    """One packing pass of all parts' charts (``uv_pack``); returns ``_pack_one_atlas``'s tuple."""
+    from engine.geometry.uv_pack import pack_charts
+    from engine.geometry.uv_quality import uv_charts
+
+    charts, chart = uv_charts(faces, len(uv))
+    map_fn = map if pool is None else (lambda *a: pool.map(*a, timeout=WORKER_TIMEOUT_S))
+    try:
+        texels, _ = pack_charts(uv, faces, chart, resolution, padding, map_fn)
+    except ValueError:
+        raise MeshError("UV charts do not fit one atlas", "raise the resolution or simplify") from None
+    except BrokenProcessPool:
+        raise MeshError("a UV worker process died while packing", "retry with workers=1") from None
+    return np.arange(len(uv)), faces, texels, charts
+
+
+def _unwrap(mesh, resolution, padding, workers, halo, packer, pool, t0) -> tuple[TriMesh, UvReport]:
     normals = mesh.normals
     if normals is None:
         normals = welded_vertex_normals(mesh.vertices, mesh.faces)
-    pool, _ = uv_pool(workers)
     parts = max(1, min(workers, mesh.num_faces // _FACES_PER_PART))
+    if packer == "bitmap" and workers > 1:      # xatlas charting is superlinear in faces: smaller parts
+        parts = max(parts, mesh.num_faces // _FACES_PER_SMALL_PART)
     vmap1, faces1, uv1, found = _charts_by_part(mesh, parts, halo, resolution, pool)
     if found < 1:
         raise MeshError("xatlas produced no charts", "check the mesh has faces with non-zero area")
-    vmap2, faces, texels, charts = _pack_one_atlas(uv1, faces1, resolution, padding, workers, pool)
+    if packer == "bitmap":
+        vmap2, faces, texels, charts = _pack_bitmap(uv1, faces1, resolution, padding, pool)
+    else:
+        vmap2, faces, texels, charts = _pack_one_atlas(uv1, faces1, resolution, padding, workers, pool)
     vmapping = vmap1.astype(np.int64)[vmap2]                           # [V'] input vertex per output vertex
     uvs = (texels / resolution).astype(np.float32)                   # [V', 2] glTF (u right, v down)
     out = TriMesh(
@@ -296,3 +378,28 @@ def unwrap_uv_parallel(mesh: TriMesh, resolution: int = 1024, padding: int = 2, 
     out.meta["vmapping"] = vmapping
     face_id, _ = rasterize_uv(uvs, out.faces, resolution)
     return out, UvReport(int(charts), float((face_id >= 0).mean()), time.perf_counter() - t0)
+
+
+_UNWRAPPERS: dict[tuple[int, int, str], UvUnwrapper] = {}
+
+
+def unwrap_uv_parallel(mesh: TriMesh, resolution: int = 1024, padding: int = 2, workers: int | None = None,
+                       halo: int = 2, packer: str = "bitmap") -> tuple[TriMesh, UvReport]:
+    """UV-unwrap ``mesh`` into one ``resolution`` x ``resolution`` atlas, parts in parallel (see module doc).
+
+    mesh: TriMesh (float32 [V, 3], int32 [F, 3]); existing ``normals`` are kept, else smooth normals are
+        computed before the seam split. resolution: atlas edge in texels (16..16384); padding: gutter
+        texels per chart (0..64); workers: processes (None: the CPUs this process may use); halo: face
+        rings of context around each part (0..8); packer: see ``UvUnwrapper``. Uses one module-level
+        ``UvUnwrapper`` per (workers, halo, packer), started on first use; an engine should own its own.
+    Returns (mesh with split vertices gathered through ``meta["vmapping"]`` int64 [V'], same faces in the
+    same order, ``uvs`` float32 [V', 2] glTF in [0, 1]; UvReport) -- the contract of ``unwrap_uv``.
+    """
+    t0 = time.perf_counter()
+    workers = _check(mesh, resolution, padding, workers)
+    key = (workers, int(halo) if int(halo) == halo else -1, packer)
+    unwrapper = _UNWRAPPERS.get(key) or UvUnwrapper(workers, halo, packer)
+    _UNWRAPPERS[key] = unwrapper
+    unwrapper.warmup()
+    out, report = unwrapper.unwrap(mesh, resolution, padding)
+    return out, UvReport(report.charts, report.utilisation, time.perf_counter() - t0)

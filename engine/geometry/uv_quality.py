@@ -109,3 +109,25 @@ def overlap_texels(uvs: np.ndarray, faces: np.ndarray, size: int) -> int:
     _, chart = uv_charts(faces, len(uvs))
     xy = np.asarray(uvs, np.float64) * size
     return int(_overlap_kernel(xy, np.asarray(faces, np.int64), chart, int(size)))
+
+
+def uv_seam_edges(faces: np.ndarray, vmapping: np.ndarray, uvs: np.ndarray) -> int:
+    """UV seam edges: mesh edges (pairs of input vertices ``vmapping[faces]``) shared by two faces whose UVs
+    differ at one of the two shared vertices. Boundary edges and edges of more than two faces count once
+    per extra face that disagrees with the first. faces int32 [F, 3] into the split vertices,
+    vmapping int [V'] input vertex per split vertex, uvs float [V', 2]."""
+    f = np.asarray(faces, np.int64)
+    src = np.asarray(vmapping, np.int64)[f]                                # [F, 3] input vertices
+    a, b = src, np.roll(src, -1, axis=1)                                   # directed edges a -> b
+    ua, ub = f, np.roll(f, -1, axis=1)
+    lo, hi = np.minimum(a, b).ravel(), np.maximum(a, b).ravel()
+    swap = (a > b).ravel()
+    uv = np.asarray(uvs, np.float64)
+    u_lo = np.where(swap[:, None], uv[ub.ravel()], uv[ua.ravel()])      # [3F, 2] UV at the lower vertex
+    u_hi = np.where(swap[:, None], uv[ua.ravel()], uv[ub.ravel()])
+    keys = np.column_stack([lo, hi, u_lo, u_hi])
+    order = np.lexsort(keys.T[::-1])
+    k = keys[order]
+    same_edge = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
+    same_uv = (k[1:, 2:] == k[:-1, 2:]).all(axis=1)
+    return int((same_edge & ~same_uv).sum())
