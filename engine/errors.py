@@ -3,38 +3,26 @@
 Every problem caused by the user's input (a file, a flag, a mesh) is raised as an ``AssetGenError`` whose
 message names the problem and the fix in one line. The CLI prints that line and exits with status 2;
 anything else is a bug and keeps its traceback.
+
+The root and the classes the kernels raise are defined one layer down, in ``triton_kernels.errors``
+(kernels never import from ``engine/``): ``AssetGenError`` is ``KernelInputError``, and ``ConfigError``,
+``MeshError`` and ``MissingDependencyError`` are re-exported from there, so a kernel launcher's input error
+is an ``AssetGenError`` like any other.
 """
 
 from __future__ import annotations
 
+from triton_kernels.errors import ConfigError as ConfigError  # re-exported: raised by kernels too
+from triton_kernels.errors import KernelInputError
+from triton_kernels.errors import MeshError as MeshError
+from triton_kernels.errors import MissingDependencyError as MissingDependencyError
 
-class AssetGenError(Exception):
-    """An input problem the user can fix. ``str(err)`` is a single line: problem, then fix."""
-
-    def __init__(self, problem: str, fix: str | None = None) -> None:
-        self.problem = problem
-        self.fix = fix
-        super().__init__(problem if fix is None else f"{problem} (fix: {fix})")
+AssetGenError = KernelInputError
+"""An input problem the user can fix. ``str(err)`` is a single line: problem, then fix."""
 
 
 class InputImageError(AssetGenError):
     """The input picture cannot be used (missing, corrupt, too large, empty mask)."""
-
-
-class MeshError(AssetGenError):
-    """A mesh cannot be used (no faces, NaN/Inf positions, unreadable file)."""
-
-
-class ConfigError(AssetGenError):
-    """A flag or configuration value is out of range."""
-
-
-class MissingDependencyError(AssetGenError):
-    """An optional dependency is not installed."""
-
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(f"optional dependency '{module}' is not installed",
-                         f"pip install 'assetgen[{extra}]'")
 
 
 class WeightsError(AssetGenError):

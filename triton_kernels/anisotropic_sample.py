@@ -30,8 +30,8 @@ import math
 import torch
 from numba import float32, int32, int64
 
-from engine.errors import ConfigError
 from engine.texture.anisotropic import Footprint, sample_anisotropic_ref
+from triton_kernels.errors import ConfigError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
 
 cuda = cuda_module()

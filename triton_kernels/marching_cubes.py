@@ -402,7 +402,7 @@ def marching_cubes_triton(values, level: float = 0.0):
     import torch
 
     if triton is None:
-        from engine.errors import MissingDependencyError
+        from triton_kernels.errors import MissingDependencyError
         raise MissingDependencyError("triton", "gpu")
     if not isinstance(values, torch.Tensor):
         raise TypeError("marching_cubes_triton expects a torch.Tensor [n, n, n] float32")

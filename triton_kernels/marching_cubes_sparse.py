@@ -107,7 +107,7 @@ def marching_cubes_sparse(bricks: torch.Tensor, values: torch.Tensor, n: int, le
     bricks has a crossing.
     """
     if triton is None:
-        from engine.errors import MissingDependencyError
+        from triton_kernels.errors import MissingDependencyError
         raise MissingDependencyError("triton", "gpu")
     b = _check_sparse(bricks, values, n)
     dev = values.device

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import MissingDependencyError
+from triton_kernels.errors import MissingDependencyError
 
 THREADS = 256
 

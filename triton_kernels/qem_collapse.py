@@ -88,7 +88,6 @@ import numpy as np
 import torch
 from numba import njit
 
-from engine.errors import MeshError
 from engine.geometry import simplify as serial
 from engine.geometry.simplify import (
     MAX_TURN_COS,
@@ -96,6 +95,7 @@ from engine.geometry.simplify import (
     face_quadrics_ref,
     placement_ref,
 )
+from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import THREADS, cuda_module, launch, simulated, view
 
 cuda = cuda_module()

@@ -29,7 +29,7 @@ import numba
 import numpy as np
 import torch
 
-from engine.errors import ConfigError, MeshError
+from triton_kernels.errors import ConfigError, MeshError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
 
 cuda = cuda_module()

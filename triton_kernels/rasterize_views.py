@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from numba import float32, float64, int32, int64
 
-from engine.errors import ConfigError, MeshError
+from triton_kernels.errors import ConfigError, MeshError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from numba import float32, float64, int64
 
-from engine.errors import ConfigError
+from triton_kernels.errors import ConfigError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
 
 cuda = cuda_module()

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 import torch
 
-from engine.errors import MeshError
+from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
 
 cuda = cuda_module()
