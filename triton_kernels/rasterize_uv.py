@@ -1,6 +1,6 @@
 """UV-space triangle rasterisation on the GPU (numba-cuda): the G-buffer of the normal baker (paper 6.4).
 
-Reference: ``engine.geometry.rasterize.rasterize_uv`` (host numba; its docstring states the maths). This
+Reference: ``rasterize_host.rasterize_uv`` (host numba; its docstring states the maths). This
 kernel reproduces its coverage exactly:
   * pixel coordinates x = float64(u) * size, y = float64(v) * size; texel (r, c) samples (c + .5, r + .5);
   * edge functions E(a, b, p) evaluated from the lexicographically smaller endpoint, with both products

@@ -1,6 +1,6 @@
 """Batched z-buffered orthographic rasteriser (numba-cuda): K views of one mesh in one launch set.
 
-Maths (identical to ``engine.geometry.rasterize.rasterize_ortho``, the reference). View k has an
+Maths (identical to ``rasterize_host.rasterize_ortho``, the reference). View k has an
 orthonormal frame (r_k right, u_k image up, d_k towards the camera), a half extent h_k and a centre c_k
 (0 for ``OrthoCamera``). A vertex p projects, in float64 and rounded to float32 like
 ``OrthoCamera.world_to_pixel``, to
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -62,9 +61,7 @@ from numba import float32, float64, int32, int64
 
 from triton_kernels.errors import ConfigError, MeshError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
-
-if TYPE_CHECKING:
-    from engine.texture.views import OrthoCamera
+from triton_kernels.rasterize_host import OrthoView, rasterize_ortho
 
 cuda = cuda_module()
 
@@ -93,11 +90,9 @@ else:
 # Reference
 # --------------------------------------------------------------------------------------------------
 
-def rasterize_views_ref(vertices: np.ndarray, faces: np.ndarray, cameras: Sequence[OrthoCamera],
+def rasterize_views_ref(vertices: np.ndarray, faces: np.ndarray, cameras: Sequence[OrthoView],
                         resolution: int, cull_backfaces: bool = False):
     """The CPU rasteriser per view: (face_id int32 [K, R, R], bary float32 [K, R, R, 3], depth [K, R, R])."""
-    from engine.geometry.rasterize import rasterize_ortho
-
     outs = [rasterize_ortho(vertices, faces, cam, resolution, cull_backfaces) for cam in cameras]
     return tuple(np.stack([o[i] for o in outs]) for i in range(3))
 
@@ -425,8 +420,8 @@ def _stride_threads(n_px: int, per_thread: int = PX_PER_THREAD) -> int:
     return (n_px + per_thread - 1) // per_thread
 
 
-def camera_params(cameras: Sequence[OrthoCamera], device: torch.device | None = None) -> torch.Tensor:
-    """float64 [K, 13] (r, u, d, half_extent, centre = 0) of ``OrthoCamera`` views, on ``device``."""
+def camera_params(cameras: Sequence[OrthoView], device: torch.device | None = None) -> torch.Tensor:
+    """float64 [K, 13] (r, u, d, half_extent, centre = 0) of ``OrthoView`` cameras, on ``device``."""
     rows = []
     for cam in cameras:
         r, u, d = cam.basis()
@@ -555,12 +550,12 @@ def mark_visible_views(vertices: torch.Tensor, faces: torch.Tensor, cams: torch.
 
 
 def visible_faces_views(vertices: torch.Tensor, faces: torch.Tensor,
-                        cameras: Sequence[OrthoCamera] | torch.Tensor, resolution: int,
+                        cameras: Sequence[OrthoView] | torch.Tensor, resolution: int,
                         cull_backfaces: bool = False, **tuning) -> torch.Tensor:
     """bool [F] on the kernel device: faces owning at least one pixel of the K views, i.e. the face ids
     present in ``rasterize_views_gpu``'s output (same depth test and tie rule), by ``mark_visible_views``.
 
-    vertices float32 [V, 3]; faces int32 [F, 3]; cameras: K ``OrthoCamera`` or float64 [K, 13] params.
+    vertices float32 [V, 3]; faces int32 [F, 3]; cameras: K ``OrthoView`` cameras or float64 [K, 13] params.
     ``tuning``: ``max_entries``, ``group``, ``threads`` of ``mark_visible_views`` (speed/memory only).
     """
     cams = cameras if isinstance(cameras, torch.Tensor) else camera_params(cameras)
@@ -582,14 +577,14 @@ def zbuffer_views_binned(vertices: torch.Tensor, faces: torch.Tensor, cams: torc
 
 
 def rasterize_views_gpu(vertices: torch.Tensor, faces: torch.Tensor,
-                        cameras: Sequence[OrthoCamera] | torch.Tensor, resolution: int,
+                        cameras: Sequence[OrthoView] | torch.Tensor, resolution: int,
                         cull_backfaces: bool = False, want_bary: bool = True, *,
                         big_bbox_px: int = BIG_BBOX_PX
                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Z-buffered orthographic rasterisation of one mesh in K views, on ``kernel_device()``.
 
     vertices: float32 [V, 3] world (glTF, CCW front faces); faces: int32 [F, 3]; both on the kernel device.
-    cameras:  K ``OrthoCamera`` views, or their float64 [K, 13] ``camera_params``.
+    cameras:  K ``OrthoView`` cameras (``OrthoCamera``), or their float64 [K, 13] ``camera_params``.
     Returns (face_id int32 [K, R, R] (-1 empty), bary float32 [K, R, R, 3] or None when ``want_bary`` is
     False, depth float32 [K, R, R] (inf empty)), pixel conventions of ``OrthoCamera``; per view equal to
     ``rasterize_ortho`` up to float32 depth ties (see module docstring). ``big_bbox_px``: bounding-box
@@ -619,7 +614,7 @@ def mark_visible_faces(zbuf: torch.Tensor, visible: torch.Tensor) -> None:
 def interpolate_gpu(attr: torch.Tensor, faces: torch.Tensor, face_id: torch.Tensor,
                     bary: torch.Tensor) -> torch.Tensor:
     """Barycentric interpolation of a per-vertex attribute on the device (reference:
-    ``engine.geometry.rasterize.interpolate``).
+    ``rasterize_host.interpolate``).
 
     attr: [V, C] or [V]; faces int32 [F, 3]; face_id int32 [..., H, W]; bary float32 [..., H, W, 3].
     Returns float32 [..., H, W, C] (or [..., H, W]) with zeros where face_id == -1.
