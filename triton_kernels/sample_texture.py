@@ -1,9 +1,10 @@
 """Per-pixel surface attributes of rasterised samples (numba-cuda): world position and the shading normal
-with a tangent-space normal map, sampled bilinearly with REPEAT wrap. The device twin of
-``engine.texture.render_conditions`` (``interpolate`` + ``shading_normals`` + ``sample_bilinear_repeat``).
+with a tangent-space normal map, sampled bilinearly with REPEAT wrap. The device twin of the CPU path of
+``engine.texture.render_conditions``, whose maths is the reference here (``interpolate`` +
+``shading_normals_ref`` + ``sample_bilinear_repeat``, which the engine's CPU path calls).
 
 Maths per sample (face f, barycentrics b = (b0, b1, b2), vertex indices i0, i1, i2), float32 unless noted:
-  p  = v[i0] b0 + v[i1] b1 + v[i2] b2                       (order of ``rasterize.interpolate``)
+  p  = v[i0] b0 + v[i1] b1 + v[i2] b2                       (order of ``rasterize_host.interpolate``)
   n  = N / max(|N|, 1e-12),  N = sum b_j n[i_j]              (smooth vertex normals)
   with a normal map (uvs, tangents [V, 4] and an 8-bit RGB map of H x W texels):
     t4 = sum b_j t[i_j];  t = T / max(|T|, 1e-12), T = t4.xyz - n (t4.xyz . n)   (Gram-Schmidt)
@@ -34,6 +35,7 @@ from numba import float32, float64, int64
 
 from triton_kernels.errors import ConfigError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
+from triton_kernels.rasterize_host import interpolate
 
 cuda = cuda_module()
 
@@ -44,20 +46,59 @@ PX_PER_THREAD = 32
 # Reference
 # --------------------------------------------------------------------------------------------------
 
+def sample_bilinear_repeat(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup with REPEAT wrap. image [H, W, C] (any dtype), uv [..., 2] glTF UVs (origin
+    top-left); texel (r, c) centre at ((c + 0.5) / W, (r + 0.5) / H). Returns float32 [..., C] in the
+    image's units."""
+    h, w = image.shape[:2]
+    x = uv[..., 0].astype(np.float64) * w - 0.5
+    y = uv[..., 1].astype(np.float64) * h - 0.5
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0 = x0.astype(np.int64) % w
+    y0 = y0.astype(np.int64) % h
+    x1, y1 = (x0 + 1) % w, (y0 + 1) % h
+    img = image.astype(np.float32).reshape(h, w, -1)
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return (top * (1 - fy) + bot * fy).astype(np.float32)
+
+
+def shading_normals_ref(faces: np.ndarray, face_id: np.ndarray, bary: np.ndarray, vnormals: np.ndarray,
+                        uvs: np.ndarray | None = None, tangents: np.ndarray | None = None,
+                        normal_map: np.ndarray | None = None) -> np.ndarray:
+    """World-space unit normals float32 [H, W, 3] at rasterised samples (face_id int32 [H, W], bary
+    float32 [H, W, 3]) from unit vertex normals vnormals float32 [V, 3] over faces int32 [F, 3]. The
+    tangent-space normal map (uint8 [Hm, Wm, 3]) is applied only when uvs float32 [V, 2], tangents
+    float32 [V, 4] and normal_map are all given. The engine's CPU ``shading_normals``."""
+    hit = face_id >= 0
+    n = interpolate(vnormals, faces, face_id, bary)[hit]                           # [N, 3]
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    if normal_map is not None and tangents is not None and uvs is not None:
+        t4 = interpolate(tangents, faces, face_id, bary)[hit]                      # [N, 4]
+        t = t4[:, :3] - n * np.sum(t4[:, :3] * n, axis=1, keepdims=True)
+        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        sign = np.where(t4[:, 3:4] < 0, -1.0, 1.0).astype(np.float32)
+        b = sign * np.cross(n, t)
+        uv = interpolate(uvs, faces, face_id, bary)[hit]                           # [N, 2]
+        ts = sample_bilinear_repeat(normal_map, uv) / 255.0 * 2.0 - 1.0            # [N, 3]
+        n = t * ts[:, 0:1] + b * ts[:, 1:2] + n * ts[:, 2:3]
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    out = np.zeros(face_id.shape + (3,), np.float32)
+    out[hit] = n
+    return out
+
+
 def shade_pixels_ref(face_id: np.ndarray, bary: np.ndarray, vertices: np.ndarray, faces: np.ndarray,
                      normals: np.ndarray, uvs: np.ndarray | None = None, tangents: np.ndarray | None = None,
                      normal_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The CPU code path (``interpolate`` and ``shading_normals``): face_id int32 [..., H, W], bary
+    """The CPU code path (``interpolate`` and ``shading_normals_ref``): face_id int32 [..., H, W], bary
     float32 [..., H, W, 3] -> (position, normal) float32 [..., H, W, 3]."""
-    from engine.geometry.mesh import TriMesh
-    from engine.geometry.rasterize import interpolate
-    from engine.texture.render_conditions import shading_normals
-
-    mesh = TriMesh(vertices, faces, uvs=uvs, tangents=tangents, normal_map=normal_map)
+    tris = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
     fid = np.asarray(face_id).reshape(-1, face_id.shape[-1])
     b = np.asarray(bary).reshape(fid.shape + (3,))
     pos = interpolate(vertices, faces, fid, b)
-    nrm = shading_normals(mesh, fid, b, np.asarray(normals, np.float32), normal_map=normal_map is not None)
+    nrm = shading_normals_ref(tris, fid, b, np.asarray(normals, np.float32), uvs, tangents, normal_map)
     return pos.reshape(face_id.shape + (3,)), nrm.reshape(face_id.shape + (3,))
 
 

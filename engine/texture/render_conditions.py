@@ -23,6 +23,8 @@ from engine.errors import MeshError
 from engine.geometry.mesh import TriMesh, validate_mesh, vertex_normals
 from engine.geometry.rasterize import interpolate, rasterize_ortho
 from engine.texture.views import OrthoCamera
+from triton_kernels.sample_texture import sample_bilinear_repeat as sample_bilinear_repeat  # re-exported
+from triton_kernels.sample_texture import shading_normals_ref
 
 
 @dataclass
@@ -50,46 +52,13 @@ def smooth_normals(mesh: TriMesh) -> np.ndarray:
     return welded[inverse]
 
 
-def sample_bilinear_repeat(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear lookup with REPEAT wrap. image [H, W, C] (any dtype), uv [..., 2] glTF UVs (origin
-    top-left); texel (r, c) centre at ((c + 0.5) / W, (r + 0.5) / H). Returns float32 [..., C] in the
-    image's units."""
-    h, w = image.shape[:2]
-    x = uv[..., 0].astype(np.float64) * w - 0.5
-    y = uv[..., 1].astype(np.float64) * h - 0.5
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    x0 = x0.astype(np.int64) % w
-    y0 = y0.astype(np.int64) % h
-    x1, y1 = (x0 + 1) % w, (y0 + 1) % h
-    img = image.astype(np.float32).reshape(h, w, -1)
-    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
-    bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
-    return (top * (1 - fy) + bot * fy).astype(np.float32)
-
-
 def shading_normals(mesh: TriMesh, face_id: np.ndarray, bary: np.ndarray, vnormals: np.ndarray,
                     normal_map: bool = True) -> np.ndarray:
     """World-space unit normals float32 [H, W, 3] at rasterised samples (face_id [H, W], bary
-    [H, W, 3]); applies the tangent-space normal map when available and ``normal_map``."""
-    hit = face_id >= 0
-    n = interpolate(vnormals, mesh.faces, face_id, bary)[hit]                      # [N, 3]
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    use_map = (normal_map and mesh.normal_map is not None and mesh.tangents is not None
-               and mesh.uvs is not None)
-    if use_map:
-        t4 = interpolate(mesh.tangents, mesh.faces, face_id, bary)[hit]             # [N, 4]
-        t = t4[:, :3] - n * np.sum(t4[:, :3] * n, axis=1, keepdims=True)
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-        sign = np.where(t4[:, 3:4] < 0, -1.0, 1.0).astype(np.float32)
-        b = sign * np.cross(n, t)
-        uv = interpolate(mesh.uvs, mesh.faces, face_id, bary)[hit]                  # [N, 2]
-        ts = sample_bilinear_repeat(mesh.normal_map, uv) / 255.0 * 2.0 - 1.0        # [N, 3]
-        n = t * ts[:, 0:1] + b * ts[:, 1:2] + n * ts[:, 2:3]
-        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    out = np.zeros(face_id.shape + (3,), np.float32)
-    out[hit] = n
-    return out
+    [H, W, 3]); applies the tangent-space normal map when available and ``normal_map``. The maths is
+    ``triton_kernels.sample_texture.shading_normals_ref``, the reference of the GPU shader."""
+    nmap = mesh.normal_map if normal_map else None
+    return shading_normals_ref(mesh.faces, face_id, bary, vnormals, mesh.uvs, mesh.tangents, nmap)
 
 
 def render_views(mesh: TriMesh, cameras: list[OrthoCamera] | tuple[OrthoCamera, ...], resolution: int,
