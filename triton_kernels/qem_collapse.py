@@ -3,9 +3,10 @@ candidates, their cost threshold and priority keys, the neighbourhood-disjoint w
 itself, and the one-time fixed-vertex (bow-tie) walk. ``CollapsePasses`` owns the device buffers of one
 simplification and runs a pass as two fixed-argument phases (select ~25 launches, apply ~7) with one
 host sync, replayed as two CUDA graphs after the first pass on CUDA; the loop over passes and the budget
-live in ``engine.geometry.simplify_gpu``. The maths is the serial reference's (``engine.geometry.simplify``);
-``collapse_passes_ref`` is the whole pass algorithm in serial numba, built on the serial reference's own
-placement and validity functions: under the CUDA simulator the kernels reproduce it exactly.
+live in ``engine.geometry.simplify_gpu``. The maths is the serial reference's (``qem_host.py``, the pieces
+of the CPU simplifier ``engine.geometry.simplify``); ``collapse_passes_ref`` is the whole pass algorithm in
+serial numba, built on the serial reference's own placement and validity functions: under the CUDA
+simulator the kernels reproduce it exactly.
 
 Maths
 -----
@@ -88,15 +89,10 @@ import numpy as np
 import torch
 from numba import njit
 
-from engine.geometry import simplify as serial
-from engine.geometry.simplify import (
-    MAX_TURN_COS,
-    MIN_QUALITY,
-    face_quadrics_ref,
-    placement_ref,
-)
+from triton_kernels import qem_host as serial
 from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import THREADS, cuda_module, launch, simulated, view
+from triton_kernels.qem_host import MAX_TURN_COS, MIN_QUALITY, face_quadrics_ref, placement_ref
 
 cuda = cuda_module()
 
