@@ -7,7 +7,7 @@ UDF band (``udf_band``)
 -----------------------
 ``udf[p] = min_f |p - closest_f(p)|`` over the triangles ``f`` whose bounding box grown by ``radius`` holds
 ``p`` and with ``|p - closest_f(p)| < radius``; other nodes keep +inf. Closest points are Ericson's region
-method in float64 (as ``engine.geometry.bvh.closest_on_triangle``, degenerate triangles included), stored
+method in float64 (as ``closest_point_host.closest_on_triangle``, degenerate triangles included), stored
 as float32 ``sqrt(d2)``. Work split: one thread per (triangle, x, y) COLUMN of the triangle's grown box,
 looping over z; the column -> triangle map is a binary search in the exclusive scan of per-triangle column
 counts (no per-item index array). Columns, not whole triangles, keep big triangles (a two-triangle plane)
@@ -36,6 +36,7 @@ import numba
 import numpy as np
 import torch
 
+from triton_kernels.closest_point_host import udf_band_host
 from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, view
 
@@ -49,12 +50,10 @@ _ENVELOPE = 1026          # MAX_NODES + 1 boundaries (a literal: numba-cuda want
 # --------------------------------------------------------------------------------------------------------
 
 def udf_band_ref(verts: np.ndarray, faces: np.ndarray, n: int, radius: float) -> np.ndarray:
-    """float32 [n, n, n] band UDF (inf outside), via the CPU reference kernel of the watertight module.
-    verts float64 [V, 3] in grid index units, faces int [F, 3]."""
-    from engine.geometry.watertight import _udf_band
-
+    """float32 [n, n, n] band UDF (inf outside), via the CPU kernel of the watertight conversion
+    (``closest_point_host.udf_band_host``). verts float64 [V, 3] in grid index units, faces int [F, 3]."""
     out = np.full((n, n, n), np.inf, np.float32)
-    _udf_band(np.asarray(verts, np.float64), np.asarray(faces, np.int64), n, float(radius), out)
+    udf_band_host(np.asarray(verts, np.float64), np.asarray(faces, np.int64), n, float(radius), out)
     return out
 
 
@@ -84,7 +83,7 @@ def _seg_d2(px, py, pz, ax, ay, az, bx, by, bz):
 @cuda.jit(device=True, inline=True)
 def _tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     """Squared distance from p to triangle abc: Ericson's region method (Real-Time Collision Detection 5.1.5,
-    as engine.geometry.bvh.closest_on_triangle), with the closest edge for zero-area triangles."""
+    as closest_point_host.closest_on_triangle), with the closest edge for zero-area triangles."""
     abx, aby, abz = bx - ax, by - ay, bz - az
     acx, acy, acz = cx - ax, cy - ay, cz - az
     apx, apy, apz = px - ax, py - ay, pz - az

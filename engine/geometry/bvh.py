@@ -30,7 +30,8 @@ Queries (one query per ``prange`` iteration; one GPU thread per query later):
                  exact Woop 2013 test). Hits need 0 < t <= t_max; t is in units of the unit direction.
   closest_point  stack traversal ordered by squared point-box distance, pruned by the best distance so
                  far; exact point/triangle closest point by Ericson's Voronoi-region method
-                 (Real-Time Collision Detection, 5.1.5), float64.
+                 (Real-Time Collision Detection, 5.1.5), float64 (``closest_on_triangle``, in
+                 ``triton_kernels/closest_point_host.py`` so the watertight UDF kernels share it).
 
 Convention: glTF (CCW front faces), so a ray sees the front of a face when dot(face normal, dir) < 0,
 i.e. when the Moller-Trumbore determinant ``e1 . (dir x e2)`` is positive. ``cull_backfaces`` drops
@@ -50,6 +51,7 @@ from numba import njit, prange
 
 from engine.errors import AssetGenError, MeshError
 from engine.geometry.mesh import TriMesh, validate_mesh
+from triton_kernels.closest_point_host import closest_on_triangle as closest_on_triangle  # re-exported
 
 _STACK = 128
 _EDGE_EPS = 1e-10
@@ -388,66 +390,6 @@ def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, 
                 out_bary[r, 0] = 1.0 - best_u - best_v
                 out_bary[r, 1] = best_u
                 out_bary[r, 2] = best_v
-
-
-@njit(cache=True, inline="always")
-def _seg_closest(px, py, pz, ax, ay, az, bx, by, bz):
-    """Closest point on segment a-b: returns (s in [0, 1], squared distance)."""
-    abx, aby, abz = bx - ax, by - ay, bz - az
-    ll = abx * abx + aby * aby + abz * abz
-    s = 0.0
-    if ll > 0.0:
-        s = min(max(((px - ax) * abx + (py - ay) * aby + (pz - az) * abz) / ll, 0.0), 1.0)
-    dx, dy, dz = ax + s * abx - px, ay + s * aby - py, az + s * abz - pz
-    return s, dx * dx + dy * dy + dz * dz
-
-
-@njit(cache=True)
-def closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
-    """Ericson's region method; returns barycentric (wa, wb, wc) of the closest point (float64)."""
-    abx, aby, abz = bx - ax, by - ay, bz - az
-    acx, acy, acz = cx - ax, cy - ay, cz - az
-    apx, apy, apz = px - ax, py - ay, pz - az
-    d1 = abx * apx + aby * apy + abz * apz
-    d2 = acx * apx + acy * apy + acz * apz
-    if d1 <= 0.0 and d2 <= 0.0:
-        return 1.0, 0.0, 0.0
-    bpx, bpy, bpz = px - bx, py - by, pz - bz
-    d3 = abx * bpx + aby * bpy + abz * bpz
-    d4 = acx * bpx + acy * bpy + acz * bpz
-    if d3 >= 0.0 and d4 <= d3:
-        return 0.0, 1.0, 0.0
-    vc = d1 * d4 - d3 * d2
-    if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
-        v = d1 / (d1 - d3)
-        return 1.0 - v, v, 0.0
-    cpx, cpy, cpz = px - cx, py - cy, pz - cz
-    d5 = abx * cpx + aby * cpy + abz * cpz
-    d6 = acx * cpx + acy * cpy + acz * cpz
-    if d6 >= 0.0 and d5 <= d6:
-        return 0.0, 0.0, 1.0
-    vb = d5 * d2 - d1 * d6
-    if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
-        w = d2 / (d2 - d6)
-        return 1.0 - w, 0.0, w
-    va = d3 * d6 - d5 * d4
-    if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
-        w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        return 0.0, 1.0 - w, w
-    den = va + vb + vc
-    if den > 0.0:
-        v = vb / den
-        w = vc / den
-        return 1.0 - v - w, v, w
-    # Degenerate (zero-area) triangle that slipped through the region tests: best of the three edges.
-    s0, q0 = _seg_closest(px, py, pz, ax, ay, az, bx, by, bz)
-    s1, q1 = _seg_closest(px, py, pz, bx, by, bz, cx, cy, cz)
-    s2, q2 = _seg_closest(px, py, pz, cx, cy, cz, ax, ay, az)
-    if q0 <= q1 and q0 <= q2:
-        return 1.0 - s0, s0, 0.0
-    if q1 <= q2:
-        return 0.0, 1.0 - s1, s1
-    return s2, 0.0, 1.0 - s2
 
 
 @njit(cache=True, inline="always")

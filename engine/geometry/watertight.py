@@ -41,10 +41,10 @@ import numpy as np
 from numba import njit
 
 from engine.errors import ConfigError
-from engine.geometry.bvh import closest_on_triangle
 from engine.geometry.marching_cubes import extract_mesh
 from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.geometry.sdf_grid import SdfGrid
+from triton_kernels.closest_point_host import udf_band_host
 
 BOUNDS = 1.01            # grid spans [-BOUNDS, BOUNDS]^3, as ShapeConfig.bounds
 DEFAULT_BAND = 0.87      # voxels
@@ -70,36 +70,6 @@ class WatertightResult:
     def to_mesh_frame(self, points: np.ndarray) -> np.ndarray:
         """float [..., 3] normalised positions -> float32 positions in the input mesh's frame."""
         return (np.asarray(points, np.float64) / self.scale + self.center).astype(np.float32)
-
-
-@njit(cache=True, inline="always")
-def _closest_sq(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
-    """Squared distance from p to triangle abc, via the BVH module's exact closest-point routine."""
-    wa, wb, wc = closest_on_triangle(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz)
-    dx = wa * ax + wb * bx + wc * cx - px
-    dy = wa * ay + wb * by + wc * cy - py
-    dz = wa * az + wb * bz + wc * cz - pz
-    return dx * dx + dy * dy + dz * dz
-
-
-@njit(cache=True)
-def _udf_band(verts, faces, n, radius, out):
-    """Min over triangles of the exact distance, nodes within ``radius`` of a triangle's bbox.
-    verts float64 [V, 3] index units, faces int64 [F, 3], out float32 [n, n, n] pre-filled with inf."""
-    r2 = radius * radius
-    for f in range(faces.shape[0]):
-        a, b, c = verts[faces[f, 0]], verts[faces[f, 1]], verts[faces[f, 2]]
-        lo = [0, 0, 0]
-        hi = [0, 0, 0]
-        for k in range(3):
-            lo[k] = max(0, int(math.floor(min(a[k], b[k], c[k]) - radius)))
-            hi[k] = min(n - 1, int(math.ceil(max(a[k], b[k], c[k]) + radius)))
-        for i in range(lo[0], hi[0] + 1):
-            for j in range(lo[1], hi[1] + 1):
-                for k in range(lo[2], hi[2] + 1):
-                    d2 = _closest_sq(i, j, k, a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1], c[2])
-                    if d2 < r2 and d2 < out[i, j, k] * out[i, j, k]:
-                        out[i, j, k] = math.sqrt(d2)
 
 
 @njit(cache=True)
@@ -217,7 +187,7 @@ def mesh_to_sdf(mesh: TriMesh, resolution: int = 256, band: float = DEFAULT_BAND
     center, scale, verts = _normalise(mesh, resolution, band)
 
     udf = np.full((n, n, n), np.inf, np.float32)
-    _udf_band(verts, mesh.faces.astype(np.int64), n, float(band) + 2.0, udf)       # index units
+    udf_band_host(verts, mesh.faces.astype(np.int64), n, float(band) + 2.0, udf)   # index units
     band_mask = udf < band
     far = ndimage.distance_transform_edt(~band_mask).astype(np.float32)              # voxels to B
     dilated = far <= dilation
