@@ -1,8 +1,9 @@
 """Anisotropic mip-chain lookups for backprojection (numba-cuda): one thread per (view, texel).
 
-Maths (identical to ``engine.texture.anisotropic.sample_anisotropic_ref``, the reference; the footprint
-and the mip chain come from the same module). For item (k, t) with centre c = px[k, t] (level-0 pixels,
-centres at +0.5), tap spacing s = step[k, t], n = taps[k, t] and lod = min(lod[k, t], L - 1):
+Maths (identical to ``sample_anisotropic_ref`` below, the reference; the footprints and the mip chain come
+from ``engine.texture.anisotropic``, which re-exports ``Footprint`` and the reference). For item (k, t)
+with centre c = px[k, t] (level-0 pixels, centres at +0.5), tap spacing s = step[k, t], n = taps[k, t]
+and lod = min(lod[k, t], L - 1):
   l0 = floor(lod), f = lod - l0; for q in {0, 1} (level l = l0 + q < L, weight w_q = 1 - f, f):
     for i in 0..n-1: p = c + (i - (n - 1) / 2) s; bilinear lookup (clamp-to-edge) of level l at p / 2^l
     acc += w_q / n * lookup
@@ -26,18 +27,81 @@ traffic for the packed outputs and inputs, i.e. ~0.1 ms at 3 TB/s; the gathers d
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from numba import float32, int32, int64
 
-from engine.texture.anisotropic import Footprint, sample_anisotropic_ref
 from triton_kernels.errors import ConfigError
 from triton_kernels.numba_cuda import cuda_module, kernel_device, launch, simulated, view
 
 cuda = cuda_module()
 
-REFERENCE = sample_anisotropic_ref
 SIM_THREADS = 32           # threads per launch in the CUDA simulator (each one is a Python thread)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Per (view, texel) filter parameters (precompute: mesh + rig only). step float32 [K, T, 2] tap
+    spacing in level-0 pixels along the major axis; lod float32 [K, T] >= 0 (unclamped above: sampling
+    clamps to the chain's last level); taps uint8 [K, T] in 1..max_taps."""
+
+    step: torch.Tensor
+    lod: torch.Tensor
+    taps: torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------- reference
+def _bilinear_ref(level: torch.Tensor, k: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Clamp-to-edge bilinear lookups in level [K, C, S, S] at level pixel coordinates x, y [N] of views
+    k [N] (pixel centres at +0.5): [N, C]. Same as ``backproject._taps`` (engine) inside the image; beyond the
+    outer pixel centres both corners clamp to the edge pixel (``_taps`` would blend pixels 0 and 1)."""
+    s = level.shape[-1]
+    xf, yf = x - 0.5, y - 0.5
+    x0f, y0f = torch.floor(xf), torch.floor(yf)
+    fx, fy = (xf - x0f)[:, None], (yf - y0f)[:, None]
+    x0 = torch.clamp(x0f.long(), 0, s - 1)
+    y0 = torch.clamp(y0f.long(), 0, s - 1)
+    x1, y1 = torch.clamp(x0f.long() + 1, 0, s - 1), torch.clamp(y0f.long() + 1, 0, s - 1)
+    img = level.permute(0, 2, 3, 1)                                          # [K, S, S, C]
+    top = img[k, y0, x0] * (1 - fx) + img[k, y0, x1] * fx
+    bot = img[k, y1, x0] * (1 - fx) + img[k, y1, x1] * fx
+    return top * (1 - fy) + bot * fy
+
+
+def sample_anisotropic_ref(mips: list[torch.Tensor], px: torch.Tensor, fp: Footprint,
+                           where: torch.Tensor | None = None) -> torch.Tensor:
+    """Vectorised torch reference of the anisotropic lookup: colours float32 [K, T, 3] (0 where
+    ``where`` [K, T] bool is False). With a premultiplied chain (C = 4) colour = rgb / alpha."""
+    kk, t = px.shape[:2]
+    sel = torch.ones(kk, t, dtype=torch.bool, device=px.device) if where is None else where
+    k, i = torch.nonzero(sel, as_tuple=True)                                 # [N]
+    c = px[k, i].float()                                                     # [N, 2]
+    step, n = fp.step[k, i], fp.taps[k, i].long()
+    lod = torch.clamp(fp.lod[k, i], max=len(mips) - 1)
+    l0 = torch.floor(lod).long()
+    frac = lod - l0
+    acc = torch.zeros(k.shape[0], mips[0].shape[1], device=px.device)
+    for lev in range(len(mips)):
+        wl = torch.where(l0 == lev, 1 - frac, torch.where(l0 + 1 == lev, frac, torch.zeros_like(frac)))
+        if not bool((wl > 0).any()):
+            continue
+        scale = 0.5 ** lev
+        for j in range(int(n.max())):
+            on = (j < n).float() * wl / n.float()
+            pos = c + (j - (n.float() - 1) * 0.5)[:, None] * step
+            acc += on[:, None] * _bilinear_ref(mips[lev], k, pos[:, 0] * scale, pos[:, 1] * scale)
+    if acc.shape[1] == 4:
+        acc = acc[:, :3] / torch.clamp(acc[:, 3:], min=1e-4)
+    out = torch.zeros(kk, t, 3, device=px.device)
+    out[k, i] = acc
+    return out
+
+
+REFERENCE = sample_anisotropic_ref
+
+
+# ------------------------------------------------------------------------------------------- kernels
 
 
 def pack_mips(mips: list[torch.Tensor]) -> torch.Tensor:

@@ -38,7 +38,8 @@ Layouts: images float [K, C, R, R] (C = 3 colours); texel centres ``px`` float32
 down, pixel centres at +0.5, as ``OrthoCamera.world_to_pixel``); footprint step float32 [K, T, 2], lod
 float32 [K, T], taps uint8 [K, T]; colours float32 [K, T, 3]. T = packed valid texels (row-major order of
 the atlas mask, i.e. ``position[valid]``). All on one device; the GPU path is
-``triton_kernels.anisotropic_sample`` (same maths, one thread per (view, texel)).
+``triton_kernels.anisotropic_sample`` (same maths, one thread per (view, texel)), which also holds the
+lookup's torch reference ``sample_anisotropic_ref`` and ``Footprint`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.errors import ConfigError, InputImageError
+from triton_kernels.anisotropic_sample import Footprint as Footprint  # re-exported
+from triton_kernels.anisotropic_sample import sample_anisotropic_gpu
+from triton_kernels.anisotropic_sample import sample_anisotropic_ref as sample_anisotropic_ref
 
 if TYPE_CHECKING:
     from engine.texture.views import OrthoCamera
@@ -79,17 +83,6 @@ class AnisoConfig:
             raise ConfigError(f"sharpen={self.sharpen} out of range", "use a value in [0, 2]")
         if self.min_size < 1:
             raise ConfigError(f"min_size={self.min_size} must be >= 1", "use 1")
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Per (view, texel) filter parameters (precompute: mesh + rig only). step float32 [K, T, 2] tap
-    spacing in level-0 pixels along the major axis; lod float32 [K, T] >= 0 (unclamped above: sampling
-    clamps to the chain's last level); taps uint8 [K, T] in 1..max_taps."""
-
-    step: torch.Tensor
-    lod: torch.Tensor
-    taps: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------- mip chain
@@ -257,60 +250,11 @@ def precompute_footprints(position: torch.Tensor, valid: torch.Tensor, cameras: 
     return footprints(ju, jv, config)
 
 
-# ---------------------------------------------------------------------------------------- reference
-def _bilinear(level: torch.Tensor, k: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Clamp-to-edge bilinear lookups in level [K, C, S, S] at level pixel coordinates x, y [N] of views
-    k [N] (pixel centres at +0.5): [N, C]. Same as ``backproject._taps`` inside the image; beyond the
-    outer pixel centres both corners clamp to the edge pixel (``_taps`` would blend pixels 0 and 1)."""
-    s = level.shape[-1]
-    xf, yf = x - 0.5, y - 0.5
-    x0f, y0f = torch.floor(xf), torch.floor(yf)
-    fx, fy = (xf - x0f)[:, None], (yf - y0f)[:, None]
-    x0 = torch.clamp(x0f.long(), 0, s - 1)
-    y0 = torch.clamp(y0f.long(), 0, s - 1)
-    x1, y1 = torch.clamp(x0f.long() + 1, 0, s - 1), torch.clamp(y0f.long() + 1, 0, s - 1)
-    img = level.permute(0, 2, 3, 1)                                          # [K, S, S, C]
-    top = img[k, y0, x0] * (1 - fx) + img[k, y0, x1] * fx
-    bot = img[k, y1, x0] * (1 - fx) + img[k, y1, x1] * fx
-    return top * (1 - fy) + bot * fy
-
-
-def sample_anisotropic_ref(mips: list[torch.Tensor], px: torch.Tensor, fp: Footprint,
-                           where: torch.Tensor | None = None) -> torch.Tensor:
-    """Vectorised torch reference of the anisotropic lookup: colours float32 [K, T, 3] (0 where
-    ``where`` [K, T] bool is False). With a premultiplied chain (C = 4) colour = rgb / alpha."""
-    kk, t = px.shape[:2]
-    sel = torch.ones(kk, t, dtype=torch.bool, device=px.device) if where is None else where
-    k, i = torch.nonzero(sel, as_tuple=True)                                 # [N]
-    c = px[k, i].float()                                                     # [N, 2]
-    step, n = fp.step[k, i], fp.taps[k, i].long()
-    lod = torch.clamp(fp.lod[k, i], max=len(mips) - 1)
-    l0 = torch.floor(lod).long()
-    frac = lod - l0
-    acc = torch.zeros(k.shape[0], mips[0].shape[1], device=px.device)
-    for lev in range(len(mips)):
-        wl = torch.where(l0 == lev, 1 - frac, torch.where(l0 + 1 == lev, frac, torch.zeros_like(frac)))
-        if not bool((wl > 0).any()):
-            continue
-        scale = 0.5 ** lev
-        for j in range(int(n.max())):
-            on = (j < n).float() * wl / n.float()
-            pos = c + (j - (n.float() - 1) * 0.5)[:, None] * step
-            acc += on[:, None] * _bilinear(mips[lev], k, pos[:, 0] * scale, pos[:, 1] * scale)
-    if acc.shape[1] == 4:
-        acc = acc[:, :3] / torch.clamp(acc[:, 3:], min=1e-4)
-    out = torch.zeros(kk, t, 3, device=px.device)
-    out[k, i] = acc
-    return out
-
-
 def sample_anisotropic(mips: list[torch.Tensor], px: torch.Tensor, fp: Footprint,
                        where: torch.Tensor | None = None) -> torch.Tensor:
     """Anisotropic colours float32 [K, T, 3] of K views at texel centres px [K, T, 2] (0 where ``where``
     [K, T] is False). CUDA tensors go to the numba-cuda kernel (``triton_kernels.anisotropic_sample``,
     no host sync); CPU tensors to the torch reference."""
     if px.is_cuda:
-        from triton_kernels.anisotropic_sample import sample_anisotropic_gpu
-
         return sample_anisotropic_gpu(mips, px, fp, where)
     return sample_anisotropic_ref(mips, px, fp, where)
