@@ -19,6 +19,8 @@ PY = sys.executable
 GPU_TESTS = ["tests/test_engine.py", "tests/test_shape_networks.py", "tests/test_texture_networks.py",
              "tests/test_gpu_simplify.py", "tests/test_gpu_marching_cubes.py", "tests/test_gpu_floaters.py",
              "tests/test_gpu_hidden_faces.py", "tests/test_gpu_normal_bake.py", "tests/test_cuda_graph.py"]
+ENGINE_GPU_TESTS = ["tests/test_engine.py",
+                    "tests/test_gpu_simplify.py::test_cuda_graph_passes_equal_eager_launches"]
 
 SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # resident engine (issue 10): GPU tests, weight-free and flash end to end with throughput
@@ -32,7 +34,14 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_default", 260, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
                               "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
         ("e2e_ladder_cold", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "cold",
-                                  "--pictures", "10", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+                                  "--pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    ],
+    # the engine's own GPU tests (a short re-check after a fix) then weight-free and flash end to end
+    "engine-c": [
+        ("engine_gpu_tests", 150, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                   *ENGINE_GPU_TESTS]),
+        ("e2e_weightfree_flash", 400, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                       "flash", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
 }
 

@@ -67,9 +67,9 @@ def _validate_device(mesh: DeviceMesh) -> None:
 
 
 def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target: int, mode: int,
-            rounds: int, graphs: bool = True) -> tuple[torch.Tensor, str, int, bool]:
+            rounds: int, graphs: bool = True) -> tuple[torch.Tensor, str, int, bool, str]:
     """Collapse passes in place on pos float64 [V, 3]; returns (faces int32 [F', 3], reason ("" when the
-    budget was reached), passes, whether CUDA graphs replayed the passes)."""
+    budget was reached), passes, whether CUDA graphs replayed the passes, why capture failed or "")."""
     state = CollapsePasses(pos, faces, fixed, mode, rounds, graphs=graphs)
     reason, passes = "", 0
     while state.nf > target:
@@ -83,7 +83,7 @@ def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target:
             break
         state.apply(n, (state.nf - target + 1) // 2)
     state.finish()
-    return state.faces, reason, passes, state.graphs and passes >= 2
+    return state.faces, reason, passes, state.graphs and passes >= 2, state.graph_error
 
 
 def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: Placement = Placement.ON_EDGE,
@@ -125,13 +125,14 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     else:
         verts, faces = clean_device(mesh.vertices.to(dev), mesh.faces.to(dev))
     pos = verts.to(torch.float64).contiguous()
-    reason, passes, graphed = "", 0, False
+    reason, passes, graphed, graph_error = "", 0, False, ""
     if target < faces.shape[0]:
         fixed = fixed_vertices_device(faces, pos.shape[0])
-        faces, reason, passes, graphed = _passes(pos, faces, fixed, target, _MODE[placement], rounds,
-                                                 cuda_graphs)
+        faces, reason, passes, graphed, graph_error = _passes(pos, faces, fixed, target, _MODE[placement],
+                                                              rounds, cuda_graphs)
     v_out, f_out = compact_vertices(pos, faces)
-    meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed)
+    meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed,
+                simplify_graph_error=graph_error)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
     return out, SimplifyReport(mesh.num_faces, int(f_out.shape[0]), target, reason == "", reason,

@@ -61,24 +61,30 @@ def check_output(path: PathLike) -> Path:
     return out
 
 
-class UvUnwrapper:
-    """UV unwrapping with a worker pool kept across requests: serial xatlas in-process for ``workers`` 1,
-    partition-with-halo xatlas in ``workers`` processes otherwise (engine/geometry/uv_parallel.py)."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+class SerialUnwrapper:
+    """UV unwrapping with serial xatlas in-process (``RuntimeConfig.uv_workers`` 1: the CPU path)."""
 
     def unwrap(self, mesh, resolution: int):
-        if self.workers <= 1:
-            from engine.geometry.uv_unwrap import unwrap_uv
+        from engine.geometry.uv_unwrap import unwrap_uv
 
-            return unwrap_uv(mesh, resolution=resolution)
-        from engine.geometry.uv_parallel import unwrap_uv_parallel
+        return unwrap_uv(mesh, resolution=resolution)
 
-        return unwrap_uv_parallel(mesh, resolution=resolution, workers=self.workers)
+    def warmup(self) -> float:
+        return 0.0
 
     def close(self) -> None:
         return None
+
+
+def make_unwrapper(workers: int):
+    """The engine's UV unwrapper: serial for one worker, else partitioned xatlas charts in ``workers``
+    processes with one bitmap packing pass (engine/geometry/uv_parallel.py), its pool kept across
+    requests."""
+    if workers <= 1:
+        return SerialUnwrapper()
+    from engine.geometry.uv_parallel import UvUnwrapper
+
+    return UvUnwrapper(workers=workers)
 
 
 @dataclass
@@ -107,7 +113,7 @@ class Engine:
         from engine.runtime.models import ModelStore
 
         self.models = ModelStore(config)
-        self.unwrapper = UvUnwrapper(runtime.uv_workers)
+        self.unwrapper = make_unwrapper(runtime.uv_workers)
         self.resources = Resources(config, self.backends, self.unwrapper, self.models.shape,
                                    self.models.texture)
         self._generate = generate_graph(self.resources)
@@ -133,6 +139,7 @@ class Engine:
         """Run one request on a synthetic picture so every kernel is compiled (or loaded from the JIT
         cache) and every CUDA graph captured before the first real request. Returns its seconds."""
         t0 = time.perf_counter()
+        self.unwrapper.warmup()                 # worker processes started, xatlas + numba loaded in each
         with tempfile.TemporaryDirectory(prefix="assetgen-warmup-") as tmp:
             picture = Path(tmp) / "warmup.png"
             _synthetic_picture(picture)

@@ -29,6 +29,8 @@ def simplify(dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
     note = f"{removed} floaters removed, {report.faces_in} -> {report.faces_out} faces"
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
+    if low.meta.get("simplify_graph_error"):
+        note += f"; passes ran without CUDA graphs: {low.meta['simplify_graph_error'][:200]}"
     return {"low": low, "_note": note}
 
 
