@@ -172,9 +172,10 @@ def cold_child(args: argparse.Namespace) -> None:
     print(json.dumps(dict(ready=ready, first=first)))
 
 
-def suite_cold(picture: Path, tmp: Path) -> list[dict]:
+def suite_cold(picture: Path, tmp: Path, with_networks: bool = True) -> list[dict]:
     rows = []
-    for label, networks in (("weight-free", None), ("every default network", "paper")):
+    engines = (("weight-free", None), ("every default network", "paper"))
+    for label, networks in engines if with_networks else engines[:1]:
         cache = tmp / f"cache_{networks or 'none'}"
         for state in ("empty caches", "warm caches"):
             cmd = [sys.executable, "-m", "benchmarks.end_to_end_gpu", "--cold-child", "--t-start",
@@ -231,7 +232,7 @@ def write_rows(csv: str, row: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", nargs="+", default=["weightfree", "flash"],
-                    choices=["weightfree", "flash", "default", "ladder", "cold"])
+                    choices=["weightfree", "flash", "default", "ladder", "cold", "cold-weightfree"])
     ap.add_argument("--pictures", type=int, default=20)
     ap.add_argument("--out-dir", default=str(RESULTS))
     ap.add_argument("--csv", default=None)
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                         "| step | s per asset | n |\n|---|---|---|\n")
                 text += "".join(f"| {r['step']} | {r['per_asset']:.3f} | {r['n']} |\n" for r in rows)
             else:
-                rows = suite_cold(inputs[0], tmp)
+                rows = suite_cold(inputs[0], tmp, with_networks=suite == "cold")
                 text = "## cold start (child processes, default preset)\n\n"
                 text += "| engine | caches | start -> ready s | start -> first asset s |\n|---|---|---|---|\n"
                 text += "".join(f"| {r['engine']} | {r['caches']} | {r['ready']:.1f} | {r['first']:.1f} |\n"

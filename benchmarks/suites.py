@@ -36,6 +36,20 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_ladder_cold", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "cold",
                                   "--pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
+    # one call: the simplify graph test, weight-free and flash end to end, weight-free cold start
+    "engine-d": [
+        ("graph_test", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                            ENGINE_GPU_TESTS[1]]),
+        ("e2e_weightfree_flash", 480, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                       "cold-weightfree", "flash", "--out-dir", "{out}", "--csv",
+                                       "{out}/h100.csv"]),
+    ],
+    "engine-e": [
+        ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
+                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("engine_gpu_tests", 150, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                   ENGINE_GPU_TESTS[0]]),
+    ],
     # the engine's own GPU tests (a short re-check after a fix) then weight-free and flash end to end
     "engine-c": [
         ("engine_gpu_tests", 150, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",

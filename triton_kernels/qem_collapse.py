@@ -895,7 +895,7 @@ class CollapsePasses:
         torch.searchsorted(cdf, kth, out=self.bmax)
         _launch_cap(keys_kernel, nh, v["bits"], v["nfd"], v["bmax"], v["keys"])
         self.vlock.zero_()
-        self.count[0] = 0
+        self.count[:1].zero_()                  # no host scalar copy: the phase is captured in a graph
         for _ in range(self.rounds):
             self.vmin2.fill_(int(MAX_KEY))
             _launch_cap(vertex_min_kernel, nh, v["keys"], v["faces"], v["nfd"], v["vlock"], v["vmin"])

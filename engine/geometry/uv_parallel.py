@@ -347,7 +347,8 @@ def _pack_bitmap(uv, faces, resolution, padding, pool):
     try:
         texels, _ = pack_charts(uv, faces, chart, resolution, padding, map_fn)
     except ValueError:
-        raise MeshError("UV charts do not fit one atlas", "raise the resolution or simplify") from None
+        raise MeshError(f"{charts} UV charts do not fit one {resolution}^2 atlas with {padding} texels of "
+                        "padding", "raise the resolution or simplify") from None
     except BrokenProcessPool:
         raise MeshError("a UV worker process died while packing", "retry with workers=1") from None
     return np.arange(len(uv)), faces, texels, charts
@@ -363,9 +364,13 @@ def _unwrap(mesh, resolution, padding, workers, halo, packer, pool, t0) -> tuple
     vmap1, faces1, uv1, found = _charts_by_part(mesh, parts, halo, resolution, pool)
     if found < 1:
         raise MeshError("xatlas produced no charts", "check the mesh has faces with non-zero area")
+    used = packer
     if packer == "bitmap":
-        vmap2, faces, texels, charts = _pack_bitmap(uv1, faces1, resolution, padding, pool)
-    else:
+        try:
+            vmap2, faces, texels, charts = _pack_bitmap(uv1, faces1, resolution, padding, pool)
+        except MeshError as err:            # the bitmap packer gave up: xatlas's packer, said in the meta
+            used = f"xatlas (bitmap packer failed: {err})"
+    if used != "bitmap":
         vmap2, faces, texels, charts = _pack_one_atlas(uv1, faces1, resolution, padding, workers, pool)
     vmapping = vmap1.astype(np.int64)[vmap2]                           # [V'] input vertex per output vertex
     uvs = (texels / resolution).astype(np.float32)                   # [V', 2] glTF (u right, v down)
@@ -375,7 +380,7 @@ def _unwrap(mesh, resolution, padding, workers, halo, packer, pool, t0) -> tuple
         colors=None if mesh.colors is None else np.asarray(mesh.colors)[vmapping],
         meta={k: v for k, v in mesh.meta.items() if k not in ("materials", "face_material", "vmapping")},
     )
-    out.meta["vmapping"] = vmapping
+    out.meta["vmapping"], out.meta["uv_packer"] = vmapping, used
     face_id, _ = rasterize_uv(uvs, out.faces, resolution)
     return out, UvReport(int(charts), float((face_id >= 0).mean()), time.perf_counter() - t0)
 

@@ -49,8 +49,10 @@ def uv_unwrap(visible: TriMesh, *, texture: TextureConfig, unwrapper) -> dict:
     mesh = visible.copy(normals=vertex_normals(visible.vertices, visible.faces))
     unwrapped, report = unwrapper.unwrap(mesh, texture.atlas_size)
     unwrapped.tangents = compute_tangents(unwrapped)
+    packer = unwrapped.meta.get("uv_packer")
     return {"unwrapped": unwrapped,
-            "_note": f"{report.charts} charts, utilisation {100 * report.utilisation:.1f}%"}
+            "_note": f"{report.charts} charts, utilisation {100 * report.utilisation:.1f}%"
+                     + (f", packer {packer}" if packer else "")}
 
 
 def normal_bake(unwrapped: TriMesh, dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
