@@ -235,7 +235,9 @@ def refine_token_positions(vertices: torch.Tensor, faces: torch.Tensor, n: int =
         raise ValueError("the coarse mesh has no surface area to anchor refine tokens on")
     gen = torch.Generator().manual_seed(seed)
     m = samples_per_token * n
-    tri = torch.multinomial(area.float(), m, replacement=True, generator=gen)
+    cdf = torch.cumsum(area, 0)                          # inverse-CDF sampling: no 2^24-category limit
+    u = torch.rand(m, generator=gen, dtype=torch.float64) * cdf[-1]
+    tri = torch.searchsorted(cdf, u, right=True).clamp_(max=len(area) - 1)
     r1, r2 = torch.rand(m, 1, generator=gen, dtype=torch.float64), torch.rand(m, 1, generator=gen,
                                                                                dtype=torch.float64)
     s = r1.sqrt()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from engine.config import Device, PipelineConfig
+from engine.config import Device, PipelineConfig, RandomNetworks
 from engine.errors import WeightsError
 
 
@@ -47,8 +47,9 @@ class ModelStore:
         from engine.stages import shape_networks as sn
 
         if runtime.random_networks is not None:
+            paper = runtime.random_networks is RandomNetworks.PAPER   # smooth fields: realistic mesh sizes
             return self._count(sn.random_meshgen(runtime.random_networks.value, self.device, self.dtype,
-                                                 seed=runtime.seed, refine=shape.refine))
+                                                 seed=runtime.seed, refine=shape.refine, smooth=paper))
         if shape.shape_model:
             return self._count(sn.load_hunyuan(shape.shape_model, self.device, self.dtype))
         if sn.has_meshgen(shape.weights):

@@ -226,10 +226,12 @@ def meshgen_configs(scale: str) -> dict[str, object]:
 
 
 def random_meshgen(scale: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0,
-                   refine: bool = True) -> MeshGenNetworks:
+                   refine: bool = True, smooth: bool = False) -> MeshGenNetworks:
     """A bundle with seeded random weights built directly on ``device`` in ``dtype`` (benchmarks,
     tests). Each VAE's output bias is centred on the median of its field for one seeded latent, so that a
-    random field has a surface to extract (``centre_field``)."""
+    random field has a surface to extract (``centre_field``). ``smooth``: the decoders' fields made smooth
+    shells independent of the latents (``smooth_field``; paper-size latency runs, where a random field's
+    noise would make a pathological mesh)."""
     from engine.models.checkpoints import init_random as normal_init
     from engine.models.dinov2 import Dinov2Model
     from engine.models.dit_layers import build_on
@@ -241,23 +243,55 @@ def random_meshgen(scale: str, device: str | torch.device, dtype: torch.dtype, s
     dino = build_on(device, dtype, Dinov2Model, cfgs["dino"], seed=seed, init=normal_init).eval()
     coarse = build_on(device, dtype, MeshGenDiT, cfgs["coarse"], seed=seed + 1).eval()
     vae = centre_field(build_on(device, dtype, ShapeVaeDecoder, cfgs["vae"], seed=seed + 2, init=vae_init),
-                       cfgs["coarse"].n_tokens, seed)
+                       cfgs["coarse"].n_tokens, seed, smooth=smooth)
     ref = ref_cfg = ref_vae = None
     if refine:
         ref_cfg = cfgs["refine"]
         ref = build_on(device, dtype, MeshGenDiT, ref_cfg, seed=seed + 3).eval()
         ref_vae = centre_field(build_on(device, dtype, ShapeVaeDecoder, cfgs["vae_refine"], seed=seed + 4,
-                                        init=vae_init), ref_cfg.n_tokens, seed + 1)
+                                        init=vae_init), ref_cfg.n_tokens, seed + 1, smooth=smooth)
     return MeshGenNetworks(dino, cfgs["dino"], coarse, cfgs["coarse"], vae, ref, ref_cfg, ref_vae,
                            f"random {scale} networks, seed {seed}")
 
 
 @torch.inference_mode()
-def centre_field(vae: nn.Module, n_tokens: int, seed: int, res: int = 16) -> nn.Module:
-    """Shift ``vae``'s output bias by the median of its field (on a ``res``^3 lattice over [-1, 1]^3) for
-    seeded N(0, 1) latents [1, n_tokens, E]: a random decoder then has a zero level set. In place."""
+@torch.no_grad()
+def smooth_field(vae: nn.Module) -> nn.Module:
+    """Make a random decoder's field a smooth function of one radial-like coordinate, in place: the query
+    projection reads only s(p) = cos(w x) + cos(w y) + cos(w z) at the lowest Fourier frequency w (one
+    shared column, every other input column zeroed), so the field is h(s(p)): its zero set is a few
+    nested closed shells (sphere-like near the origin). The cross-attention output (the latents' share)
+    is zeroed: the surface no longer depends on the sampled latents, so this is for latency runs only.
+    Every layer still runs at its full size (speed does not depend on values), but the surface has the
+    complexity of a trained decoder's: the noise of a random field over every frequency gave marching
+    cubes more than 2^24 faces at 512^3 on the H200, which no trained decoder produces."""
+    geo = vae.geo_decoder
+    f = max(vae.cfg.num_freqs, 1)
+    w = geo.query_proj.weight
+    cos0 = [3 + 3 * f + axis * f for axis in range(3)]                  # cos(w x), cos(w y), cos(w z)
+    column = w[:, cos0[0]].float()
+    bias = geo.query_proj.bias.float()
+    # |u| = |bias|: the query b + s u turns with s (a LayerNorm follows, so the scale alone would not count)
+    column = (column / column.norm().clamp_min(1e-12) * 3 * bias.norm().clamp_min(1e-6)).to(w.dtype)
+    w.zero_()
+    attn = geo.cross_attn_decoder.attn.c_proj          # the latents' share: off, so the shells stay closed
+    attn.weight.zero_()
+    attn.bias.zero_()
+    for c in cos0:
+        w[:, c] = column
+    return vae
+
+
+@torch.no_grad()
+def centre_field(vae: nn.Module, n_tokens: int, seed: int, res: int = 16, smooth: bool = False
+                 ) -> nn.Module:
+    """Optionally smooth ``vae``'s random field (``smooth_field``), then shift its output bias by the
+    median of the field (on a ``res``^3 lattice over [-1, 1]^3) for seeded N(0, 1) latents
+    [1, n_tokens, E]: a random decoder then has a zero level set. In place."""
     from engine.models.shape_decoding import VaeField, dense_decode
 
+    if smooth:
+        smooth_field(vae)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn((1, n_tokens, vae.cfg.embed_dim), generator=gen).to(vae.post_kl.weight.device)
     values = dense_decode(VaeField(vae, vae.decode_latents(z)), res, 1.0)
