@@ -72,10 +72,29 @@ def _stats(values: list[float]) -> dict:
                 p80=float(np.percentile(a, 80)), n=len(a))
 
 
-def run_requests(engine, inputs: list[Path], out: Path, overlap: bool = True) -> list:
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    """A timestamped progress line on stderr (flushed): a run cut off at its time limit still says where
+    it was."""
+    print(f"[{time.perf_counter() - _T0:8.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+def stage_log(label: str):
+    """A ``Progress`` callback that logs each stage's start and end."""
+    def progress(index: int, count: int, name: str, seconds: float | None) -> None:
+        log(f"{label} {index}/{count} {name} " + ("..." if seconds is None else f"{seconds:.3f} s"))
+    return progress
+
+
+def run_requests(engine, inputs: list[Path], out: Path, overlap: bool = True, verbose: int = 1) -> list:
+    """One request at a time; the first ``verbose`` requests log every stage, every request its wall."""
     results = []
     for i, p in enumerate(inputs):
-        results.append(engine.generate(p, out / f"{i}.glb", overlap=overlap))
+        progress = stage_log(f"request {i}") if i < verbose else None
+        results.append(engine.generate(p, out / f"{i}.glb", overlap=overlap, progress=progress))
+        log(f"request {i} ({p.name}): critical path {results[-1].timer.wall():.3f} s")
     return results
 
 
@@ -99,9 +118,12 @@ def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Pa
 
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    log(f"{preset} (networks: {networks}): building the engine")
     engine = Engine(engine_config(preset, networks))
     build = time.perf_counter() - t0
-    warm = engine.warmup()
+    log(f"engine built in {build:.1f} s; resident networks {engine.models.memory_gib():.1f} GiB")
+    warm = engine.warmup(progress=stage_log("warm-up"))
+    log(f"warm-up request {warm:.1f} s")
     name = f"{preset}{'' if networks else ' weight-free'}"
     t0 = time.perf_counter()
     row = latency_rows(name, run_requests(engine, inputs, out))
@@ -141,6 +163,7 @@ def suite_ladder(inputs: list[Path], out: Path, networks: str | None, preset: st
     few = inputs[:3]
     t0 = time.perf_counter()
     for i, p in enumerate(few):                                    # a fresh engine per request
+        log(f"ladder: fresh engine {i}")
         with Engine(cfg) as engine:
             engine.generate(p, out / f"fresh{i}.glb", overlap=False)
     rows.append(dict(step="fresh engine per request, stages serial", per_asset=(time.perf_counter() - t0)
@@ -183,11 +206,13 @@ def suite_cold(picture: Path, tmp: Path, with_networks: bool = True) -> list[dic
                    "--picture", str(picture)]
             if networks:
                 cmd += ["--networks", networks]
+            log(f"cold start: {label}, {state}")
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
             if done.returncode != 0:
                 raise RuntimeError(f"cold child failed: {done.stderr[-2000:]}")
             times = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(dict(engine=label, caches=state, **times))
+            log(f"cold start: {label}, {state}: {times}")
     return rows
 
 

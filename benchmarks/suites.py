@@ -1,6 +1,6 @@
 """Named GPU suites: the GPU tests and benchmarks that belong together, run as one device call.
 
-    python3 -m benchmarks.suites engine-a --out "$OUT"      # then engine-b in a second call
+    python3 -m benchmarks.suites engine-1 --out "$OUT"      # then engine-2, engine-3
 
 Each step runs as a child process with a time limit; its log and tables land in ``--out`` (the device
 tool's $OUT), the CSV rows in ``--out``/h100.csv. A suite is a list here, not a shell script that grows: add
@@ -10,6 +10,7 @@ a step to the list that owns it. ``--list`` prints the suites.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -23,39 +24,29 @@ ENGINE_GPU_TESTS = ["tests/test_engine.py",
                     "tests/test_gpu_simplify.py::test_cuda_graph_passes_equal_eager_launches"]
 
 SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
-    # resident engine (issue 10): GPU tests, weight-free and flash end to end with throughput
-    "engine-a": [
-        ("gpu_tests", 200, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]),
-        ("e2e_weightfree_flash", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                       "flash", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    # every GPU test of the stages and networks (not the engine's end-to-end runs)
+    "gpu-tests": [
+        ("gpu_tests", 400, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]),
     ],
-    # default preset end to end, the ladder and cold start
-    "engine-b": [
-        ("e2e_default", 260, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
-                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_ladder_cold", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "cold",
-                                  "--pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-    ],
-    # one call: the simplify graph test, weight-free and flash end to end, weight-free cold start
-    "engine-d": [
-        ("graph_test", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                            ENGINE_GPU_TESTS[1]]),
-        ("e2e_weightfree_flash", 480, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                       "cold-weightfree", "flash", "--out-dir", "{out}", "--csv",
-                                       "{out}/h100.csv"]),
-    ],
-    "engine-e": [
-        ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
-                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("engine_gpu_tests", 150, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                   ENGINE_GPU_TESTS[0]]),
-    ],
-    # the engine's own GPU tests (a short re-check after a fix) then weight-free and flash end to end
-    "engine-c": [
+    # resident engine (issue 10), three device calls: 1) the engine's GPU tests, flash end to end at the
+    # paper's network sizes with throughput; 2) weight-free and default end to end; 3) cold start, ladder
+    "engine-1": [
         ("engine_gpu_tests", 150, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                    *ENGINE_GPU_TESTS]),
-        ("e2e_weightfree_flash", 400, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                       "flash", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_flash", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
+                            "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    ],
+    "engine-2": [
+        ("e2e_weightfree", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                 "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
+                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    ],
+    "engine-3": [
+        ("e2e_cold", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold",
+                           "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_ladder", 240, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "--pictures", "6",
+                             "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
 }
 
@@ -71,7 +62,8 @@ def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with open(out / f"{step}.log", "w") as log:
             try:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit).returncode
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
         failures += rc != 0

@@ -135,15 +135,16 @@ class Engine:
         self.scheduler.close()
         self.unwrapper.close()
 
-    def warmup(self) -> float:
+    def warmup(self, progress: Progress | None = None) -> float:
         """Run one request on a synthetic picture so every kernel is compiled (or loaded from the JIT
-        cache) and every CUDA graph captured before the first real request. Returns its seconds."""
+        cache) and every CUDA graph captured before the first real request. Returns its seconds.
+        ``progress``: as ``generate``'s, for the warm-up request."""
         t0 = time.perf_counter()
         self.unwrapper.warmup()                 # worker processes started, xatlas + numba loaded in each
         with tempfile.TemporaryDirectory(prefix="assetgen-warmup-") as tmp:
             picture = Path(tmp) / "warmup.png"
             _synthetic_picture(picture)
-            self.generate(picture, Path(tmp) / "warmup.glb")
+            self.generate(picture, Path(tmp) / "warmup.glb", progress=progress)
         self.seconds_warmup = time.perf_counter() - t0
         return self.seconds_warmup
 
