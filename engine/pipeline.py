@@ -26,7 +26,7 @@ from engine.geometry.mesh import TriMesh
 from engine.runtime.backends import Backends
 from engine.runtime.scheduler import Stage, StageGraph
 from engine.stages import geometry, io, texture
-from profiling.stage_timer import StageTimer
+from profiling.stage_timer import StageTimer, substep
 
 SHAPE_SOURCE_PRIOR = (
     "silhouette prior (weight-free: no shape checkpoint configured; mask distance-transform "
@@ -64,7 +64,8 @@ def _shape_network(prepared, *, res: Resources) -> dict:
     cfg = res.config
     result = run_shape(res.shape_networks, prepared.rgba, cfg.shape, cfg.runtime.device.value,
                        cfg.runtime.seed)
-    dense = res.backends.tensor_mesh(result.verts, result.faces)
+    with substep("mesh to the stage format"):
+        dense = res.backends.tensor_mesh(result.verts, result.faces)
     return {"dense": dense, "shape_source": result.source,
             "_note": f"{result.source}; {result.queries} SDF queries, {dense.num_faces} faces"}
 

@@ -10,13 +10,22 @@ Every timing also keeps its wall-clock start and end (``perf_counter``), so a re
 (``engine.runtime.scheduler``) reports its critical path -- the wall time from the first stage's start to
 the last stage's end -- beside the sum of its stages. Stages of one request may finish on several threads;
 appending a timing is thread-safe.
+
+Sub-steps: ``substep("name")`` inside a stage marks a part of it. Off by default it costs a thread-local
+read; with ``StageTimer(substeps=True)`` each part is timed with a device synchronisation at both ends and
+listed in the stage's ``substeps`` (and after its note in the table). The synchronisations serialise the
+device work, so a profiled request is a serial profile, not a latency figure.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+_ACTIVE = threading.local()  # the _Measure running on this thread (sub-steps attach to it)
 
 
 @dataclass
@@ -27,6 +36,7 @@ class StageTiming:
     start: float = 0.0  # perf_counter at the stage's start
     end: float = 0.0  # perf_counter at the stage's end (after its device work finished)
     lane: str = ""  # scheduler lane that ran it
+    substeps: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds), substeps=True only
 
 
 @dataclass
@@ -34,6 +44,7 @@ class StageTimer:
     """Collects one ``StageTiming`` per stage run. ``device`` is "cpu" or "cuda"."""
 
     device: str = "cpu"
+    substeps: bool = False  # time the substep() parts of each stage (synchronising; see module docstring)
     timings: list[StageTiming] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -63,6 +74,7 @@ class StageTimer:
         for t in sorted(self.timings, key=lambda t: t.start):
             share = 100.0 * t.seconds / total if total > 0 else 0.0
             lines.append(f"{t.name:<{width}}  {t.seconds:9.3f}  {share:5.1f}%  {t.lane:<8}  {t.note}")
+            lines += [f"{'  . ' + n:<{width}}  {s:9.3f}" for n, s in t.substeps]
         lines.append(f"{'sum of stages':<{width}}  {total:9.3f}  100.0%")
         lines.append(f"{'critical path (wall)':<{width}}  {self.wall():9.3f}  "
                      f"{100.0 * self.wall() / total if total > 0 else 0.0:5.1f}%  stages overlapped "
@@ -75,6 +87,8 @@ class _Measure:
         self.timer, self.name, self.lane, self.note = timer, name, lane, ""
         self._events = None
         self.timing: StageTiming | None = None
+        self.substeps: list[tuple[str, float]] = []
+        self._outer = None
 
     def __enter__(self) -> _Measure:
         if self.timer.device == "cuda":
@@ -83,9 +97,12 @@ class _Measure:
             self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             self._events[0].record()
         self._t0 = time.perf_counter()
+        self._outer = getattr(_ACTIVE, "measure", None)
+        _ACTIVE.measure = self if self.timer.substeps else None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        _ACTIVE.measure = self._outer
         if exc_type is not None:
             return
         if self._events is not None:
@@ -94,5 +111,27 @@ class _Measure:
             seconds = self._events[0].elapsed_time(self._events[1]) / 1000.0
         else:
             seconds = time.perf_counter() - self._t0
-        self.timing = StageTiming(self.name, seconds, self.note, self._t0, time.perf_counter(), self.lane)
+        self.timing = StageTiming(self.name, seconds, self.note, self._t0, time.perf_counter(), self.lane,
+                                  self.substeps)
         self.timer.add(self.timing)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def substep(name: str) -> Iterator[None]:
+    """Mark a part of the running stage (module docstring); a no-op unless its timer has substeps on."""
+    measure = getattr(_ACTIVE, "measure", None)
+    if measure is None:
+        yield
+        return
+    _sync(measure.timer.device)
+    t0 = time.perf_counter()
+    yield
+    _sync(measure.timer.device)
+    measure.substeps.append((name, time.perf_counter() - t0))

@@ -29,6 +29,13 @@ def small_config(tmp_path, **runtime) -> PipelineConfig:
 
 
 @pytest.fixture(scope="module")
+def gpu_cache(tmp_path_factory):
+    """One JIT cache folder for the module's GPU tests: the first compiles, the others load (as a second
+    process does), so the step fits its time limit."""
+    return tmp_path_factory.mktemp("gpu-jit-cache")
+
+
+@pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     with Engine(small_config(tmp_path_factory.mktemp("engine"))) as eng:
         yield eng
@@ -104,10 +111,10 @@ def _validate(path, max_faces: int = 1500):
 
 
 @pytest.mark.gpu
-def test_generate_cuda_weight_free_end_to_end(shared_dir, tmp_path, capsys):
+def test_generate_cuda_weight_free_end_to_end(shared_dir, tmp_path, capsys, gpu_cache):
     out = tmp_path / "crate.glb"
     code = main(["generate", str(IMAGES / PICTURES[0]), "-o", str(out), "--device", "cuda", *GPU_SMALL,
-                 "--timings", "--cache-dir", str(tmp_path / "cache")])
+                 "--timings", "--cache-dir", str(gpu_cache)])
     printed = capsys.readouterr()
     assert code == 0, printed.out + printed.err[-3000:]
     assert "critical path (wall)" in printed.out and "gpu-aux" in printed.out
@@ -116,12 +123,12 @@ def test_generate_cuda_weight_free_end_to_end(shared_dir, tmp_path, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", ["default", "flash"])
-def test_generate_cuda_tiny_networks_end_to_end(shared_dir, tmp_path, capsys, preset):
+def test_generate_cuda_tiny_networks_end_to_end(shared_dir, tmp_path, capsys, preset, gpu_cache):
     """Every network of the preset (tiny, random weights) on the device, refine included in default."""
     out = tmp_path / "pictures"
     code = main(["generate", str(IMAGES / PICTURES[0]), str(IMAGES / PICTURES[1]), "-o", str(out), "--device",
                  "cuda", *GPU_SMALL, "--preset", preset, "--random-networks", "tiny", "--timings",
-                 "--cache-dir", str(tmp_path / "cache")])
+                 "--cache-dir", str(gpu_cache)])
     captured = capsys.readouterr()
     printed = captured.out
     assert code == 0, printed + captured.err[-3000:]

@@ -117,3 +117,27 @@ def test_failed_request_fails_alone():
         scheduler.close()
     assert isinstance(outcomes[2].error, ValueError) and outcomes[2].env is None
     assert [outcomes[i].env["y"] for i in (0, 1, 3)] == [0, 1, 3]
+
+
+def test_substeps_are_timed_only_when_the_timer_asks():
+    """profiling.stage_timer.substep: parts of a stage are listed (in order, inside the stage's time) with
+    substeps=True, and cost nothing (no entries) otherwise."""
+    import time
+
+    from profiling.stage_timer import StageTimer, substep
+
+    def stage():
+        with substep("first"):
+            time.sleep(0.02)
+        with substep("second"):
+            time.sleep(0.01)
+
+    on, off = StageTimer(substeps=True), StageTimer()
+    for timer in (on, off):
+        with timer.measure("stage", "cpu"):
+            stage()
+    names = [n for n, _ in on.timings[0].substeps]
+    assert names == ["first", "second"] and off.timings[0].substeps == []
+    first, second = (s for _, s in on.timings[0].substeps)
+    assert 0.015 < first < on.timings[0].seconds and 0.005 < second < first
+    assert "  . first" in on.table()

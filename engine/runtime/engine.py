@@ -148,16 +148,18 @@ class Engine:
         self.seconds_warmup = time.perf_counter() - t0
         return self.seconds_warmup
 
-    def _timer(self) -> StageTimer:
-        return StageTimer(device=self.config.runtime.device.value)
+    def _timer(self, profile: bool = False) -> StageTimer:
+        return StageTimer(device=self.config.runtime.device.value, substeps=profile)
 
     # ------------------------------------------------------------------------------------------- requests
     def generate(self, picture: PathLike, output: PathLike, *, segmenter: str | None = None,
-                 progress: Progress | None = None, overlap: bool = True) -> RunResult:
-        """picture (PNG/JPEG/WebP file) -> GLB at ``output``. ``overlap=False``: the serial baseline."""
+                 progress: Progress | None = None, overlap: bool = True, profile: bool = False) -> RunResult:
+        """picture (PNG/JPEG/WebP file) -> GLB at ``output``. ``overlap=False``: the serial baseline.
+        ``profile``: time each stage's parts too (synchronising: a serial profile, not a latency figure;
+        ``profiling.stage_timer``)."""
         out = check_output(output)
         values = {"image_path": Path(picture), "segmenter": segmenter, "output": out}
-        timer = self._timer()
+        timer = self._timer(profile)
         if overlap:
             env = self.scheduler.run(self._generate, values, timer, progress)
         else:

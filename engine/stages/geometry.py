@@ -11,6 +11,7 @@ from __future__ import annotations
 from engine.config import GeometryConfig, ShapeConfig, TextureConfig
 from engine.geometry.mesh import TriMesh, vertex_normals
 from engine.runtime.backends import Backends
+from profiling.stage_timer import substep
 
 
 def shape_prior(prepared, *, shape: ShapeConfig, backends: Backends) -> dict:
@@ -24,8 +25,10 @@ def extract(sdf, *, backends: Backends) -> dict:
 
 
 def simplify(dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
-    kept, removed = backends.floaters(backends.stage_mesh(dense), geometry.floater_min_fraction)
-    low, report = backends.simplify(kept, geometry.faces, geometry.placement)
+    with substep("floaters"):
+        kept, removed = backends.floaters(backends.stage_mesh(dense), geometry.floater_min_fraction)
+    with substep("simplify"):
+        low, report = backends.simplify(kept, geometry.faces, geometry.placement)
     note = f"{removed} floaters removed, {report.faces_in} -> {report.faces_out} faces"
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
@@ -47,8 +50,10 @@ def uv_unwrap(visible: TriMesh, *, texture: TextureConfig, unwrapper) -> dict:
     from engine.geometry.tangents import compute_tangents
 
     mesh = visible.copy(normals=vertex_normals(visible.vertices, visible.faces))
-    unwrapped, report = unwrapper.unwrap(mesh, texture.atlas_size)
-    unwrapped.tangents = compute_tangents(unwrapped)
+    with substep("unwrap"):
+        unwrapped, report = unwrapper.unwrap(mesh, texture.atlas_size)
+    with substep("tangents"):
+        unwrapped.tangents = compute_tangents(unwrapped)
     packer = unwrapped.meta.get("uv_packer")
     return {"unwrapped": unwrapped,
             "_note": f"{report.charts} charts, utilisation {100 * report.utilisation:.1f}%"

@@ -44,6 +44,7 @@ from torch import nn
 
 from engine.config import ShapeConfig
 from engine.errors import ConfigError, MeshError, WeightsError
+from profiling.stage_timer import substep
 
 MESHGEN_FILES = {"dinov2": "dinov2.safetensors", "meshgen": "meshgen_coarse.safetensors",
                  "vae": "shape_vae.safetensors"}
@@ -313,10 +314,14 @@ def decode_mesh(vae: nn.Module, latents: torch.Tensor, cfg: ShapeConfig, what: s
     decoding on ``cfg.grid_resolution``^3 over [-cfg.bounds, cfg.bounds]^3."""
     from engine.models.shape_decoding import HierarchyConfig, VaeField, hierarchical_decode
 
-    fld = VaeField(vae, vae.decode_latents(latents), topk=vae.cfg.default_topk)
+    with substep(f"{what}: latents -> keys/values"):
+        fld = VaeField(vae, vae.decode_latents(latents), topk=vae.cfg.default_topk)
     hcfg = HierarchyConfig(final_res=cfg.grid_resolution, coarse_res=_coarse_resolution(cfg.grid_resolution),
                            bound=cfg.bounds)
-    verts, faces = hierarchical_decode(fld, hcfg).mesh()
+    with substep(f"{what}: hierarchical SDF decoding"):
+        decoded = hierarchical_decode(fld, hcfg)
+    with substep(f"{what}: marching cubes"):
+        verts, faces = decoded.mesh()
     if faces.shape[0] == 0:
         raise MeshError(f"the {what} decoded no surface (the SDF has no sign change in the grid)",
                         "check that the weights belong to this model, or run without them (weight-free path)")
@@ -350,8 +355,10 @@ def meshgen_shape(nets: MeshGenNetworks, rgba: np.ndarray, cfg: ShapeConfig, dev
     gen = torch.Generator(device="cpu").manual_seed(seed)
     mc = nets.coarse_cfg
     z_t = torch.randn((1, mc.n_tokens, mc.latent_dim), generator=gen).to(dev)        # [1, N, D] fp32
-    cond = _image_tokens(nets, picture, cfg.dino_resolution_coarse)                   # [1, M, C]
-    latents = nets.sampler("coarse", cfg.coarse_steps)(cond, z_t)                     # [1, N, D] fp32
+    with substep("DINOv2 (coarse)"):
+        cond = _image_tokens(nets, picture, cfg.dino_resolution_coarse)               # [1, M, C]
+    with substep("coarse DiT sampling"):
+        latents = nets.sampler("coarse", cfg.coarse_steps)(cond, z_t)                 # [1, N, D] fp32
     verts, faces, queries = decode_mesh(nets.coarse_vae, latents, cfg, "coarse MeshGen")
     source = (f"AssetGen MeshGen ({nets.source}): coarse {mc.n_tokens} tokens, {cfg.coarse_steps} steps, "
               f"DINOv2 {cfg.dino_resolution_coarse} px")
@@ -370,11 +377,14 @@ def _refine(nets: MeshGenNetworks, picture: torch.Tensor, verts: torch.Tensor, f
     from engine.models.meshgen_dit import refine_token_positions
 
     dev, rc = nets.device, nets.refine_cfg
-    voxels, _ = refine_token_positions(verts, faces, n=cfg.refine_tokens, grid=REFINE_GRID,
-                                       bounds=(-cfg.bounds, cfg.bounds), seed=seed)   # [N', 3] int64, CPU
+    with substep("refine anchors"):
+        voxels, _ = refine_token_positions(verts, faces, n=cfg.refine_tokens, grid=REFINE_GRID,
+                                           bounds=(-cfg.bounds, cfg.bounds), seed=seed)  # [N', 3] int64, CPU
     z_t = torch.randn((1, cfg.refine_tokens, rc.latent_dim), generator=gen).to(dev)  # [1, N', D] fp32
-    cond = _image_tokens(nets, picture, cfg.dino_resolution_refine)                   # [1, M', C]
-    latents = nets.sampler("refine", cfg.refine_steps)(cond, z_t, voxels.to(dev))     # [1, N', D] fp32
+    with substep("DINOv2 (refine)"):
+        cond = _image_tokens(nets, picture, cfg.dino_resolution_refine)               # [1, M', C]
+    with substep("refine DiT sampling"):
+        latents = nets.sampler("refine", cfg.refine_steps)(cond, z_t, voxels.to(dev))  # [1, N', D] fp32
     verts, faces, queries = decode_mesh(nets.refine_vae, latents, cfg, "refine MeshGen")
     return verts, faces, queries, (f"refine {cfg.refine_tokens} anchored tokens, {cfg.refine_steps} steps, "
                                    f"DINOv2 {cfg.dino_resolution_refine} px")

@@ -14,6 +14,7 @@ from engine.config import TextureConfig
 from engine.errors import InputImageError
 from engine.geometry.mesh import TriMesh
 from engine.runtime.backends import Backends
+from profiling.stage_timer import substep
 
 REFERENCE_MIN_INCIDENCE = 0.1  # reference projection: only texels facing the front camera take its colour
 
@@ -49,12 +50,14 @@ def generated_plan(unwrapped: TriMesh, normal_map, *, texture: TextureConfig, up
 
     cams = camera_rig()
     rig_mesh = unwrapped.copy(vertices=normalize_to_sphere(unwrapped.vertices)[0], normal_map=normal_map)
-    masks = backends.coverage(rig_mesh, cams, texture.view_resolution)                # bool [K, R, R]
+    with substep("coverage renders"):
+        masks = backends.coverage(rig_mesh, cams, texture.view_resolution)            # bool [K, R, R]
     if upscale > 1:
         masks = np.repeat(np.repeat(masks, upscale, axis=1), upscale, axis=2)
     res = texture.view_resolution * upscale
-    plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
-                                texture.inpaint_neighbours)
+    with substep("fusion plan"):
+        plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
+                                    texture.inpaint_neighbours)
     return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}
 
 

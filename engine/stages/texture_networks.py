@@ -39,6 +39,7 @@ from engine.config import TextureConfig, TextureGuidance
 from engine.errors import ConfigError, WeightsError
 from engine.geometry.mesh import TriMesh
 from engine.stages.shape_networks import picture_on_white
+from profiling.stage_timer import substep
 
 REQUIRED = {"texturegen": "texturegen.safetensors", "image_vae": "image_vae.safetensors"}
 OPTIONAL = {"t5": "t5_xxl.safetensors", "clip": "clip_l.safetensors", "sr": "super_resolution.safetensors"}
@@ -273,9 +274,11 @@ def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg
                           f"{tcfg.num_views}", f"use num_views={tcfg.num_views}")
     cams = camera_rig(cfg.num_views)
     rig_mesh = mesh.copy(vertices=normalize_to_sphere(mesh.vertices)[0])
-    _, normals, positions, masks = _render(rig_mesh, cams, size, dev)
+    with substep("condition renders"):
+        _, normals, positions, masks = _render(rig_mesh, cams, size, dev)
     ref = _to_vae(picture_on_white(rgba).to(dev)[None].float() / 255.0, size)          # [1, 3, R, R]
-    enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
+    with substep("image VAE encode"):
+        enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
     k = len(cams)
     ref_lat = enc[0:1].float()                                                         # [1, C, h, w]
     geometry = torch.cat([enc[1:1 + k], enc[1 + k:]], dim=1)[None]                     # [1, K, 2C, h, w]
@@ -287,16 +290,20 @@ def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg
     grid_shape = (branches, 1 + k) + tuple(ref_lat.shape[1:])                          # [B', S, C, h, w]
     velocity = _velocity(nets, request, grid_shape)
     white = _white_latent(nets, size)[0] if branches == 2 else None
-    latents = sample_texture_views(velocity, noise, ref_lat, sampler, white)          # [1, K, C, h, w]
-    views = (nets.vae.decode(latents[0].to(dtype)).float() + 1.0) * 0.5               # [K, 3, R, R]
+    with substep("TextureGen DiT sampling"):
+        latents = sample_texture_views(velocity, noise, ref_lat, sampler, white)      # [1, K, C, h, w]
+    with substep("image VAE decode"):
+        views = (nets.vae.decode(latents[0].to(dtype)).float() + 1.0) * 0.5           # [K, 3, R, R]
     note = (f"TextureGen ({nets.source}), {k} views at {size} px, {cfg.steps} steps, "
             f"{'CFG (2 branches)' if branches == 2 else 'guidance-distilled (1 branch)'}, {nets.text_note}")
     scale = nets.upscale(cfg)
     if scale > 1:
-        views = nets.sr.upscale(views.to(dtype)).float()                              # [K, 3, sR, sR]
+        with substep("super-resolution"):
+            views = nets.sr.upscale(views.to(dtype)).float()                          # [K, 3, sR, sR]
         masks = np.repeat(np.repeat(masks, scale, axis=1), scale, axis=2)
         note += f", super-resolved x{scale}"
     elif cfg.super_resolution:
         note += ", super-resolution requested but no SR network is loaded: views kept at " f"{size} px"
-    out = (views.clamp(0, 1).permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    with substep("views to host"):
+        out = (views.clamp(0, 1).permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
     return out, masks, rig_mesh, note
