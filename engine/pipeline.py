@@ -100,7 +100,7 @@ def _texture_stages(res: Resources) -> list[Stage]:
     if nets is not None:
         upscale = nets.upscale(t)
         return [
-            Stage("texture plan", ("unwrapped", "normal_map"), ("fusion_plan",),
+            Stage("texture plan", ("unwrapped",), ("fusion_plan",),
                   partial(texture.generated_plan, texture=t, upscale=upscale, backends=b), "gpu-aux"),
             Stage("texture views (TextureGen)", ("unwrapped", "normal_map", "prepared"),
                   ("views", "texture_source"),

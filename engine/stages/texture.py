@@ -41,15 +41,15 @@ def reference_fuse(fusion_plan, prepared, *, texture: TextureConfig, backends: B
     return {"base_color": atlas, "_note": note}
 
 
-def generated_plan(unwrapped: TriMesh, normal_map, *, texture: TextureConfig, upscale: int,
-                   backends: Backends) -> dict:
-    """Fusion plan for TextureGen's views (mesh + rig only): the mesh scaled into the rig sphere, its
-    coverage rendered at the diffusion resolution and repeated ``upscale`` times per axis (the views'
-    final resolution after super-resolution, as the views themselves are upscaled)."""
+def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, backends: Backends) -> dict:
+    """Fusion plan for TextureGen's views (mesh + rig only, no normal map: coverage and texel footprints
+    are geometry): the mesh scaled into the rig sphere, its coverage rendered at the diffusion resolution
+    and repeated ``upscale`` times per axis (the views' final resolution after super-resolution, as the
+    views themselves are upscaled)."""
     from engine.texture.views import camera_rig, normalize_to_sphere
 
     cams = camera_rig()
-    rig_mesh = unwrapped.copy(vertices=normalize_to_sphere(unwrapped.vertices)[0], normal_map=normal_map)
+    rig_mesh = unwrapped.copy(vertices=normalize_to_sphere(unwrapped.vertices)[0])
     with substep("coverage renders"):
         masks = backends.coverage(rig_mesh, cams, texture.view_resolution)            # bool [K, R, R]
     if upscale > 1:
