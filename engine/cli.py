@@ -25,6 +25,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         device=args.device,
         seed=getattr(args, "seed", None),
         placement=args.placement,
+        uv_method=getattr(args, "uv", None),
         shape_model=getattr(args, "shape_model", None),
         weights=getattr(args, "weights", None),
         random_networks=getattr(args, "random_networks", None),
@@ -203,6 +204,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--placement", default=None, choices=["on_edge", "bounded_optimal"],
                    help="QEM survivor placement: the paper's on-edge rule or the bounded quadric optimum")
+    p.add_argument("--uv", default=None, choices=["charts", "xatlas"],
+                   help="UV atlas: projection charts + one bitmap packing (default) or xatlas")
     p.add_argument("--timings", action="store_true",
                    help="print a per-stage timing table with the critical path (wall) beside the sum")
     p.add_argument("--cache-dir", default=None, metavar="DIR",

@@ -24,6 +24,13 @@ class Device(enum.Enum):
     CUDA = "cuda"
 
 
+class UvMethod(enum.Enum):
+    """How the UV atlas is made (engine/geometry/uv_fast.py, uv_unwrap.py, uv_parallel.py)."""
+
+    CHARTS = "charts"  # projection charts (axis labels, smoothed) + one bitmap packing: ~10x xatlas's speed
+    XATLAS = "xatlas"  # xatlas charts (serial, or partitioned over RuntimeConfig.uv_workers processes)
+
+
 class Placement(enum.Enum):
     """Where QEM edge collapse puts the surviving vertex (engine/geometry/simplify.py)."""
 
@@ -94,6 +101,7 @@ class GeometryConfig:
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
     bake_max_distance: float = 0.01  # closest-point filter, share of the bounding-box diagonal
     placement: Placement = Placement.BOUNDED_OPTIMAL  # QEM survivor placement (--placement; paper: on_edge)
+    uv_method: UvMethod = UvMethod.CHARTS  # UV atlas method (--uv)
 
     def __post_init__(self) -> None:
         _require(self.faces >= 4, f"face budget {self.faces} is below 4", "use --faces 4 or more")
@@ -198,6 +206,7 @@ class PipelineConfig:
         device: str | None = None,
         seed: int | None = None,
         placement: str | None = None,
+        uv_method: str | None = None,
         shape_model: str | None = None,
         weights: str | None = None,
         random_networks: str | None = None,
@@ -218,6 +227,12 @@ class PipelineConfig:
             except ValueError:
                 raise ConfigError(f"unknown placement '{placement}'",
                                   "use --placement on_edge or --placement bounded_optimal") from None
+        if uv_method is not None:
+            try:
+                geometry = replace(geometry, uv_method=UvMethod(uv_method))
+            except ValueError:
+                raise ConfigError(f"unknown UV method '{uv_method}'",
+                                  "use --uv charts or --uv xatlas") from None
         if texture_size is not None:
             texture = replace(texture, atlas_size=texture_size)
         if device is not None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.config import Device, PipelineConfig
+from engine.config import Device, PipelineConfig, UvMethod
 from engine.errors import ConfigError
 from engine.pipeline import (
     Resources,
@@ -76,10 +76,36 @@ class SerialUnwrapper:
         return None
 
 
-def make_unwrapper(workers: int):
-    """The engine's UV unwrapper: serial for one worker, else partitioned xatlas charts in ``workers``
-    processes with one bitmap packing pass (engine/geometry/uv_parallel.py), its pool kept across
-    requests."""
+class ChartsUnwrapper:
+    """UV unwrapping by projection charts and one bitmap packing (``GeometryConfig.uv_method`` charts;
+    engine/geometry/uv_fast.py), in-process."""
+
+    def unwrap(self, mesh, resolution: int):
+        from engine.geometry.uv_fast import unwrap_uv_fast
+
+        return unwrap_uv_fast(mesh, resolution=resolution)
+
+    def warmup(self) -> float:
+        """Compile (or load from the JIT cache) the charting and packing kernels on a small closed mesh."""
+        from engine.geometry.mesh import TriMesh
+        from engine.geometry.uv_fast import unwrap_uv_fast
+
+        t0 = time.perf_counter()
+        verts = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], np.float32)
+        faces = np.array([[0, 1, 2], [0, 3, 1], [0, 2, 3], [1, 3, 2]], np.int32)
+        unwrap_uv_fast(TriMesh(verts, faces), resolution=64)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        return None
+
+
+def make_unwrapper(method: UvMethod, workers: int):
+    """The engine's UV unwrapper: projection charts (``UvMethod.CHARTS``), or xatlas: serial for one
+    worker, else partitioned xatlas charts in ``workers`` processes with one bitmap packing pass
+    (engine/geometry/uv_parallel.py), its pool kept across requests."""
+    if method is UvMethod.CHARTS:
+        return ChartsUnwrapper()
     if workers <= 1:
         return SerialUnwrapper()
     from engine.geometry.uv_parallel import UvUnwrapper
@@ -113,7 +139,7 @@ class Engine:
         from engine.runtime.models import ModelStore
 
         self.models = ModelStore(config)
-        self.unwrapper = make_unwrapper(runtime.uv_workers)
+        self.unwrapper = make_unwrapper(config.geometry.uv_method, runtime.uv_workers)
         self.resources = Resources(config, self.backends, self.unwrapper, self.models.shape,
                                    self.models.texture)
         self._generate = generate_graph(self.resources)
