@@ -186,3 +186,36 @@ def test_generate_runs_a_hunyuan_snapshot_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0 and out.is_file() and out.stat().st_size > 1000, printed.err[-2000:]
     assert "shape source: Hunyuan3D-2 snapshot hunyuan3d-dit-v2-0" in printed.out + printed.err
+
+
+def test_smooth_field_is_one_closed_surface_at_its_radius():
+    """Paper-size latency runs decode ``smooth_field``'s surface: one sign change per crossing of a line
+    through the centre, at SMOOTH_RADIUS (the paper-size decoder in bf16, as the benchmark builds it: a
+    random MLP of the radial coordinate is monotone at this width and seed, not at the tiny size)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from engine.models.dit_layers import build_on
+    from engine.models.shape_decoding import VaeField
+    from engine.models.shape_vae import ShapeVaeDecoder
+    from engine.models.shape_vae import init_random as vae_init
+    from engine.stages.shape_networks import SMOOTH_RADIUS, centre_field, meshgen_configs
+
+    cfgs = meshgen_configs("paper")
+    # the seeds random_meshgen gives the coarse and the refine decoder; 16 latents suffice (the field no
+    # longer reads them) and keep the paper-size latent transformer cheap on CPU
+    for name, build_seed, seed in (("vae", 2, 0), ("vae_refine", 4, 1)):
+        vae = centre_field(build_on("cpu", torch.bfloat16, ShapeVaeDecoder, cfgs[name], seed=build_seed,
+                                    init=vae_init), 16, seed, smooth=True)
+        z = torch.randn((1, 16, vae.cfg.embed_dim), generator=torch.Generator().manual_seed(3))
+        field = VaeField(vae, vae.decode_latents(z))
+        xs = torch.linspace(-1.01, 1.01, 513)
+        for direction in ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (1 / math.sqrt(3),) * 3):
+            pts = xs[:, None] * torch.tensor(direction)[None]
+            with torch.inference_mode():
+                v = field(pts).float().flatten().numpy()
+            crossings = xs[np.nonzero(np.diff(np.sign(v)))[0]].numpy()
+            assert len(crossings) == 2, (name, direction, crossings)
+            assert np.allclose(np.abs(crossings), SMOOTH_RADIUS, atol=0.03), crossings
