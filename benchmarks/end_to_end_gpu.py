@@ -105,13 +105,17 @@ def stage_log(label: str):
     return progress
 
 
-def run_requests(engine, inputs: list[Path], out: Path, overlap: bool = True, verbose: int = 1) -> list:
-    """One request at a time; the first ``verbose`` requests log every stage, every request its wall."""
+def run_requests(engine, inputs: list[Path], out: Path, overlap: bool = True, verbose: int = 1,
+                 partial=None) -> list:
+    """One request at a time; the first ``verbose`` requests log every stage, every request its wall.
+    ``partial(results)`` is called after every 4th request (a run cut off keeps a table of what it did)."""
     results = []
     for i, p in enumerate(inputs):
         progress = stage_log(f"request {i}") if i < verbose else None
         results.append(engine.generate(p, out / f"{i}.glb", overlap=overlap, progress=progress))
         log(f"request {i} ({p.name}): critical path {results[-1].timer.wall():.3f} s")
+        if partial is not None and (i + 1) % 4 == 0 and i + 1 < len(inputs):
+            partial(results)
     return results
 
 
@@ -149,12 +153,17 @@ def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Pa
     log(f"warm-up request {warm:.1f} s")
     ready = process_age() if first_in_process else None
     name = f"{preset}{'' if networks else ' weight-free'}"
+    extra = dict(build_s=build, warmup_s=warm, resident_gb=engine.models.memory_gib(),
+                 gpu=torch.cuda.get_device_name(), ready_s=ready, caches=caches)
+
+    def partial(results):
+        report({**latency_rows(name + " (partial: run cut off)", results), **extra,
+                "peak_gb": torch.cuda.max_memory_allocated() / 2**30})
+
     t0 = time.perf_counter()
-    row = latency_rows(name, run_requests(engine, inputs, out))
+    row = latency_rows(name, run_requests(engine, inputs, out, partial=partial))
     serial = time.perf_counter() - t0
-    row.update(build_s=build, warmup_s=warm, peak_gb=torch.cuda.max_memory_allocated() / 2**30,
-               resident_gb=engine.models.memory_gib(), gpu=torch.cuda.get_device_name(), ready_s=ready,
-               caches=caches)
+    row.update(extra, peak_gb=torch.cuda.max_memory_allocated() / 2**30)
     report(row)
     log("profiled request (serial, parts synchronised)")
     profiled = engine.generate(inputs[0], out / "profiled.glb", overlap=False, profile=True)

@@ -28,24 +28,22 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     "gpu-tests": [
         ("gpu_tests", 400, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]),
     ],
-    # resident engine (issue 10), two device calls on a fresh machine each (so the first step of a call
-    # starts with empty JIT caches and the next ones find them warm):
-    # 1) flash at the paper's network sizes on 8 pictures with its serial profile, the weight-free path on
-    #    20 pictures, the engine's GPU tests; 2) flash on 20 pictures with pipelined throughput, default
+    # resident engine (issue 10): one device call on a fresh machine (its first step starts with empty JIT
+    # caches, the next find them warm): flash at the paper's network sizes on 20 pictures with its serial
+    # profile and pipelined throughput, the weight-free path on 20, the engine's GPU tests; then default
     "engine-1": [
-        ("e2e_flash_probe", 280, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
-                                  "--pictures", "8", "--throughput-pictures", "4", "--out-dir", "{out}/probe",
-                                  "--csv", "{out}/h100.csv"]),
-        ("e2e_weightfree", 120, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+        ("e2e_flash", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
+                            "--throughput-pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_weightfree", 100, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
                                  "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("engine_gpu_tests", 170, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+        ("engine_gpu_tests", 180, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                    *ENGINE_GPU_TESTS]),
     ],
     "engine-2": [
-        ("e2e_flash", 290, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
-                            "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_default", 290, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default", "--pictures", "12",
+        ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
                               "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_cold_weightfree", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold-weightfree",
+                                      "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
