@@ -187,7 +187,7 @@ def regrow_charts_ref(uv, faces, chart, nbrs, flagged, cell) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _smooth_labels(labels, cost, nbrs, lam, sweeps):
     nf, nl = cost.shape
     for _ in range(sweeps):
@@ -216,14 +216,14 @@ def _smooth_labels(labels, cost, nbrs, lam, sweeps):
     return labels
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find(owner, c):
     while owner[c] != c:
         c = owner[c]
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cone_of(head, m, nxt, face_start, face_order, normals, live):
     """min n_f . m over the live faces of the charts linked from ``head``."""
     lo = 1.0
@@ -237,13 +237,13 @@ def _cone_of(head, m, nxt, face_start, face_order, normals, live):
     return lo
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _unit(v):
     n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
     return v / max(n, 1e-300), n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _merge_small_charts(chart, nbrs, nsum, area, normals, live, face_start, face_order, order, small_area,
                         min_cos):
     nc = area.shape[0]
@@ -302,7 +302,7 @@ def _merge_small_charts(chart, nbrs, nsum, area, normals, live, face_start, face
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _self_overlap_cells(uv, faces, face_start, face_order, cell):
     nc = face_start.shape[0] - 1
     out = np.zeros(nc, np.int64)
@@ -349,7 +349,7 @@ def _self_overlap_cells(uv, faces, face_start, face_order, cell):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _stamp_face(uv, tri, x0, y0, cell, grid, stamp, write):
     """Cells of ``grid`` whose centre is strictly inside triangle ``tri``: with write False, True if one
     already holds ``stamp``; with write True, set them to ``stamp``."""
@@ -377,7 +377,7 @@ def _stamp_face(uv, tri, x0, y0, cell, grid, stamp, write):
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _regrow_charts(uv, faces, chart, nbrs, flagged, face_start, face_order, cell):
     out = chart.copy()
     state = np.zeros(chart.shape[0], np.int64)          # 0 open, 1 queued or rejected this growth, 2 done

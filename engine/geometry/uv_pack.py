@@ -37,7 +37,7 @@ _ROTATIONS = 2              # orientations tried per chart (0 and 90 deg)
 _SLACK = 1e-3               # texels added around each triangle by the conservative raster
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _orient(xy, faces, face_start, face_order, angles):
     """Per chart: the angle of least bounding-box area, applied, and the box moved to the origin.
     Returns local coordinates float64 [V, 2] (unused vertices 0) and extents float64 [C, 2]."""
@@ -80,7 +80,7 @@ def _orient(xy, faces, face_start, face_order, angles):
     return out, ext
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _raster_conservative(p, mask):
     """Mark the texels of ``mask`` [H, W] whose unit square touches triangle p [3, 2] (texel units)."""
     area = (p[1, 0] - p[0, 0]) * (p[2, 1] - p[0, 1]) - (p[2, 0] - p[0, 0]) * (p[1, 1] - p[0, 1])
@@ -106,7 +106,7 @@ def _raster_conservative(p, mask):
                 mask[r, c] = True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _chart_rows(tri, ext, scale, pad, rot, lo, hi, mask):
     """Raster one chart (faces' coordinates ``tri`` [n, 3, 2] in chart units) in orientation ``rot``
     (0: as is, 1: +90 deg); fills per row of the padded box the column span [lo, hi) of the footprint
@@ -140,7 +140,7 @@ def _chart_rows(tri, ext, scale, pad, rot, lo, hi, mask):
     return bw, bh
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _first_fit(free, row_max, lo, hi, bw, bh, y_stop):
     """First (row-major) position (x, y) with y < y_stop where every row span is free; (-1, -1) if none.
     ``free[r, x]``: length of the free run starting at x, or minus the length of the occupied run;
@@ -171,7 +171,7 @@ def _first_fit(free, row_max, lo, hi, bw, bh, y_stop):
     return -1, -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _occupy(free, y, x0, x1):
     """Mark row y's columns [x0, x1) occupied, re-derive the run lengths they change; returns the row's
     longest free run."""
@@ -191,7 +191,7 @@ def _occupy(free, y, x0, x1):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pack_kernel(local, faces, face_start, face_order, ext, order, scale, size, pad, rots):
     """First-fit packing of all charts at ``scale`` (largest first; per chart the lower of its two
     orientations' first fits). Returns (placement int64 [C, 3] = (x, y, rot), 1 if all fit else 0)."""
