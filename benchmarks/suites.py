@@ -32,11 +32,11 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # caches, the next find them warm): flash at the paper's network sizes on 20 pictures with its serial
     # profile and pipelined throughput, the weight-free path on 20, the engine's GPU tests; then default
     "engine-1": [
-        ("e2e_flash", 300, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
+        ("e2e_flash", 270, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
                             "--throughput-pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_weightfree", 100, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+        ("e2e_weightfree", 90, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
                                  "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("engine_gpu_tests", 180, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+        ("engine_gpu_tests", 130, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                    *ENGINE_GPU_TESTS]),
     ],
     "engine-2": [
