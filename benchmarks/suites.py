@@ -39,6 +39,16 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("engine_gpu_tests", 110, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                    *ENGINE_GPU_TESTS]),
     ],
+    # the smallest call that still measures the headline rows (when device time is short): weight-free on
+    # 20 pictures, flash on 10 with its profile and a 4-picture pipelined batch, the weight-free GPU test
+    "engine-min": [
+        ("e2e_weightfree", 70, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_flash", 190, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "10",
+                            "--throughput-pictures", "4", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("engine_gpu_tests", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                  "tests/test_engine.py::test_generate_cuda_weight_free_end_to_end"]),
+    ],
     "engine-2": [
         ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
                               "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
