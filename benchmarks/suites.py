@@ -49,6 +49,14 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("engine_gpu_tests", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                   "tests/test_engine.py::test_generate_cuda_weight_free_end_to_end"]),
     ],
+    # the last resort when device time is nearly spent: flash on 6 pictures with its serial profile, then
+    # the weight-free path on 8 (warm caches)
+    "engine-last": [
+        ("e2e_flash", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "6",
+                            "--throughput-pictures", "0", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_weightfree", 45, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                "--pictures", "8", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    ],
     "engine-2": [
         ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
                               "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
