@@ -69,36 +69,13 @@ def _fill(tree, src_col, src_nrm, pts, nrm, k, radius, delta, power):
     return col.astype(np.float32), found
 
 
-_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
-def _shifted(x: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
-    """y[r, c] = x[r + dy, c + dx] (``fill`` outside)."""
-    h, w = x.shape[:2]
-    out = np.full_like(x, fill)
-    out[max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)] = \
-        x[max(dy, 0):h - max(-dy, 0), max(dx, 0):w - max(-dx, 0)]
-    return out
-
-
 def uv_ring_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, position: np.ndarray,
                  delta: float, rings: int = 16, gate: float = 3.0) -> tuple[np.ndarray, np.ndarray, int]:
-    """The UV-ring stage (module docstring): returns (atlas, grown known set, texels filled)."""
-    out, known, filled = atlas, known & valid, 0
-    near = [np.linalg.norm(_shifted(position, dy, dx, np.inf) - position, axis=-1) < gate * delta
-            for dy, dx in _OFFSETS]                                                          # 8 x [H, W]
-    for _ in range(rings):
-        ok = np.stack([_shifted(known, dy, dx, False) & n for (dy, dx), n in zip(_OFFSETS, near)], -1)
-        ok &= (valid & ~known)[..., None]                                                    # [H, W, 8]
-        todo = ok.any(-1)
-        if not todo.any():
-            break
-        acc = np.zeros(out.shape, np.float32)
-        for i, (dy, dx) in enumerate(_OFFSETS):
-            acc += np.where(ok[..., i:i + 1], _shifted(out, dy, dx, 0.0), 0.0)
-        out = np.where(todo[..., None], acc / np.maximum(ok.sum(-1), 1)[..., None], out).astype(np.float32)
-        known, filled = known | todo, filled + int(todo.sum())
-    return out, known, filled
+    """The UV-ring stage (module docstring): returns (atlas, grown known set, texels filled). The numba
+    kernel ``triton_kernels.uv_ring_fill`` (its numpy reference ``uv_ring_fill_ref`` gives the same bytes)."""
+    from triton_kernels.uv_ring_fill import uv_ring_fill as kernel
+
+    return kernel(atlas, known, valid, position, gate * delta, rings)
 
 
 def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_power: float = 2.0,
