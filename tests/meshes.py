@@ -40,3 +40,28 @@ def welded_positions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A real asset's geometry only: positions welded across UV seams, degenerate faces dropped."""
     mesh = clean_mesh(load_mesh(path))
     return mesh.vertices, mesh.faces
+
+
+def check_unwrap_contract(mesh, out, report, size: int) -> np.ndarray:
+    """The contract every UV unwrapper keeps (``unwrap_uv``'s): split vertices gathered through
+    ``meta["vmapping"]``, same faces in the same order, float32 UVs inside [0, 1], normals fixed before
+    the seam split, no texel shared by two charts, the reported utilisation. Returns the rasterised face
+    id per texel (int [size, size], -1 empty) for the caller's own checks."""
+    import pytest
+
+    from engine.geometry.rasterize import rasterize_uv
+    from engine.geometry.uv_quality import overlap_texels
+
+    vmap = out.meta["vmapping"]
+    assert vmap.dtype == np.int64 and out.num_faces == mesh.num_faces
+    np.testing.assert_array_equal(out.vertices, mesh.vertices[vmap])       # positions unchanged
+    np.testing.assert_array_equal(vmap[out.faces], mesh.faces)             # same faces, same order
+    assert out.uvs.dtype == np.float32 and out.uvs.shape == (out.num_vertices, 2)
+    assert out.uvs.min() >= 0.0 and out.uvs.max() <= 1.0                 # every face inside the atlas
+    first = np.full(mesh.num_vertices, -1)
+    first[vmap[::-1]] = np.arange(vmap.size)[::-1]
+    np.testing.assert_array_equal(out.normals, out.normals[first[vmap]])  # normals fixed before seams
+    assert overlap_texels(out.uvs, out.faces, size) == 0                  # between charts
+    fid, _ = rasterize_uv(out.uvs, out.faces, size)
+    assert report.utilisation == pytest.approx((fid >= 0).mean())
+    return fid

@@ -6,29 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import asset_path
-from meshes import icosphere
+from meshes import check_unwrap_contract, icosphere
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.mesh import TriMesh, clean_mesh, face_areas
-from engine.geometry.rasterize import rasterize_uv
 from engine.geometry.uv_parallel import halo_faces, partition_faces, unwrap_uv_parallel
 from engine.geometry.uv_quality import overlap_texels, uv_charts, uv_stretch
 from engine.geometry.uv_unwrap import unwrap_uv
 
 
 def check_contract(mesh: TriMesh, out: TriMesh, report, size: int) -> None:
-    vmap = out.meta["vmapping"]
-    assert vmap.dtype == np.int64 and out.num_faces == mesh.num_faces
-    np.testing.assert_array_equal(out.vertices, mesh.vertices[vmap])       # positions unchanged
-    np.testing.assert_array_equal(vmap[out.faces], mesh.faces)             # same faces, same order
-    assert out.uvs.dtype == np.float32 and out.uvs.shape == (out.num_vertices, 2)
-    assert out.uvs.min() >= 0.0 and out.uvs.max() <= 1.0
-    first = np.full(mesh.num_vertices, -1)
-    first[vmap[::-1]] = np.arange(vmap.size)[::-1]
-    np.testing.assert_array_equal(out.normals, out.normals[first[vmap]])  # normals fixed before seams
-    assert overlap_texels(out.uvs, out.faces, size) == 0
-    fid, _ = rasterize_uv(out.uvs, out.faces, size)
-    assert report.utilisation == pytest.approx((fid >= 0).mean())
+    fid = check_unwrap_contract(mesh, out, report, size)
     live = np.flatnonzero(face_areas(mesh.vertices, mesh.faces) > 0)
     assert np.isin(live, fid).mean() > 0.9                                 # faces cover texels
 

@@ -303,16 +303,23 @@ def _merge_small_charts(chart, nbrs, nsum, area, normals, live, face_start, face
 
 
 @njit(cache=True, nogil=True)
+def _chart_box(uv, faces, face_order, start, stop):
+    """(x0, y0, x1, y1) of the uv of faces face_order[start:stop] (inf, inf, -inf, -inf when empty)."""
+    x0, y0, x1, y1 = np.inf, np.inf, -np.inf, -np.inf
+    for k in range(start, stop):
+        for j in range(3):
+            v = faces[face_order[k], j]
+            x0, x1 = min(x0, uv[v, 0]), max(x1, uv[v, 0])
+            y0, y1 = min(y0, uv[v, 1]), max(y1, uv[v, 1])
+    return x0, y0, x1, y1
+
+
+@njit(cache=True, nogil=True)
 def _self_overlap_cells(uv, faces, face_start, face_order, cell):
     nc = face_start.shape[0] - 1
     out = np.zeros(nc, np.int64)
     for c in range(nc):
-        x0, y0, x1, y1 = np.inf, np.inf, -np.inf, -np.inf
-        for k in range(face_start[c], face_start[c + 1]):
-            for j in range(3):
-                v = faces[face_order[k], j]
-                x0, x1 = min(x0, uv[v, 0]), max(x1, uv[v, 0])
-                y0, y1 = min(y0, uv[v, 1]), max(y1, uv[v, 1])
+        x0, y0, x1, y1 = _chart_box(uv, faces, face_order, face_start[c], face_start[c + 1])
         if face_start[c + 1] == face_start[c]:
             continue
         x0, y0 = math.floor(x0 / cell) * cell, math.floor(y0 / cell) * cell
@@ -386,12 +393,7 @@ def _regrow_charts(uv, faces, chart, nbrs, flagged, face_start, face_order, cell
     for c in range(face_start.shape[0] - 1):
         if not flagged[c] or face_start[c + 1] == face_start[c]:
             continue
-        x0, y0, x1, y1 = np.inf, np.inf, -np.inf, -np.inf
-        for k in range(face_start[c], face_start[c + 1]):
-            for j in range(3):
-                v = faces[face_order[k], j]
-                x0, x1 = min(x0, uv[v, 0]), max(x1, uv[v, 0])
-                y0, y1 = min(y0, uv[v, 1]), max(y1, uv[v, 1])
+        x0, y0, x1, y1 = _chart_box(uv, faces, face_order, face_start[c], face_start[c + 1])
         x0, y0 = math.floor(x0 / cell) * cell, math.floor(y0 / cell) * cell
         grid = np.zeros((int((y1 - y0) / cell) + 2, int((x1 - x0) / cell) + 2), np.int64)
         stamp = 0

@@ -4,9 +4,10 @@ distance between the texels' positions) takes the mean colour of those neighbour
 ring become known for the next one (a Jacobi update: a ring reads only the previous ring's state).
 
 ``uv_ring_fill_ref`` is the numpy reference (whole-atlas shifted arrays, 8 offsets per ring);
-``uv_ring_fill`` is a numba kernel over the texels that gives the same bytes (same float32 accumulation
-order over the offsets, the same float64 division and float32 rounding, the same float32 distance test),
-~50x faster on the CPU path's 2048^2 atlases. Inputs: atlas float32 [H, W, C], known / valid bool [H, W],
+``uv_ring_fill`` is a numba kernel over the unknown texels that gives the same bytes (same float32
+accumulation order over the offsets, the same float64 division and float32 rounding, the same float32
+distance test). On the 2-core CPU the reference took 17.3 s of the crate's 2048^2 fusion; with the kernel
+the whole fusion took 11.0 s instead of 29.3 s. Inputs: atlas float32 [H, W, C], known / valid bool [H, W],
 position float32 [H, W, 3], limit = gate x texel size (world units), rings >= 0.
 Returns (atlas float32 [H, W, C], grown known set bool [H, W], texels filled).
 """
@@ -55,7 +56,11 @@ def _ring_kernel(out, known, valid, position, limit, rings, dys, dxs):
     h, w, nc = out.shape
     lim = np.float32(limit)
     # the frontier: valid unknown texels (only they can be filled), kept as a list that shrinks
-    cand = np.empty((h * w, 2), np.int64)
+    n_cand = 0
+    for y in range(h):
+        for x in range(w):
+            n_cand += valid[y, x] and not known[y, x]
+    cand = np.empty((n_cand, 2), np.int64)
     n_cand = 0
     for y in range(h):
         for x in range(w):
