@@ -228,14 +228,15 @@ def _render(rig_mesh: TriMesh, cams, size: int, device: torch.device):
     return mask, normals, positions, mask_np
 
 
-def _velocity(nets: TextureNetworks, request, grid_shape: tuple[int, ...]):
-    """The sampler's ``velocity_fn(grid, t)`` through the bucket's CUDA-graph runner (eager off CUDA)."""
+def _velocity(nets: TextureNetworks, request, grid_shape: tuple[int, ...], graphs: bool = True):
+    """The sampler's ``velocity_fn(grid, t)`` through the bucket's CUDA-graph runner (eager off CUDA, or
+    with ``graphs`` False: a fresh eager runner nobody keeps, e.g. for calibration hooks)."""
     from engine.models.texturegen_dit import TextureGenRequest
     from engine.runtime.cuda_graph import CudaGraphStep
 
     consts = [request.base] + [t for pair in request.kv for t in pair]
     key = ("texturegen", grid_shape, tuple((tuple(c.shape), c.dtype) for c in consts))
-    runner = nets.runners.get(key)
+    runner = nets.runners.get(key) if graphs else None
     if runner is None:
         dit, depth, hw, plan = nets.dit, len(request.kv), request.grid_hw, request.plan
 
@@ -245,20 +246,34 @@ def _velocity(nets: TextureNetworks, request, grid_shape: tuple[int, ...]):
 
         grid0 = torch.zeros(grid_shape, device=nets.device)
         t0 = torch.zeros(grid_shape[0], device=nets.device)
-        runner = nets.runners[key] = CudaGraphStep(step, [grid0, t0, *consts], n_dynamic=2)
+        runner = CudaGraphStep(step, [grid0, t0, *consts], n_dynamic=2, enabled=graphs)
+        if graphs:
+            nets.runners[key] = runner
     else:
         runner.set_constants(consts)
     return runner
 
 
+@dataclass
+class ViewsJob:
+    """A prepared TextureGen request: everything the sampler needs (``prepare_views``)."""
+
+    request: object            # TextureGenRequest
+    noise: torch.Tensor        # [1, K, C, h, w] fp32
+    ref_lat: torch.Tensor      # [1, C, h, w] fp32
+    sampler: object            # TextureSamplerConfig
+    white: torch.Tensor | None
+    grid_shape: tuple[int, ...]
+    masks: np.ndarray          # bool [K, R, R]
+    rig_mesh: TriMesh
+    note: str
+
+
 @torch.inference_mode()
-def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
-                     device: str | torch.device, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, TriMesh, str]:
-    """Generate the rig views of ``mesh`` (with uvs, tangents, normal map where present); see the module
-    docstring. Returns (views uint8 [K, R, R, 3], masks bool [K, R, R], the mesh scaled into the rig
-    sphere (the views' frame), note)."""
-    from engine.sampling.texturegen_sampler import TextureSamplerConfig, sample_texture_views
+def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
+                  device: str | torch.device, seed: int = 0) -> ViewsJob:
+    """Steps 1-2 of the module docstring and the sampler's inputs."""
+    from engine.sampling.texturegen_sampler import TextureSamplerConfig
     from engine.texture.views import camera_rig, normalize_to_sphere
 
     dev, dtype, tcfg = nets.device, nets.dtype, nets.dit_cfg
@@ -288,22 +303,43 @@ def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg
     gen = torch.Generator(device="cpu").manual_seed(seed)
     noise = torch.randn((1, k) + tuple(ref_lat.shape[1:]), generator=gen).to(dev)      # [1, K, C, h, w]
     grid_shape = (branches, 1 + k) + tuple(ref_lat.shape[1:])                          # [B', S, C, h, w]
-    velocity = _velocity(nets, request, grid_shape)
     white = _white_latent(nets, size)[0] if branches == 2 else None
-    with substep("TextureGen DiT sampling"):
-        latents = sample_texture_views(velocity, noise, ref_lat, sampler, white)      # [1, K, C, h, w]
-    with substep("image VAE decode"):
-        views = (nets.vae.decode(latents[0].to(dtype)).float() + 1.0) * 0.5           # [K, 3, R, R]
     note = (f"TextureGen ({nets.source}), {k} views at {size} px, {cfg.steps} steps, "
             f"{'CFG (2 branches)' if branches == 2 else 'guidance-distilled (1 branch)'}, {nets.text_note}")
+    return ViewsJob(request, noise, ref_lat, sampler, white, grid_shape, masks, rig_mesh, note)
+
+
+@torch.inference_mode()
+def sample_views(nets: TextureNetworks, job: ViewsJob, graphs: bool = True) -> torch.Tensor:
+    """Step 3-4 without super-resolution: the decoded views [K, 3, R, R] fp32 in [0, 1] (unclamped)."""
+    from engine.sampling.texturegen_sampler import sample_texture_views
+
+    velocity = _velocity(nets, job.request, job.grid_shape, graphs)
+    with substep("TextureGen DiT sampling"):
+        latents = sample_texture_views(velocity, job.noise, job.ref_lat, job.sampler, job.white)
+                                                                                   # [1, K, C, h, w]
+    with substep("image VAE decode"):
+        return (nets.vae.decode(latents[0].to(nets.dtype)).float() + 1.0) * 0.5
+
+
+@torch.inference_mode()
+def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
+                     device: str | torch.device, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, TriMesh, str]:
+    """Generate the rig views of ``mesh`` (with uvs, tangents, normal map where present); see the module
+    docstring. Returns (views uint8 [K, R, R, 3], masks bool [K, R, R], the mesh scaled into the rig
+    sphere (the views' frame), note)."""
+    job = prepare_views(nets, mesh, rgba, cfg, device, seed)
+    views, masks, note = sample_views(nets, job), job.masks, job.note
     scale = nets.upscale(cfg)
     if scale > 1:
         with substep("super-resolution"):
-            views = nets.sr.upscale(views.to(dtype)).float()                          # [K, 3, sR, sR]
+            views = nets.sr.upscale(views.to(nets.dtype)).float()                          # [K, 3, sR, sR]
         masks = np.repeat(np.repeat(masks, scale, axis=1), scale, axis=2)
         note += f", super-resolved x{scale}"
     elif cfg.super_resolution:
-        note += ", super-resolution requested but no SR network is loaded: views kept at " f"{size} px"
+        note += (", super-resolution requested but no SR network is loaded: views kept at "
+                 f"{cfg.view_resolution} px")
     with substep("views to host"):
         out = (views.clamp(0, 1).permute(0, 2, 3, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    return out, masks, rig_mesh, note
+    return out, masks, job.rig_mesh, note

@@ -1,0 +1,114 @@
+"""``QuantLinear``: an ``nn.Linear`` that runs a real low-precision GEMM (quant/formats.py).
+
+forward(x [..., K]) -> [..., N] in the layer's original dtype:
+  1. the activation rows are quantised in one pass (``triton_kernels.quant_rows`` on CUDA, its reference
+     elsewhere): dynamic per-row scales (FP8_ROW, INT8) or the calibrated static scale (FP8_TENSOR),
+     divided by the SmoothQuant factors first (INT8);
+  2. the GEMM: ``torch._scaled_mm`` (FP8, fast accumulation) or ``torch._int_mm`` then the two scales
+     (INT8), plus the bias.
+Execution is chosen once per layer (``Execution``): ``NATIVE`` runs the real low-precision kernels (an
+FP8 GPU: compute capability >= 8.9; any CUDA GPU for INT8; PyTorch's CPU kernels), ``EMULATE`` runs the
+same codes and scales through a float32 GEMM of the dequantised operands (a GPU without FP8 units, or a
+check of the native path): both see exactly the same rounding of their inputs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+from torch import nn
+
+from quant.formats import FP8_MAX, Format, quantize_weight, smoothing
+
+
+class Execution(enum.Enum):
+    NATIVE = "native"
+    EMULATE = "emulate"
+
+
+def fp8_supported(device: torch.device) -> bool:
+    """True when ``torch._scaled_mm`` runs natively on ``device`` (CUDA compute capability >= 8.9, or the
+    CPU kernels of PyTorch >= 2.5)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 9)
+    return device.type == "cpu" and hasattr(torch, "_scaled_mm")
+
+
+class QuantLinear(nn.Module):
+    """A quantised copy of ``linear`` (whose weight is not kept). ``act_amax``: calibrated per-tensor
+    activation amax (FP8_TENSOR); ``channel_amax`` [K]: calibrated per-channel amax (INT8 smoothing)."""
+
+    def __init__(self, linear: nn.Linear, fmt: Format, act_amax: float | None = None,
+                 channel_amax: torch.Tensor | None = None, execution: Execution = Execution.NATIVE) -> None:
+        super().__init__()
+        if fmt is Format.BF16:
+            raise ValueError("BF16 layers stay nn.Linear")
+        w = linear.weight.detach()
+        self.fmt, self.execution = fmt, execution
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_dtype = w.dtype
+        smooth = None
+        if fmt is Format.INT8:
+            if channel_amax is None:
+                raise ValueError("INT8 needs the calibrated per-channel activation amax (SmoothQuant)")
+            smooth = smoothing(channel_amax.to(w.device), w)
+        codes, scale = quantize_weight(w, fmt, smooth)
+        self.register_buffer("weight_q", codes)                       # [N, K]
+        self.register_buffer("weight_scale", scale)                   # [] or [1, N] fp32
+        self.register_buffer("smooth", smooth)                        # [K] fp32 or None
+        self.register_buffer("act_scale", None if act_amax is None else
+                             torch.tensor(max(act_amax, 1e-12) / FP8_MAX, device=w.device))
+        if fmt is Format.FP8_TENSOR and self.act_scale is None:
+            raise ValueError("FP8_TENSOR needs the calibrated activation amax")
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+        if execution is Execution.NATIVE:
+            self._check_native(w.device)
+
+    def _check_native(self, device: torch.device) -> None:
+        if self.fmt.is_fp8 and not fp8_supported(device):
+            raise ValueError(f"FP8 GEMMs do not run natively on {device}: use Execution.EMULATE")
+        if self.in_features % 16 or self.out_features % 16:
+            raise ValueError(f"native low-precision GEMMs need K, N multiples of 16 (got {self.in_features}, "
+                             f"{self.out_features})")
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, {self.fmt.value}, {self.execution.value}"
+
+    def quantize_input(self, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x2 [M, K] -> (codes [M, K], scale [M, 1] or [])."""
+        fmt = "int8" if self.fmt is Format.INT8 else "fp8"
+        static = self.act_scale if self.fmt is Format.FP8_TENSOR else None
+        if x2.is_cuda:
+            from triton_kernels.quant_rows import quant_rows
+
+            return quant_rows(x2, fmt, self.smooth, static)
+        from triton_kernels.quant_rows import quant_rows_ref
+
+        return quant_rows_ref(x2, fmt, self.smooth, static)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).contiguous()                              # [M, K]
+        m = x2.shape[0]
+        pad = (-m) % 16 if (self.execution is Execution.NATIVE and x2.is_cuda) else 0
+        if pad or (self.fmt is Format.INT8 and x2.is_cuda and m <= 16):
+            pad = pad + (16 if m + pad <= 16 else 0)                                  # _int_mm: M > 16
+            x2 = torch.cat([x2, x2.new_zeros(pad, self.in_features)])
+        q, s = self.quantize_input(x2)
+        y = self._gemm(q, s)[:m]                                                       # [M, N]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def _gemm(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        out = self.out_dtype if q.is_cuda else torch.float32
+        if self.execution is Execution.EMULATE:
+            ws = self.weight_scale.t() if self.weight_scale.dim() else self.weight_scale  # [N, 1] or []
+            w = self.weight_q.float() * ws
+            return ((q.float() * s) @ w.t()).to(out)
+        if self.fmt.is_fp8:
+            return torch._scaled_mm(q, self.weight_q.t(), scale_a=s, scale_b=self.weight_scale,
+                                    out_dtype=out, use_fast_accum=True)
+        acc = torch._int_mm(q, self.weight_q.t())                                       # [M, N] int32
+        return (acc.float() * s * self.weight_scale).to(out)
