@@ -58,11 +58,11 @@ def pictures(folder: Path, count: int) -> list[Path]:
     return out[:count]
 
 
-def engine_config(preset: str, networks: str | None, cache_dir: str | None = None):
+def engine_config(preset: str, networks: str | None, cache_dir: str | None = None, precision: str = "auto"):
     from engine.config import PipelineConfig
 
     cfg = PipelineConfig.from_name(preset).with_overrides(device="cuda", random_networks=networks,
-                                                          cache_dir=cache_dir)
+                                                          cache_dir=cache_dir, precision=precision)
     return cfg.for_device()
 
 
@@ -133,7 +133,7 @@ def latency_rows(name: str, results: list) -> dict:
 
 
 def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Path, throughput: int,
-                  report) -> dict:
+                  report, precision: str = "auto") -> dict:
     """Latency over ``inputs``, then one serial profiled request (parts of each stage synchronised), then
     (``throughput`` > 0) pipelined throughput over that many pictures. ``report(row)`` is called after
     each part, so a run cut off at its limit keeps what it measured."""
@@ -146,9 +146,10 @@ def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Pa
     _ENGINES_BUILT.append(preset)
     t0 = time.perf_counter()
     log(f"{preset} (networks: {networks}): building the engine ({caches})")
-    engine = Engine(engine_config(preset, networks))
+    engine = Engine(engine_config(preset, networks, precision=precision))
     build = time.perf_counter() - t0
-    log(f"engine built in {build:.1f} s; resident networks {engine.models.memory_gib():.1f} GiB")
+    log(f"engine built in {build:.1f} s; resident networks {engine.models.memory_gib():.1f} GiB; "
+        f"precision {engine.models.precision}")
     warm = engine.warmup(progress=stage_log("warm-up"))
     log(f"warm-up request {warm:.1f} s")
     ready = process_age() if first_in_process else None
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--networks", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--picture", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp8", "int8"],
+                    help="the DiTs' linear layers (engine --precision)")
     args = ap.parse_args(argv)
     if args.cold_child:
         cold_child(args)
@@ -343,14 +346,16 @@ def main(argv: list[str] | None = None) -> None:
             if suite in ("weightfree", "flash", "default"):
                 networks = None if suite == "weightfree" else "paper"
                 preset = "flash" if suite == "weightfree" else suite
-                md = out_dir / f"end_to_end_gpu_{suite}.md"
+                tag = suite if args.precision == "auto" else f"{suite}_{args.precision}"
+                md = out_dir / f"end_to_end_gpu_{tag}.md"
 
                 def report(row, md=md, target=TARGETS[suite]):
                     md.write_text(latency_markdown(row, target))
                     log(f"wrote {md}")
 
                 row = suite_latency(preset, networks, inputs, tmp,
-                                    args.throughput_pictures if suite == "flash" else 0, report)
+                                    args.throughput_pictures if suite == "flash" else 0, report,
+                                    args.precision)
                 text = latency_markdown(row, TARGETS[suite])
                 write_rows(csv, row)
             elif suite == "ladder":
@@ -365,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
                 text += "".join(f"| {r['engine']} | {r['caches']} | {r['ready']:.1f} | {r['first']:.1f} |\n"
                                 for r in rows)
             text += f"\n(suite ran {time.perf_counter() - t0:.0f} s)\n"
-            (out_dir / f"end_to_end_gpu_{suite}.md").write_text(text)
+            tag = suite if args.precision == "auto" else f"{suite}_{args.precision}"
+            (out_dir / f"end_to_end_gpu_{tag}.md").write_text(text)
             print(text, flush=True)
 
 

@@ -63,6 +63,19 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_cold_weightfree", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold-weightfree",
                                       "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
     ],
+    # quantisation (issue 11): GPU parity tests, the per-layer analyses that write the FP8 recipes (into the
+    # device's quant/recipes, copied to {out}/recipes), then bf16 vs FP8/INT8 GEMMs and samplers
+    "quant-1": [
+        ("quant_gpu_tests", 90, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                 "tests/test_quant_gpu.py"]),
+        ("analyse_meshgen", 120, [PY, "-m", "quant.analyse", "--network", "meshgen_coarse",
+                                  "--report", "{out}/quant_meshgen_coarse_h100.md"]),
+        ("analyse_texturegen", 240, [PY, "-m", "quant.analyse", "--network", "texturegen", "--meshes", "1",
+                                     "--pictures", "1", "--report", "{out}/quant_texturegen_h100.md"]),
+        ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"]),
+        ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
+                              "--csv", "{out}/h100.csv", "--repeats", "3"]),
+    ],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
         ("e2e_cold", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold",

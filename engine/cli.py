@@ -31,6 +31,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         random_networks=getattr(args, "random_networks", None),
         cache_dir=args.cache_dir,
         max_in_flight=getattr(args, "max_in_flight", None),
+        precision=getattr(args, "precision", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -220,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PNG/JPEG/WebP pictures of one object each (RGBA cut-outs work best), or "
                      "folders of them; several pictures share one resident engine and need -o FOLDER")
     gen.add_argument("--seed", type=int, default=None, help="sampler seed (weight-free path: deterministic)")
+    gen.add_argument("--precision", default=None, choices=["auto", "bf16", "fp8", "int8"],
+                     help="diffusion transformers' linear layers: auto (default) uses the quantisation "
+                     "recipe measured for these weights and this GPU when one exists (quant/recipes), "
+                     "else bf16")
     gen.add_argument(
         "--segmenter",
         default=None,

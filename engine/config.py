@@ -148,6 +148,17 @@ class TextureConfig:
         )
 
 
+class Precision(enum.Enum):
+    """What the diffusion transformers' linear layers run in (quant/): ``auto`` uses the recipe measured
+    for this network, GPU architecture and weights when one exists (FP8 on Hopper/Ada, INT8 before),
+    else bf16; ``fp8`` / ``int8`` use the network's recipe whatever weights it was measured on."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP8 = "fp8"
+    INT8 = "int8"
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How the engine runs: device, seed, host parallelism, caches, where the networks come from."""
@@ -159,6 +170,8 @@ class RuntimeConfig:
     max_in_flight: int = 2  # requests admitted at once when pipelining a batch
     cache_dir: str | None = None  # JIT caches (numba, Triton, Inductor); None: $XDG_CACHE_HOME/assetgen
     random_networks: RandomNetworks | None = None  # build every network with random weights at this size
+    precision: Precision = Precision.AUTO  # DiT linear layers (quant recipes)
+    recipes_dir: str | None = None  # quantisation recipes; None: the package's quant/recipes
 
     def __post_init__(self) -> None:
         _require(self.uv_workers >= 1, f"uv_workers = {self.uv_workers} must be >= 1", "use 1 or more")
@@ -212,6 +225,7 @@ class PipelineConfig:
         random_networks: str | None = None,
         cache_dir: str | None = None,
         max_in_flight: int | None = None,
+        precision: str | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
@@ -252,6 +266,12 @@ class PipelineConfig:
             runtime = replace(runtime, cache_dir=cache_dir)
         if max_in_flight is not None:
             runtime = replace(runtime, max_in_flight=max_in_flight)
+        if precision is not None:
+            try:
+                runtime = replace(runtime, precision=Precision(precision))
+            except ValueError:
+                raise ConfigError(f"unknown precision '{precision}'",
+                                  "use --precision auto, bf16, fp8 or int8") from None
         return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:

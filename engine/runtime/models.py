@@ -33,6 +33,7 @@ class ModelStore:
         if runtime.random_networks is not None and (shape.weights or shape.shape_model):
             raise WeightsError("random networks and a weights path were both configured",
                                "drop --weights/--shape-model, or random_networks")
+        self.precision: dict[str, str] = self._quantise(config)
 
     def _count(self, bundle):
         if bundle is not None:
@@ -70,6 +71,23 @@ class ModelStore:
             return self._count(tn.load_texturegen(shape.weights, self.device, self.dtype))
         return None
 
+    def _quantise(self, config: PipelineConfig) -> dict[str, str]:
+        """Apply the quantisation recipes the config asks for (``Precision``); {network: what it runs in}.
+        The bundles' ``source`` gains the same words, so the stage notes say which precision ran."""
+        from engine.config import Precision
+
+        prec = config.runtime.precision
+        nets = []
+        if self.shape is not None and hasattr(self.shape, "coarse"):
+            nets.append(("meshgen_coarse", self.shape.coarse, self.shape))
+            if self.shape.refine is not None:
+                nets.append(("meshgen_refine", self.shape.refine, self.shape))
+        if self.texture is not None:
+            nets.append(("texturegen", self.texture.dit, self.texture))
+        if prec is Precision.BF16 or not nets or (prec is Precision.AUTO and self.device == "cpu"):
+            return {name: str(self.dtype).removeprefix("torch.") for name, _, _ in nets}
+        return _apply_recipes(nets, prec, config.runtime.recipes_dir)
+
     def memory_gib(self) -> float:
         """Bytes of every resident network's parameters and buffers, GiB."""
         total = 0
@@ -79,6 +97,42 @@ class ModelStore:
                     total += sum(t.numel() * t.element_size()
                                  for t in list(module.parameters()) + list(module.buffers()))
         return total / 2**30
+
+
+def _apply_recipes(nets: list, prec, recipes_dir: str | None) -> dict[str, str]:
+    """Quantise each (name, module, bundle) whose recipe exists; AUTO only on the weights it was measured
+    on. An explicit precision with no recipe for any network is an error naming the command that makes one."""
+    import torch
+
+    from engine.config import Precision
+    from quant.linear import fp8_supported
+    from quant.recipe import RECIPES, Recipe, apply_recipe, arch_family, recipe_name
+
+    device = next(nets[0][1].parameters()).device
+    arch = arch_family(device)
+    family = prec.value if prec is not Precision.AUTO else ("fp8" if fp8_supported(device) else "int8")
+    folder = Path(recipes_dir) if recipes_dir else RECIPES
+    out, sources = {}, {}
+    for name, module, bundle in nets:
+        path = folder / f"{recipe_name(name, family, arch)}.json"
+        fingerprint = sources.setdefault(id(bundle), bundle.source)
+        recipe = Recipe.load(path) if path.is_file() else None
+        if recipe is None or (prec is Precision.AUTO and recipe.weights.split(";")[0] != fingerprint):
+            out[name] = f"bf16 (no {family} recipe {path.name} for these weights)"
+            continue
+        counts = apply_recipe(module, recipe)
+        measured = "" if recipe.weights == fingerprint else f", measured on {recipe.weights}"
+        out[name] = f"{family} recipe {path.name}: {counts} layers quantised{measured}"
+        bundle.source += f"; {name} {family} ({sum(counts.values())} layers)"
+    if prec is not Precision.AUTO and all(v.startswith("bf16") for v in out.values()):
+        from engine.errors import ConfigError
+
+        names = ", ".join(out)
+        raise ConfigError(f"--precision {family}: no {family} recipe for {names} on {arch} in {folder}",
+                          f"run python -m quant.analyse --network <{'|'.join(out)}> --precision {family}, "
+                          "or use --precision bf16")
+    torch.cuda.empty_cache() if device.type == "cuda" else None
+    return out
 
 
 def _check_weights(folder: str | None) -> None:

@@ -310,14 +310,19 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
 
 
 @torch.inference_mode()
-def sample_views(nets: TextureNetworks, job: ViewsJob, graphs: bool = True) -> torch.Tensor:
-    """Step 3-4 without super-resolution: the decoded views [K, 3, R, R] fp32 in [0, 1] (unclamped)."""
+def sample_latents(nets: TextureNetworks, job: ViewsJob, graphs: bool = True) -> torch.Tensor:
+    """Step 3: the flow sampler -> view latents [1, K, C, h, w] fp32."""
     from engine.sampling.texturegen_sampler import sample_texture_views
 
     velocity = _velocity(nets, job.request, job.grid_shape, graphs)
     with substep("TextureGen DiT sampling"):
-        latents = sample_texture_views(velocity, job.noise, job.ref_lat, job.sampler, job.white)
-                                                                                   # [1, K, C, h, w]
+        return sample_texture_views(velocity, job.noise, job.ref_lat, job.sampler, job.white)
+
+
+@torch.inference_mode()
+def sample_views(nets: TextureNetworks, job: ViewsJob, graphs: bool = True) -> torch.Tensor:
+    """Steps 3-4 without super-resolution: the decoded views [K, 3, R, R] fp32 in [0, 1] (unclamped)."""
+    latents = sample_latents(nets, job, graphs)
     with substep("image VAE decode"):
         return (nets.vae.decode(latents[0].to(nets.dtype)).float() + 1.0) * 0.5
 

@@ -1,0 +1,156 @@
+"""Calibration inputs and stage probes of the engine's diffusion transformers (real conditioning paths).
+
+``Target`` bundles what ``quant.analyse`` needs for one network: the module, ``calibrate()`` (runs every
+calibration input through the stage's own sampler, eagerly, so the ``Calibrator`` hooks see each step)
+and the ``Probe`` (the stage output on the first input; score against the budget):
+  * ``meshgen_coarse``: DINOv2 tokens of real pictures (``../shared/images``, prepared as the engine does)
+    at the coarse resolution -> the coarse sampler's 25 DDIM steps (folded guidance) from seeded noise.
+    Budget: final latent relative error <= 2 %; reported beside it: agreement of the decoded SDF's sign
+    (the coarse VAE on a 48^3 lattice).
+  * ``texturegen``: condition renders (normals, positions) of real meshes (``../shared/assets``) with a
+    real picture as the reference -> the flow sampler's steps -> the image VAE's decoded views.
+    Budget: views PSNR >= 30 dB against the unquantised network (score = MSE / MSE at 30 dB).
+Random networks (``scale``: "paper" or "tiny") are the engine's own random bundles with the engine's
+seeds; a random TextureGen's adaLN-Zero layers are zero (every block gated off), so for the analysis they
+get N(0, (0.2 / sqrt(fan_in))^2) weights (``live_adaln``): every block then contributes, and the recipe's
+``weights`` field says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quant.sensitivity import Budget, Probe
+
+LATENT_BUDGET = 0.02
+PSNR_BUDGET_DB = 30.0
+ADALN_GAIN = 0.2
+
+
+@dataclass
+class Target:
+    network: str
+    model: nn.Module
+    calibrate: Callable[[], None]
+    probe: Probe
+    budget: Budget
+    weights: str
+    inputs: str
+    timed: Callable[[], torch.Tensor] | None = None   # the network's sampler with CUDA graphs (benchmarks)
+    reset: Callable[[], None] = lambda: None          # drop captured graphs after layers were swapped
+
+
+def prepared_pictures(paths: list[Path]) -> list[np.ndarray]:
+    """rgba uint8 [S, S, 4] of each picture, prepared as the engine's preprocess stage does."""
+    from engine.io.image_input import prepare_image
+
+    return [prepare_image(p).rgba for p in paths]
+
+
+@torch.no_grad()
+def live_adaln(model: nn.Module, seed: int, gain: float = ADALN_GAIN) -> nn.Module:
+    """Give every zero adaLN linear ('*ada.1') seeded N(0, (gain / sqrt(fan_in))^2) weights, in place."""
+    gen = torch.Generator(device="cpu").manual_seed(seed + 11)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and name.endswith("ada.1") and not m.weight.any():
+            w = torch.randn(m.weight.shape, generator=gen) * (gain / math.sqrt(m.in_features))
+            m.weight.copy_(w.to(m.weight))
+    return model
+
+
+def _rel(ref: torch.Tensor, out: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm().clamp_min(1e-30))
+
+
+def meshgen_coarse(scale: str, device: str, pictures: list[Path], steps: int = 25, seed: int = 0
+                   ) -> Target:
+    from engine.config import ShapeConfig
+    from engine.models.shape_decoding import VaeField, dense_decode
+    from engine.sampling.ddim_vpred import DDIMConfig
+    from engine.sampling.guidance import GuidanceConfig, GuidedSampler
+    from engine.stages.shape_networks import _image_tokens, picture_on_white, random_meshgen
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    nets = random_meshgen(scale, device, dtype, seed=seed, refine=False, smooth=False)
+    res = ShapeConfig().dino_resolution_coarse if scale == "paper" else 56
+    mc, dev = nets.coarse_cfg, nets.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    with torch.inference_mode():
+        conds = [_image_tokens(nets, picture_on_white(rgba).to(dev), res)
+                 for rgba in prepared_pictures(pictures)]
+    zs = [torch.randn((1, mc.n_tokens, mc.latent_dim), generator=gen).to(dev) for _ in conds]
+    sampler = GuidedSampler(nets.coarse, DDIMConfig(steps=steps), GuidanceConfig(), use_graph=False)
+
+    def calibrate() -> None:
+        for c, z in zip(conds, zs):
+            sampler(c, z)
+
+    def sdf(latents: torch.Tensor) -> torch.Tensor:
+        vae = nets.coarse_vae
+        with torch.inference_mode():
+            return dense_decode(VaeField(vae, vae.decode_latents(latents.to(dtype))), 48, 1.0)
+
+    def describe(ref: torch.Tensor, out: torch.Tensor) -> dict:
+        agree = float((torch.sign(sdf(ref)) == torch.sign(sdf(out))).float().mean())
+        return {"latent_rel_err": _rel(ref, out), "sdf_sign_agreement": agree}
+
+    probe = Probe(run=lambda: sampler(conds[0], zs[0]), score=lambda r, o: _rel(r, o) / LATENT_BUDGET,
+                  describe=describe)
+    graphs = {}
+
+    def timed() -> torch.Tensor:
+        if "s" not in graphs:
+            graphs["s"] = GuidedSampler(nets.coarse, DDIMConfig(steps=steps), GuidanceConfig())
+        return graphs["s"](conds[0], zs[0])
+
+    return Target("meshgen_coarse", nets.coarse, calibrate, probe,
+                  Budget(stage_limit=f"latent relative error <= {LATENT_BUDGET:.0%}",
+                         min_rows=256 if scale == "paper" else 16),
+                  nets.source, f"DINOv2 tokens of {', '.join(p.name for p in pictures)} at {res} px, "
+                  f"{steps} DDIM steps from seeded noise", timed, graphs.clear)
+
+
+def texturegen(scale: str, device: str, pictures: list[Path], meshes: list[Path], steps: int = 4,
+               view_resolution: int | None = None, seed: int = 0) -> Target:
+    from engine.config import TextureConfig, TextureGuidance
+    from engine.io.asset_load import load_mesh
+    from engine.stages.texture_networks import prepare_views, random_texturegen, sample_latents, sample_views
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    nets = random_texturegen(scale, device, dtype, seed=seed, text=False, super_resolution=False)
+    live_adaln(nets.dit, seed)
+    size = view_resolution or (768 if scale == "paper" else 64)
+    cfg = TextureConfig(view_resolution=size, steps=steps, guidance=TextureGuidance.DISTILLED,
+                        super_resolution=False)
+    rgbas = prepared_pictures(pictures)
+    jobs = [prepare_views(nets, load_mesh(m), rgbas[i % len(rgbas)], cfg, device, seed)
+            for i, m in enumerate(meshes)]
+
+    def calibrate() -> None:
+        for job in jobs:
+            sample_views(nets, job, graphs=False)
+
+    def mse(ref, out) -> float:
+        return float((out.float().clamp(0, 1) - ref.float().clamp(0, 1)).pow(2).mean())
+
+    def psnr(ref, out) -> float:
+        return 10.0 * math.log10(1.0 / max(mse(ref, out), 1e-30))
+
+    limit = 10.0 ** (-PSNR_BUDGET_DB / 10.0)
+    probe = Probe(run=lambda: sample_views(nets, jobs[0], graphs=False),
+                  score=lambda r, o: mse(r, o) / limit,
+                  describe=lambda r, o: {"views_psnr_db": psnr(r, o), "views_rel_err": _rel(r, o)})
+    return Target("texturegen", nets.dit, calibrate, probe,
+                  Budget(stage_limit=f"decoded views PSNR >= {PSNR_BUDGET_DB} dB",
+                         min_rows=256 if scale == "paper" else 16),
+                  f"{nets.source}; adaLN linears N(0, ({ADALN_GAIN}/sqrt(fan_in))^2) (live_adaln)",
+                  f"condition renders of {', '.join(m.parent.name for m in meshes)} with "
+                  f"{', '.join(p.name for p in pictures)} as references, {size} px, {steps} steps, distilled",
+                  lambda: sample_latents(nets, jobs[0]), nets.runners.clear)
