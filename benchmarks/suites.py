@@ -70,6 +70,8 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
                                  "tests/test_quant_gpu.py"]),
         ("analyse_meshgen", 120, [PY, "-m", "quant.analyse", "--network", "meshgen_coarse",
                                   "--report", "{out}/quant_meshgen_coarse_h100.md"]),
+        ("analyse_refine", 150, [PY, "-m", "quant.analyse", "--network", "meshgen_refine", "--pictures", "1",
+                                 "--report", "{out}/quant_meshgen_refine_h100.md"]),
         ("analyse_texturegen", 240, [PY, "-m", "quant.analyse", "--network", "texturegen", "--meshes", "1",
                                      "--pictures", "1", "--report", "{out}/quant_texturegen_h100.md"]),
         ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"]),

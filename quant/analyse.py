@@ -44,6 +44,8 @@ def build_target(args: argparse.Namespace):
                          "(fix: set ASSETGEN_SHARED to the folder holding images/ and assets/)")
     if args.network == "meshgen_coarse":
         return probes.meshgen_coarse(args.scale, args.device, pictures, steps=args.steps or 25)
+    if args.network == "meshgen_refine":
+        return probes.meshgen_refine(args.scale, args.device, pictures, steps=args.steps or 5)
     meshes = [root / "assets" / m for m in MESHES[: args.meshes]]
     return probes.texturegen(args.scale, args.device, pictures, meshes, steps=args.steps or 4)
 
@@ -71,7 +73,7 @@ def report(analysis: Analysis, recipe: Recipe, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m quant.analyse", description=__doc__.split("\n")[0])
-    ap.add_argument("--network", choices=("meshgen_coarse", "texturegen"), required=True)
+    ap.add_argument("--network", choices=("meshgen_coarse", "meshgen_refine", "texturegen"), required=True)
     ap.add_argument("--scale", choices=("paper", "tiny"), default="paper", help="random networks' size")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", choices=tuple(CANDIDATES), default="fp8")

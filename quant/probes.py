@@ -117,6 +117,68 @@ def meshgen_coarse(scale: str, device: str, pictures: list[Path], steps: int = 2
                   f"{steps} DDIM steps from seeded noise", timed, graphs.clear)
 
 
+def meshgen_refine(scale: str, device: str, pictures: list[Path], steps: int = 5, seed: int = 0) -> Target:
+    """The refine DiT on its own conditioning path: the coarse sampler's latents of each picture -> the
+    coarse mesh (hierarchical decoding at 128^3 of the engine's paper-size smooth field, a closed
+    sphere-like surface) -> ``refine_tokens`` anchors (3D RoPE) -> DINOv2 at the refine resolution -> the
+    refine sampler's DDIM steps. Budget: final latent relative error <= 2 %."""
+    from dataclasses import replace
+
+    from engine.config import ShapeConfig
+    from engine.models.meshgen_dit import refine_token_positions
+    from engine.sampling.ddim_vpred import DDIMConfig
+    from engine.sampling.guidance import GuidanceConfig, GuidedSampler
+    from engine.stages.shape_networks import (
+        REFINE_GRID,
+        _image_tokens,
+        decode_mesh,
+        picture_on_white,
+        random_meshgen,
+    )
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    nets = random_meshgen(scale, device, dtype, seed=seed, refine=True, smooth=scale == "paper")
+    paper = scale == "paper"
+    cfg = replace(ShapeConfig(), grid_resolution=128 if paper else 32,
+                  refine_tokens=nets.refine_cfg.n_tokens,
+                  dino_resolution_coarse=518 if paper else 56, dino_resolution_refine=1022 if paper else 112)
+    dev, gen = nets.device, torch.Generator(device="cpu").manual_seed(seed)
+    coarse = nets.sampler("coarse", 25 if paper else 3)
+    inputs = []
+    with torch.inference_mode():
+        for rgba in prepared_pictures(pictures):
+            pic = picture_on_white(rgba).to(dev)
+            z = torch.randn((1, nets.coarse_cfg.n_tokens, nets.coarse_cfg.latent_dim), generator=gen).to(dev)
+            latents = coarse(_image_tokens(nets, pic, cfg.dino_resolution_coarse), z)
+            verts, faces, _ = decode_mesh(nets.coarse_vae, latents, cfg, "coarse MeshGen")
+            voxels, _ = refine_token_positions(verts, faces, n=cfg.refine_tokens, grid=REFINE_GRID,
+                                               bounds=(-cfg.bounds, cfg.bounds), seed=seed)
+            zr = torch.randn((1, cfg.refine_tokens, nets.refine_cfg.latent_dim), generator=gen).to(dev)
+            inputs.append((_image_tokens(nets, pic, cfg.dino_resolution_refine), zr, voxels.to(dev)))
+    sampler = GuidedSampler(nets.refine, DDIMConfig(steps=steps), GuidanceConfig(), use_graph=False)
+
+    def calibrate() -> None:
+        for c, z, v in inputs:
+            sampler(c, z, v)
+
+    graphs = {}
+
+    def timed() -> torch.Tensor:
+        if "s" not in graphs:
+            graphs["s"] = GuidedSampler(nets.refine, DDIMConfig(steps=steps), GuidanceConfig())
+        return graphs["s"](*inputs[0])
+
+    probe = Probe(run=lambda: sampler(*inputs[0]), score=lambda r, o: _rel(r, o) / LATENT_BUDGET,
+                  describe=lambda r, o: {"latent_rel_err": _rel(r, o)})
+    return Target("meshgen_refine", nets.refine, calibrate, probe,
+                  Budget(stage_limit=f"latent relative error <= {LATENT_BUDGET:.0%}",
+                         min_rows=256 if paper else 16),
+                  nets.source, f"{cfg.refine_tokens} anchors on the coarse mesh of "
+                  f"{', '.join(p.name for p in pictures)}, DINOv2 {cfg.dino_resolution_refine} px, "
+                  f"{steps} DDIM steps",
+                  timed, graphs.clear)
+
+
 def texturegen(scale: str, device: str, pictures: list[Path], meshes: list[Path], steps: int = 4,
                view_resolution: int | None = None, seed: int = 0) -> Target:
     from engine.config import TextureConfig, TextureGuidance

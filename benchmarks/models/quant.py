@@ -6,7 +6,7 @@
    ``torch._int_mm``: the GEMM alone (operands already quantised: rate against its ceiling, bf16 797,
    FP8 1448 TFLOP/s, INT8 926 TOP/s, shared/TARGETS.md) and the whole ``QuantLinear`` (activation
    quantisation kernel + GEMM + scales), beside ``quant_rows`` alone (GB/s against ~3 TB/s).
-2. Each DiT's sampler with CUDA graphs (MeshGen coarse 25 steps, TextureGen flash 4 steps; the random
+2. Each DiT's sampler with CUDA graphs (MeshGen coarse 25 / refine 5 steps, TextureGen flash 4 steps; the random
    paper-size networks and real calibration inputs of ``quant.probes``): bf16, the measured recipe
    (``quant/recipes/<network>.fp8.<arch>.json`` when present), and every eligible layer in FP8 rowwise,
    FP8 tensorwise and INT8 (the speed bound of each format), with the fidelity of each against bf16
@@ -77,6 +77,8 @@ def sampler_rows(network: str, shared: Path, repeats: int) -> list[dict]:
     pics = [shared / "images" / "typical_misc_crate.png"]
     if network == "meshgen_coarse":
         target = probes.meshgen_coarse("paper", "cuda", pics)
+    elif network == "meshgen_refine":
+        target = probes.meshgen_refine("paper", "cuda", pics)
     else:
         target = probes.texturegen("paper", "cuda", pics, [shared / "assets" / "spot" / "spot.obj"])
     with Calibrator(target.model, max_samples=2) as cal:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--csv", type=Path)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--networks", default="meshgen_coarse,texturegen")
+    ap.add_argument("--networks", default="meshgen_coarse,meshgen_refine,texturegen")
     ap.add_argument("--no-gemm", action="store_true")
     args = ap.parse_args(argv)
     shared = Path(os.environ.get("ASSETGEN_SHARED", Path(__file__).resolve().parents[3] / "shared"))
