@@ -6,8 +6,8 @@
    ``torch._int_mm``: the GEMM alone (operands already quantised: rate against its ceiling, bf16 797,
    FP8 1448 TFLOP/s, INT8 926 TOP/s, shared/TARGETS.md) and the whole ``QuantLinear`` (activation
    quantisation kernel + GEMM + scales), beside ``quant_rows`` alone (GB/s against ~3 TB/s).
-2. Each DiT's sampler with CUDA graphs (MeshGen coarse 25 / refine 5 steps, TextureGen flash 4 steps; the random
-   paper-size networks and real calibration inputs of ``quant.probes``): bf16, the measured recipe
+2. Each DiT's sampler with CUDA graphs (MeshGen coarse 25 / refine 5 steps, TextureGen flash 4 steps; the
+   random paper-size networks and real calibration inputs of ``quant.probes``): bf16, the measured recipe
    (``quant/recipes/<network>.fp8.<arch>.json`` when present), and every eligible layer in FP8 rowwise,
    FP8 tensorwise and INT8 (the speed bound of each format), with the fidelity of each against bf16
    (MeshGen final latent relative error, TextureGen decoded views PSNR).
