@@ -8,6 +8,8 @@ functions of ``engine/stages/``; each names its inputs, outputs and scheduler la
   cubes) -> floaters + QEM simplification -> hidden faces -> UV atlas -> tangent-space normal bake ->
   base-colour texture (TextureGen views, or the weight-free reference projection) -> GLB. The texture's
   fusion plan needs only the unwrapped mesh, so it runs on the ``gpu-aux`` lane beside the bake/diffusion.
+  The GLB's geometry buffers (after the unwrap) and normal-map PNG (after the bake) are built on the
+  ``cpu`` lane beside the GPU stages; the last stage only encodes the base colour and writes the file.
 - ``process``: any mesh file -> (repair) -> the same geometry post-processing -> texture transferred from
   the input's own materials -> GLB.
 
@@ -117,9 +119,14 @@ def _texture_stages(res: Resources) -> list[Stage]:
     ]
 
 
-def _export_stage() -> Stage:
-    return Stage("export glb", ("unwrapped", "normal_map", "base_color", "output"), ("asset",), io.export,
-                 "cpu")
+def _export_stages() -> list[Stage]:
+    """Only the base colour's PNG and the write wait for the texture; the rest runs beside the GPU stages."""
+    return [
+        Stage("pack geometry buffers", ("unwrapped",), ("geometry_buffers",), io.pack_geometry, "cpu"),
+        Stage("encode normal map", ("normal_map",), ("normal_png",), io.encode_normal_map, "cpu"),
+        Stage("export glb", ("unwrapped", "normal_map", "base_color", "geometry_buffers", "normal_png",
+                             "output"), ("asset",), io.export, "cpu"),
+    ]
 
 
 def generate_graph(res: Resources) -> StageGraph:
@@ -128,7 +135,7 @@ def generate_graph(res: Resources) -> StageGraph:
         *_shape_stages(res),
         *_post_processing(res),
         *_texture_stages(res),
-        _export_stage(),
+        *_export_stages(),
     ]
     return StageGraph(stages, provided=("image_path", "segmenter", "output"))
 
@@ -142,7 +149,7 @@ def process_graph(res: Resources) -> StageGraph:
         *_post_processing(res),
         Stage("texture transfer", ("unwrapped", "source"), ("base_color",),
               partial(texture.transfer, texture=cfg.texture), "cpu"),
-        _export_stage(),
+        *_export_stages(),
     ]
     return StageGraph(stages, provided=("mesh_path", "output"))
 

@@ -52,8 +52,10 @@ def test_overlap_and_pipelining_write_the_serial_bytes(shared_dir, engine, tmp_p
     assert (tmp_path / "overlap_0.glb").read_bytes() == reference[0]
     for i in range(len(PICTURES)):
         assert (tmp_path / f"batch_{i}.glb").read_bytes() == reference[i]
-    names = {t.name for t in overlapped.timer.timings}
-    assert {"texture plan", "texture fuse", "normal bake", "export glb"} <= names
+    timings = {t.name: t for t in overlapped.timer.timings}
+    assert {"texture plan", "texture fuse", "normal bake", "export glb"} <= set(timings)
+    for early in ("pack geometry buffers", "encode normal map"):          # beside the texture, not after it
+        assert timings[early].end <= timings["texture fuse"].end <= timings["export glb"].start
     assert overlapped.timer.wall() <= overlapped.timer.total() + 0.05
     assert serial[0].mesh.num_faces <= 1500 and engine.requests >= 5
 

@@ -16,7 +16,15 @@ from engine.errors import MeshError
 from engine.geometry.mesh import TriMesh, vertex_normals
 from engine.io.asset_load import load_mesh, split_glb
 from engine.io.atomic import atomic_write_bytes
-from engine.io.glb_export import ROUGHNESS_FACTOR, encode_glb, read_glb_summary, write_glb
+from engine.io.glb_export import (
+    ROUGHNESS_FACTOR,
+    assemble_glb,
+    encode_glb,
+    encode_texture,
+    pack_geometry,
+    read_glb_summary,
+    write_glb,
+)
 
 
 def uv_tangents(v: np.ndarray, f: np.ndarray, uv: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -71,6 +79,16 @@ def test_sphere_passes_khronos_validator(textured_sphere, tmp_path):
     report = _validate_clean(out)
     assert report["info"]["totalTriangleCount"] == textured_sphere.num_faces
     assert report["info"]["materialCount"] == 1 and report["info"]["hasTextures"]
+
+
+def test_parts_assemble_to_the_same_bytes(textured_sphere):
+    """The engine's split (geometry after the unwrap, normal map after the bake, base colour last) gives
+    encode_glb's bytes, and assembling leaves the packed geometry as it was (it can be assembled again)."""
+    geometry = pack_geometry(textured_sphere.copy(base_color=None, normal_map=None))
+    normal_png = encode_texture(textured_sphere.normal_map, "normal_map")
+    base_png = encode_texture(textured_sphere.base_color, "base_color")
+    first = assemble_glb(geometry, base_png, normal_png)
+    assert first == encode_glb(textured_sphere) == assemble_glb(geometry, base_png, normal_png)
 
 
 def test_contract_layout(textured_sphere, tmp_path):

@@ -8,14 +8,18 @@ The asset contract (one mesh, one primitive, one material), glTF 2.0 binary:
 - material: pbrMetallicRoughness with baseColorTexture (sRGB PNG), metallicFactor 0 and roughnessFactor 0.9
   (generated assets carry no metal/roughness map; 0.9 is a matte, near-diffuse default that keeps a faint
   specular lobe so shapes read under image-based lighting), normalTexture (tangent-space, linear PNG).
-- images: PNG written by Pillow with no colour-management chunks (no iCCP / sRGB / gAMA / cHRM), embedded in
-  the binary chunk through bufferViews; one sampler (linear, mip-mapped, clamp to edge: atlas charts must not
-  wrap).
+- images: PNG (``engine.io.png_encode``: Up filter, zlib in row bands) with no colour-management chunks (no
+  iCCP / sRGB / gAMA / cHRM), embedded in the binary chunk through bufferViews; one sampler (linear,
+  mip-mapped, clamp to edge: atlas charts must not wrap).
 - layout: one bufferView per attribute / index / image, each starting on a 4-byte boundary; vertex
   bufferViews carry ``byteStride`` and target ARRAY_BUFFER, the index bufferView ELEMENT_ARRAY_BUFFER.
 - scene: one node with the mesh and no transform, +Y up, metres (the engine's convention), and
   ``asset.generator = "assetgen"``.
 
+The work comes in three parts so the engine can run two of them early, beside the GPU stages
+(``engine.pipeline``): ``pack_geometry`` (the vertex and index buffers, once the mesh is unwrapped),
+``encode_texture`` (one PNG, e.g. the normal map once baked) and ``assemble_glb`` (the container around
+them). ``encode_glb`` chains the three; the bytes do not depend on which way they were produced.
 The file is written atomically (``engine.io.atomic``): a failure leaves no partial file.
 """
 
@@ -24,6 +28,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,24 +37,43 @@ import numpy as np
 from engine.errors import MeshError
 from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.io.atomic import atomic_write_bytes
+from engine.io.png_encode import encode_png
 
 ROUGHNESS_FACTOR = 0.9
 METALLIC_FACTOR = 0.0
 GENERATOR = "assetgen"
-# zlib level of the PNGs. Measured on the 2-core CI machine (shared with other jobs), whole encode_glb of
-# the simplified bunny with a 2048^2 base colour (a shared picture, resized) and a 1024^2 normal map,
-# 7 interleaved repeats, medians (python3 -m benchmarks.geometry.warm_profile --export-only --assets bunny):
-#   before: serial, level 3   370 ms (p20-p80 370-371), 3.94 MB
-#   now: 2 threads, level 1   189 ms (p20-p80 188-192), 4.10 MB (+4 % bytes)
-# A heavier-loaded run of the PNGs alone (same images): serial L3 1842 ms, threads L3 1426 ms, threads L2
-# 1010 ms, threads L1 898 ms, serial L1 1026 ms. The two images are encoded in parallel threads (Pillow's
-# encoder releases the GIL); same input -> same bytes (each PNG is encoded independently of the threads).
+# zlib settings of the PNGs (engine.io.png_encode). The crate's textures (weight-free path, default preset) on
+# the 2-core CI machine (shared with other jobs, the second core busy: one thread), medians of 7:
+#   base colour 2048^2  Pillow level 1, adaptive filters (before)  178 ms  2.041 MB
+#                       Up filter, level 1 (now)                     84 ms  2.048 MB
+#                       Up filter, level 1, Z_RLE                    72 ms  2.155 MB
+#   normal map 1024^2   Pillow level 1, adaptive filters (before)   83 ms  0.733 MB
+#                       Up filter, level 1                           30 ms  0.738 MB
+#                       Up filter, level 1, Z_RLE (now)              26 ms  0.610 MB
+# Z_RLE costs the base colour +5-8 % bytes on photo-like pictures (five shared pictures at 2048^2) and saves
+# ~10 %; the normal map (smooth, off the critical path) compresses best with it.
+# python3 -m benchmarks.geometry.warm_profile --export-only compares encode_glb with the Pillow encoder.
 PNG_COMPRESS_LEVEL = 1
+BASE_COLOR_STRATEGY = zlib.Z_DEFAULT_STRATEGY
+NORMAL_MAP_STRATEGY = zlib.Z_RLE
 
 _FLOAT, _USHORT, _UINT = 5126, 5123, 5125
 _ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
 _GLB_MAGIC, _CHUNK_JSON, _CHUNK_BIN = 0x46546C67, 0x4E4F534A, 0x004E4942
+
+
+@dataclass(frozen=True)
+class GeometryBuffers:
+    """The mesh half of a GLB: the vertex/index bufferViews and accessors, and their bytes (``blob``);
+    images are appended behind them by ``assemble_glb``."""
+
+    blob: bytes
+    views: tuple[dict, ...]
+    accessors: tuple[dict, ...]
+    attributes: dict[str, int]  # glTF attribute name -> accessor index
+    indices: int  # accessor index
+    num_vertices: int
 
 
 def write_glb(mesh: TriMesh, path: str | Path) -> None:
@@ -58,7 +83,11 @@ def write_glb(mesh: TriMesh, path: str | Path) -> None:
     base_color uint8 [H, W, 3], normal_map uint8 [H, W, 3]. Normals and tangent xyz are renormalised
     (a zero-length or non-finite one is an error); tangent w is snapped to its sign.
     """
-    data = encode_glb(mesh)
+    write_glb_bytes(encode_glb(mesh), path)
+
+
+def write_glb_bytes(data: bytes, path: str | Path) -> None:
+    """Write finished GLB bytes to ``path`` atomically; MeshError if its folder does not exist."""
     path = Path(path)
     if not path.parent.is_dir():
         raise MeshError(f"output folder {path.parent} does not exist", "create it or choose another path")
@@ -67,11 +96,17 @@ def write_glb(mesh: TriMesh, path: str | Path) -> None:
 
 def encode_glb(mesh: TriMesh) -> bytes:
     """The GLB bytes for ``mesh`` (see ``write_glb``); nothing is written."""
+    geometry = pack_geometry(mesh)
+    _require(mesh, ("base_color", "normal_map"))
+    return assemble_glb(geometry, encode_texture(mesh.base_color, "base_color"),
+                        encode_texture(mesh.normal_map, "normal_map"))
+
+
+def pack_geometry(mesh: TriMesh) -> GeometryBuffers:
+    """Validate ``mesh``'s geometry and lay out its vertex attributes and indices (see ``write_glb``; the
+    textures are not read)."""
     validate_mesh(mesh, "mesh to export")
-    for name in ("normals", "uvs", "tangents", "base_color", "normal_map"):
-        if getattr(mesh, name) is None:
-            raise MeshError(f"mesh to export has no {name}",
-                            f"compute {name} before export (the GLB contract needs every attribute)")
+    _require(mesh, ("normals", "uvs", "tangents"))
     nv = mesh.num_vertices
     normals = _unit_rows(_vertex_attr(mesh.normals, nv, 3, "normals"), "normals")
     uvs = _vertex_attr(mesh.uvs, nv, 2, "uvs").astype(np.float32)
@@ -80,8 +115,6 @@ def encode_glb(mesh: TriMesh) -> bytes:
         raise MeshError("mesh to export has tangents with handedness w = 0", "set w to +1 or -1")
     tangents = np.concatenate([_unit_rows(tangents[:, :3], "tangents"),
                                np.where(tangents[:, 3:] < 0, -1.0, 1.0).astype(np.float32)], axis=1)
-    images = _png_bytes_parallel([_texture(mesh.base_color, "base_color"),
-                                  _texture(mesh.normal_map, "normal_map")])
     index_type, indices = (_USHORT, mesh.faces.astype(np.uint16)) if nv < 65536 else \
         (_UINT, mesh.faces.astype(np.uint32))
 
@@ -94,14 +127,29 @@ def encode_glb(mesh: TriMesh) -> bytes:
         "TANGENT": builder.accessor(tangents, "VEC4"),
     }
     index_accessor = builder.accessor(indices.reshape(-1), "SCALAR", component=index_type)
-    image_views = [builder.view(png) for png in images]
+    return GeometryBuffers(bytes(builder.blob), tuple(builder.views), tuple(builder.accessors), attributes,
+                           index_accessor, nv)
+
+
+def encode_texture(image: np.ndarray, name: str) -> bytes:
+    """PNG bytes of one texture slot, ``name`` "base_color" or "normal_map" (uint8 [H, W, 3], else
+    MeshError), at that slot's zlib settings."""
+    strategy = {"base_color": BASE_COLOR_STRATEGY, "normal_map": NORMAL_MAP_STRATEGY}[name]
+    return encode_png(_texture(image, name), PNG_COMPRESS_LEVEL, strategy)
+
+
+def assemble_glb(geometry: GeometryBuffers, base_color_png: bytes, normal_map_png: bytes) -> bytes:
+    """The GLB bytes: ``geometry``'s buffers, then the two PNGs (base colour, normal map), and the JSON."""
+    builder = _BufferBuilder(geometry)
+    image_views = [builder.view(png) for png in (base_color_png, normal_map_png)]
     gltf = {
         "asset": {"version": "2.0", "generator": GENERATOR},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "asset"}],
         "meshes": [{"name": "asset", "primitives": [
-            {"attributes": attributes, "indices": index_accessor, "material": 0, "mode": 4}]}],
+            {"attributes": dict(geometry.attributes), "indices": geometry.indices, "material": 0,
+             "mode": 4}]}],
         "materials": [{
             "name": "asset",
             "pbrMetallicRoughness": {"baseColorTexture": {"index": 0, "texCoord": 0},
@@ -125,10 +173,11 @@ class _BufferBuilder:
 
     _components = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
-    def __init__(self) -> None:
-        self.blob = bytearray()
-        self.views: list[dict] = []
-        self.accessors: list[dict] = []
+    def __init__(self, start: GeometryBuffers | None = None) -> None:
+        """start: continue behind these buffers (copied, never modified)."""
+        self.blob = bytearray(start.blob if start else b"")
+        self.views: list[dict] = [dict(v) for v in start.views] if start else []
+        self.accessors: list[dict] = [dict(a) for a in start.accessors] if start else []
 
     def view(self, payload: bytes, target: int | None = None, stride: int | None = None) -> int:
         self.blob.extend(b"\0" * (-len(self.blob) % 4))
@@ -168,6 +217,13 @@ def _pack_glb(gltf: dict, blob: bytes) -> bytes:
                      struct.pack("<II", len(blob), _CHUNK_BIN), blob])
 
 
+def _require(mesh: TriMesh, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(mesh, name) is None:
+            raise MeshError(f"mesh to export has no {name}",
+                            f"compute {name} before export (the GLB contract needs every attribute)")
+
+
 def _vertex_attr(array: np.ndarray, nv: int, width: int, name: str) -> np.ndarray:
     array = np.asarray(array)
     if array.shape != (nv, width):
@@ -193,24 +249,6 @@ def _texture(image: np.ndarray, name: str) -> np.ndarray:
         raise MeshError(f"mesh to export has {name} of shape {image.shape} dtype {image.dtype}",
                         f"give {name} as uint8 [H, W, 3]")
     return image
-
-
-def _png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an RGB uint8 image with no iCCP/sRGB/gAMA/cHRM chunks (Pillow adds none unless asked)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
-    image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
-
-
-def _png_bytes_parallel(images: list[np.ndarray]) -> list[bytes]:
-    """``_png_bytes`` of each image, encoded in parallel threads (zlib work runs without the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=len(images), thread_name_prefix="png") as pool:
-        return list(pool.map(_png_bytes, images))
 
 
 def read_glb_summary(path: str | Path) -> dict:
