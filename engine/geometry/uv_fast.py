@@ -1,4 +1,4 @@
-"""Fast UV unwrapping by projection charts (paper 6.3's stage without xatlas): ~0.2 s for 20K faces.
+"""Fast UV unwrapping by projection charts (paper 6.3's stage without xatlas): 0.17-0.7 s for 20K faces.
 
 Method (all faces of a chart face its projection direction, so no chart folds):
   1. Labels: each face gets the axis direction (+-X, +-Y, +-Z) it faces most, then iterated conditional
@@ -14,11 +14,16 @@ Method (all faces of a chart face its projection direction, so no chart folds):
      charts pack badly.
   4. Overlap: a chart whose faces all face one direction can still cover a spot twice (two layers). Each
      chart is rasterised at ~1/2 texel (``self_overlap_cells``) and charts with a doubly covered cell are
-     bisected by depth along the projection direction until none is. After packing, the final atlas is
-     checked again at one texel; a hit there splits and repacks (never seen on the benchmark assets).
-  5. Packing: one ``uv_pack`` layout (orientation, order) packed at a few scales in this process: the
-     first guess fills ``_FILL_GUESS`` of the atlas; from a fitting packing the rows it leaves free give the
-     next, larger guess; then bisection to ``_SCALE_TOL``; at most ``_MAX_PACKS`` packings.
+     bisected by depth along the projection direction until none is. Once the scale is known, each chart
+     is checked again on the final texel grid in both packing orientations (placements move charts by
+     whole texels): an orientation with a doubly covered texel is barred at packing, a chart with both
+     barred is re-split. The packed atlas is checked once more at one texel (a hit splits and repacks).
+  5. Packing: one ``uv_pack`` layout (orientation, order). Scale: log-space bisection at half resolution
+     (4x fewer texels) over the scales whose chart area fills ``_FILL_BRACKET`` of the atlas, ``_LEVELS``
+     levels (the bracket moves while all or nothing fits); with ``workers`` threads each round packs the
+     next ``workers`` nodes of the bisection tree at once (the packing kernel runs without the GIL), and
+     the walk through the tree, so the result, is the serial one. Then one packing at full resolution at
+     twice the scale (2 % smaller until it fits).
 
 Output contract = ``unwrap_uv``: vertices split per chart with ``meta["vmapping"]`` (int64 [V']), smooth
 normals fixed before the split, faces in input order, ``uvs`` float32 [V', 2] glTF (u right, v down) in
@@ -31,6 +36,7 @@ degenerate faces get the projection of their corners (zero UV area, no texel).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -52,8 +58,8 @@ _MAX_EXTENT = 0.35       # longest chart side / expected atlas side (world units
 _FILL_GUESS = 0.62       # chart area / atlas area of the first packing
 _FILL_MAX = 0.8          # no packing fills more: the overlap grid is fine enough at this scale
 _COMPACT = 0.35          # charts filling more of their span^2 (squares: 1, discs: 0.79) are not split
-_SCALE_TOL = 1.015       # bisection stops when failing / fitting scale <= this
-_MAX_PACKS = 5
+_FILL_BRACKET = (0.36, 0.9)  # chart area / atlas area at the ends of the first scale bracket
+_LEVELS = 7              # bisection levels: the bracket's scale ratio 1.58 -> 1.0036
 _OVERLAP_CELL = 1.0      # texels per overlap-check cell before packing (at _FILL_MAX)
 
 
@@ -184,41 +190,89 @@ def _principal_span(uv, faces, chart, areas):
     return along, hi - lo, area
 
 
-def _search_scale(prep, resolution, padding, scale):
-    """Largest fitting scale found within _MAX_PACKS packings from ``scale`` (None if none fits)."""
-    ext = prep[4]
-    fit, fail, grow = None, None, 1.0
-    for _ in range(_MAX_PACKS):
-        place = pack_at(prep, scale, resolution, padding)
-        if place is not None:
-            fit = scale
-            height = np.where(place[:, 2] == 0, ext[:, 1], ext[:, 0]) * scale + 2 * padding + 3
-            used = float((place[:, 1] + height).max())             # rows the first fit reached
-            grow = float(np.clip(np.sqrt(resolution / max(used, 1.0)) * 0.995, 1.005, 1.4))
+def _bisect_scale(fits, lo: float, hi: float, workers: int) -> tuple[float, bool, bool]:
+    """Log-space bisection of the largest fitting scale in [lo, hi] to _LEVELS levels: (scale, whether it
+    was packed and fits, whether a packing failed). ``fits(scales) -> list[bool]`` packs candidates (all at
+    once). Each round packs the next ``workers`` nodes of the bisection tree below the current bracket
+    (breadth first, the fitting branch first), then walks down through every node already decided: the
+    walk, and so the result, is the serial bisection's whatever ``workers`` is and however the threads run.
+    """
+    known: dict[float, bool] = {}
+    a, b, failed = lo, hi, False
+    for depth in range(_LEVELS):
+        m = float(np.sqrt(a * b))
+        if m not in known:
+            todo, queue = [], [(a, b, depth)]
+            while queue and len(todo) < workers:
+                qa, qb, d = queue.pop(0)
+                if d < _LEVELS:
+                    qm = float(np.sqrt(qa * qb))
+                    todo.append(qm)
+                    queue += [(qm, qb, d + 1), (qa, qm, d + 1)]
+            known.update(zip(todo, fits(todo)))
+        if known[m]:
+            a = m
         else:
-            fail = scale if fail is None else min(fail, scale)
-        if fit is None:
-            scale *= 0.85
-        elif fail is None:
-            scale = fit * grow
-        elif fail / fit <= _SCALE_TOL:
-            break
-        else:
-            scale = min(float(np.sqrt(fit * fail)), fit * grow)
-    return fit
+            b, failed = m, True
+    return a, a in known, failed
 
 
-def _pack(uv, faces, chart, resolution, padding, scale=None):
-    """Step 5: (texel coordinates float64 [V', 2], scale). The scale is searched at half resolution (4x
-    cheaper packings), then confirmed at full resolution, shrinking by 2 % until it fits; ``scale`` given:
-    only the confirmation from there."""
-    prep = prepare_charts(uv, faces, chart)
-    if scale is None:
-        half = _search_scale(prep, resolution // 2, (padding + 1) // 2,
-                             resolution / 2 * np.sqrt(_FILL_GUESS / max(prep[6], 1e-300)))
-        scale = 2 * half if half is not None else resolution * np.sqrt(_FILL_GUESS / max(prep[6], 1e-300))
+def _search_scale(prep, resolution: int, padding: int, fits) -> float:
+    """Largest fitting scale (to _LEVELS bisection levels) of the charts in ``prep`` at ``resolution``:
+    the bracket is the scales filling _FILL_BRACKET of the atlas with chart area, moved down while
+    nothing in it fits and up while everything does. ``fits(prep, scales, resolution, padding)``."""
+    lo, hi = (resolution * np.sqrt(f / max(prep[6], 1e-300)) for f in _FILL_BRACKET)
+    ratio = hi / lo
     for _ in range(64):
-        place = pack_at(prep, scale, resolution, padding)
+        scale, packed, failed = _bisect_scale(lambda s: fits(prep, s, resolution, padding), lo, hi,
+                                              fits.workers)
+        if not failed:                                       # all fit: the largest may be larger
+            lo, hi = scale, scale * ratio
+        elif packed or fits(prep, [scale], resolution, padding)[0]:
+            return scale
+        else:                                                 # nothing fits: look lower
+            lo, hi = lo / ratio, lo
+    raise MeshError(f"{len(prep[4])} UV charts do not fit one {resolution}^2 atlas",
+                    "raise the resolution or simplify the mesh further")
+
+
+class _Packer:
+    """Packs candidate scales of one chart layout: in this thread (``workers`` 1) or concurrently in a
+    thread pool (the packing kernel runs without the GIL). Called as fits(prep, scales, resolution,
+    padding) -> list[bool]."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = int(workers)
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+
+    def __call__(self, prep, scales, resolution: int, padding: int) -> list[bool]:
+        run = self._pool.map if self._pool is not None and len(scales) > 1 else map
+        return [p is not None for p in run(lambda s: pack_at(prep, s, resolution, padding), scales)]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+
+def _free_turns(prep, faces, chart, scale: float, padding: int):
+    """Per chart, the orientations (0, +90 deg) in which no texel centre of the final grid at ``scale`` is
+    covered twice: bool [C, 2]; and the rot-0 texel coordinates [V', 2] (placements only translate by
+    whole texels, so the grid seen here is the packed one)."""
+    nc = len(prep[4])
+    allowed, tex = np.empty((nc, 2), bool), []
+    for rot in (0, 1):
+        place = np.zeros((nc, 3), np.int64)
+        place[:, 2] = rot
+        tex.append(texel_coords(prep, place, scale, padding))
+        allowed[:, rot] = self_overlap_cells(tex[-1], faces, chart, 1.0) == 0
+    return allowed, tex[0]
+
+
+def _pack(prep, resolution, padding, scale, allowed, chart):
+    """Step 5's full-resolution packing at ``scale`` (found at half resolution), shrinking by 2 % until it
+    fits: (texel coordinates float64 [V', 2], scale)."""
+    for _ in range(64):
+        place = pack_at(prep, scale, resolution, padding, allowed)
         if place is not None:
             return texel_coords(prep, place, scale, padding), scale
         scale *= 0.98
@@ -226,12 +280,14 @@ def _pack(uv, faces, chart, resolution, padding, scale=None):
                     f"{padding} texels of padding", "raise the resolution or simplify the mesh further")
 
 
-def _check(mesh: TriMesh, resolution: int, padding: int) -> None:
+def _check(mesh: TriMesh, resolution: int, padding: int, workers: int) -> None:
     validate_mesh(mesh, "mesh to unwrap")
     if int(resolution) != resolution or not 16 <= resolution <= 16384:
         raise ConfigError(f"UV atlas resolution {resolution} out of range", "use an integer in [16, 16384]")
     if int(padding) != padding or not 0 <= padding <= 64:
         raise ConfigError(f"UV padding {padding} out of range", "use an integer in [0, 64] texels")
+    if int(workers) != workers or workers < 1:
+        raise ConfigError(f"UV packing workers {workers} out of range", "use an integer >= 1")
     if mesh.normals is not None and np.shape(mesh.normals) != (mesh.num_vertices, 3):
         raise MeshError(f"mesh normals have shape {np.shape(mesh.normals)}",
                         f"give normals of shape ({mesh.num_vertices}, 3) or none")
@@ -250,7 +306,7 @@ def _split_long(chart, uv_of, faces, areas, nbrs, limit):
     return chart
 
 
-def _layout(vertices, faces, normals, areas, nbrs, resolution, padding):
+def _layout(vertices, faces, normals, areas, nbrs, resolution, padding, fits):
     """Steps 2-5: (vmapping [V'], faces [F, 3] into V', texels [V', 2], charts)."""
     chart = _charts(normals, areas, nbrs)
     frames = _frames(chart, _directions(chart, normals, areas))       # fixed from here: splits keep them
@@ -268,7 +324,14 @@ def _layout(vertices, faces, normals, areas, nbrs, resolution, padding):
         if twice.any():
             chart = regrow_charts(uv, fuv, chart, nbrs, twice, cell)
             continue
-        texels, scale = _pack(uv, fuv, chart, resolution, padding, scale)
+        prep = prepare_charts(uv, fuv, chart)
+        if scale is None:                  # searched at half resolution (4x fewer texels), then doubled
+            scale = 2 * _search_scale(prep, resolution // 2, (padding + 1) // 2, fits)
+        allowed, tex0 = _free_turns(prep, fuv, chart, scale, padding)
+        if not allowed.any(axis=1).all():
+            chart = regrow_charts(tex0, fuv, chart, nbrs, ~allowed.any(axis=1), 1.0)
+            continue
+        texels, scale = _pack(prep, resolution, padding, scale, allowed, chart)
         twice = self_overlap_cells(texels, fuv, chart, 1.0) > 0
         if not twice.any():
             return vmap, fuv, texels, int(chart.max()) + 1
@@ -282,17 +345,19 @@ def _uv_area(uv, faces) -> float:
     return float(np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() / 2)
 
 
-def unwrap_uv_fast(mesh: TriMesh, resolution: int = 1024, padding: int = 2) -> tuple[TriMesh, UvReport]:
+def unwrap_uv_fast(mesh: TriMesh, resolution: int = 1024, padding: int = 2,
+                   workers: int = 1) -> tuple[TriMesh, UvReport]:
     """UV-unwrap ``mesh`` into one ``resolution`` x ``resolution`` atlas by projection charts (module doc).
 
     mesh: TriMesh (float32 [V, 3], int32 [F, 3]); existing ``normals`` are kept, else smooth normals are
         computed before the seam split. resolution: atlas edge in texels (16..16384); padding: gutter
-        texels per chart (0..64).
+        texels per chart (0..64). workers: threads packing candidate scales at once (the engine passes
+        ``RuntimeConfig.uv_workers``); the result does not depend on it.
     Returns (mesh with split vertices gathered through ``meta["vmapping"]`` int64 [V'], same faces in the
     same order, ``uvs`` float32 [V', 2] glTF in [0, 1]; UvReport) -- the contract of ``unwrap_uv``.
     """
     t0 = time.perf_counter()
-    _check(mesh, resolution, padding)
+    _check(mesh, resolution, padding, workers)
     normals = mesh.normals
     if normals is None:
         normals = welded_vertex_normals(mesh.vertices, mesh.faces)
@@ -304,7 +369,12 @@ def unwrap_uv_fast(mesh: TriMesh, resolution: int = 1024, padding: int = 2) -> t
         raise MeshError("mesh to unwrap has only zero-area faces",
                         "give a mesh with non-degenerate triangles")
     fn /= np.maximum(2 * areas, 1e-300)[:, None]
-    vmapping, faces, texels, charts = _layout(v, f, fn, areas, face_neighbours(f), resolution, padding)
+    fits = _Packer(workers)
+    try:
+        vmapping, faces, texels, charts = _layout(v, f, fn, areas, face_neighbours(f), resolution, padding,
+                                                  fits)
+    finally:
+        fits.close()
     uvs = np.clip(texels / resolution, 0.0, 1.0).astype(np.float32)   # [V', 2] glTF (u right, v down)
     out = TriMesh(
         mesh.vertices[vmapping], faces.astype(np.int32),

@@ -9,19 +9,27 @@ Method:
   1. Orientation: each chart turned by the angle in {0, 15, .., 75} deg of least bounding-box area.
   2. At scale ``s`` (texels per unit) each chart is rasterised conservatively (every texel whose square
      touches a triangle, 1e-3 texel of slack), dilated by ``padding`` (square), and kept as one column
-     span per row (concavities inside a row filled).
-  3. Charts, largest box first, go to the first row-major position (then the lower of the 0 / 90 deg
-     orientations) where all their spans are free in the occupancy bitmap, stored per row as run lengths
-     (free run from x, or minus the occupied run) plus each row's longest free run, so a candidate costs
-     O(rows) and misses skip whole runs. Both charts' dilated footprints are disjoint, so any two
-     footprints are >= 2 x ``padding`` texels apart (xatlas's gutter: measured 4 empty texels at padding 2)
-     and every dilated footprint lies inside the atlas.
-  4. Scale: ``_ROUND`` candidates whose chart area fills 50-70 % of the atlas are packed (in parallel
-     through ``map_fn``); the largest that fits wins; none fits: the round shrinks. No randomness, ties
-     broken by index: deterministic.
+     span per row (concavities inside a row filled). The raster works per triangle and row: the texels a
+     triangle touches in a row are those meeting its part inside the row's slab (exact, O(rows) per
+     triangle); the same pass over columns gives the +90 deg orientation, (x, y) -> (H - y, x) with H an
+     integer (``_turn_height``), whose texel grid is the unturned one transposed.
+  3. Charts, largest box first, go to the first row-major position (then the lower of the allowed 0 / 90
+     deg orientations) where all their spans are free in the occupancy bitmap, stored per row as run
+     lengths (free run from x, or minus the occupied run), each row's longest free run and the longest
+     free run starting in each ``_BLOCK``-column block. A y whose rows cannot hold the spans is skipped
+     (with every y putting a too-wide span on the same full row); along a row the candidate x leaps to the
+     next x where the failing span fits, blocks without room skipped unread. Both charts' dilated
+     footprints are disjoint, so any two footprints are >= 2 x ``padding`` texels apart (xatlas's gutter:
+     measured 4 empty texels at padding 2) and every dilated footprint lies inside the atlas.
+  4. Scale (``pack_charts``): ``_ROUND`` candidates whose chart area fills 50-70 % of the atlas are packed
+     (in parallel through ``map_fn``); the largest that fits wins; none fits: the round shrinks. No
+     randomness, ties broken by index: deterministic.
 
-Cost: ~0.1-0.25 s per packing of ~800 charts at 1024^2 on one core of the shared 2-core CPU (numba).
+Cost (2-core CPU, one core, numba): one packing of 662 charts at 1024^2 ~0.15 s, of 40-150 charts
+0.01-0.03 s (was 0.3 s and 0.04-0.06 s with a per-texel raster and run-by-run scans).
 Limits: no backfill inside a row span's concavity; a chart wider than the atlas shrinks all charts.
+References: ``_raster_conservative`` (per texel) for the spans, ``first_fit_ref`` (brute force) for the
+first fit, ``occupancy_runs`` for the occupancy tables (tests/test_uv_pack_kernels.py).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ _ANGLES = np.deg2rad(np.arange(0.0, 90.0, 15.0))
 _FILL_GUESS = 0.62          # chart area / atlas area when only one candidate is packed
 _FILL_LO, _FILL_HI = 0.50, 0.70   # candidate fills of one round (chart area / atlas area)
 _ROUND = 8                  # candidate scales per round
-_ROTATIONS = 2              # orientations tried per chart (0 and 90 deg)
+_BLOCK = 32                 # occupancy columns per block of the per-row longest-free-run index
 _SLACK = 1e-3               # texels added around each triangle by the conservative raster
 
 
@@ -107,105 +115,229 @@ def _raster_conservative(p, mask):
 
 
 @njit(cache=True, nogil=True)
-def _chart_rows(tri, ext, scale, pad, rot, lo, hi, mask):
-    """Raster one chart (faces' coordinates ``tri`` [n, 3, 2] in chart units) in orientation ``rot``
-    (0: as is, 1: +90 deg); fills per row of the padded box the column span [lo, hi) of the footprint
-    dilated by ``pad`` (row spans, concavities inside a row filled; lo == hi: empty). Returns the padded
-    box (width, height)."""
-    w0, h0 = ext[0] * scale, ext[1] * scale
-    ww, hh = (w0, h0) if rot == 0 else (h0, w0)
-    off = pad + 1                                  # + 1: the raster's slack may touch the row before
-    bw, bh = int(np.floor(ww + _SLACK)) + 1 + 2 * off, int(np.floor(hh + _SLACK)) + 1 + 2 * off
-    mask[:bh, :bw] = False
-    p = np.empty((3, 2))
-    for k in range(tri.shape[0]):
+def _slab_ranges(p, a, n_slabs, n_cells, lo, hi):
+    """Conservative raster of triangle p [3, 2] (texel units) along axis ``a`` (0: rows are slabs of y,
+    1: columns are slabs of x): for each slab k (unit wide) that the triangle touches, widen [lo[k], hi[k])
+    to the cells (unit squares, ``_SLACK`` of slack) whose square touches the triangle. Exact: a square
+    meets the triangle iff its span across the slab meets the triangle's part inside the slab."""
+    b = 1 - a
+    v_min = min(p[0, b], p[1, b], p[2, b])
+    v_max = max(p[0, b], p[1, b], p[2, b])
+    k0 = max(int(np.floor(v_min - _SLACK)), 0)
+    k1 = min(int(np.floor(v_max + _SLACK)), n_slabs - 1)
+    for k in range(k0, k1 + 1):
+        s0, s1 = k - _SLACK, k + 1 + _SLACK
+        u0, u1 = np.inf, -np.inf
         for j in range(3):
-            x, y = tri[k, j, 0] * scale, tri[k, j, 1] * scale
-            if rot == 1:
-                x, y = h0 - y, x
-            p[j, 0], p[j, 1] = x + off, y + off
-        _raster_conservative(p, mask[:bh, :bw])
-    for r in range(bh):
-        lo[r], hi[r] = bw, 0
-    for r in range(bh):
-        a, b = bw, -1
-        for c in range(bw):
-            if mask[r, c]:
-                a = min(a, c)
-                b = c
-        if b >= 0:
-            for d in range(max(r - pad, 0), min(r + pad + 1, bh)):
-                lo[d] = min(lo[d], max(a - pad, 0))
-                hi[d] = max(hi[d], min(b + pad + 1, bw))
-    return bw, bh
+            pv, pu = p[j, b], p[j, a]
+            if s0 <= pv <= s1:
+                u0, u1 = min(u0, pu), max(u1, pu)
+            qv, qu = p[(j + 1) % 3, b], p[(j + 1) % 3, a]
+            for sv in (s0, s1):
+                if (pv - sv) * (qv - sv) < 0:                 # the edge crosses the slab's border
+                    u = pu + (sv - pv) * (qu - pu) / (qv - pv)
+                    u0, u1 = min(u0, u), max(u1, u)
+        if u0 > u1:
+            continue
+        c0 = max(int(np.ceil(u0 - 1 - _SLACK)), 0)
+        c1 = min(int(np.floor(u1 + _SLACK)), n_cells - 1)
+        if c0 <= c1:
+            lo[k] = min(lo[k], c0)
+            hi[k] = max(hi[k], c1 + 1)
 
 
 @njit(cache=True, nogil=True)
-def _first_fit(free, row_max, lo, hi, bw, bh, y_stop):
+def _dilate(lo, hi, n, width, pad, out_lo, out_hi):
+    """Spans [lo, hi) of n rows dilated by ``pad`` (square) into out_lo / out_hi (empty: width, 0)."""
+    for r in range(n):
+        out_lo[r], out_hi[r] = width, 0
+    for r in range(n):
+        if hi[r] > lo[r]:
+            for d in range(max(r - pad, 0), min(r + pad + 1, n)):
+                out_lo[d] = min(out_lo[d], max(lo[r] - pad, 0))
+                out_hi[d] = max(out_hi[d], min(hi[r] + pad, width))
+
+
+@njit(cache=True, nogil=True)
+def _chart_rows(tri, ext, scale, pad, lo, hi, work):
+    """Conservative raster of one chart (faces' coordinates ``tri`` [n, 3, 2] in chart units) in both
+    orientations: rot 0 (as is) and rot 1 (+90 deg: (x, y) -> (H - y, x), H = ``_turn_height``). Fills
+    per row of each padded box the column span [lo[rot], hi[rot]) of the footprint dilated by ``pad``
+    (row spans, concavities inside a row filled; lo >= hi: empty). Rot 1's rows are rot 0's columns
+    (flipped), so one pass over the triangles serves both. ``work``: int64 [4, maxdim] scratch. Returns
+    the rot 0 box (width, height); rot 1's is (height, width)."""
+    off = pad + 1                                  # + 1: the raster's slack may touch the row before
+    bw = int(np.floor(ext[0] * scale + _SLACK)) + 1 + 2 * off
+    bh = int(np.floor(ext[1] * scale + _SLACK)) + 1 + 2 * off
+    row_lo, row_hi, col_lo, col_hi = work[0], work[1], work[2], work[3]
+    row_lo[:bh], row_hi[:bh], col_lo[:bw], col_hi[:bw] = bw, 0, bh, 0
+    p = np.empty((3, 2))
+    for k in range(tri.shape[0]):
+        for j in range(3):
+            p[j, 0], p[j, 1] = tri[k, j, 0] * scale + off, tri[k, j, 1] * scale + off
+        _slab_ranges(p, 0, bh, bw, row_lo, row_hi)      # rows: x-spans
+        _slab_ranges(p, 1, bw, bh, col_lo, col_hi)      # columns: y-spans
+    _dilate(row_lo, row_hi, bh, bw, pad, lo[0], hi[0])
+    for c in range(bw):                                  # rot 1 row c = rot 0 column c, x' = bh - 1 - y
+        if col_hi[c] > col_lo[c]:
+            col_lo[c], col_hi[c] = bh - col_hi[c], bh - col_lo[c]
+    _dilate(col_lo, col_hi, bw, bh, pad, lo[1], hi[1])
+    return bw, bh
+
+
+def _turn_height(ext_y: np.ndarray, scale: float) -> np.ndarray:
+    """H of the +90 deg turn (x, y) -> (H - y, x) in texels: an integer >= the chart's height, so the turned
+    chart's texel grid is the unturned one's, transposed and flipped."""
+    return np.floor(ext_y * scale + _SLACK) + 1
+
+
+def first_fit_ref(occupied: np.ndarray, lo: np.ndarray, hi: np.ndarray, bh: int, bw: int,
+                  y_stop: int) -> tuple[int, int]:
+    """Reference of ``_first_fit``: the first row-major (x, y), y < y_stop, where the row spans [lo[i], hi[i])
+    (i < bh; lo >= hi: empty row) of a bw-wide footprint all fall on free texels of ``occupied`` bool
+    [S, S]; (-1, -1) if none. Brute force."""
+    size = occupied.shape[0]
+    for y in range(min(size - bh + 1, y_stop)):
+        for x in range(size - bw + 1):
+            if all(not occupied[y + i, x + lo[i]:x + hi[i]].any() for i in range(bh) if hi[i] > lo[i]):
+                return x, y
+    return -1, -1
+
+
+def occupancy_runs(occupied: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The packer's occupancy tables of bool [S, S] ``occupied``: (free int32 [S, S] = free run from x or
+    minus the occupied run, bmax int32 [S, ceil(S / _BLOCK)] longest free run starting in each block,
+    row_max int64 [S])."""
+    size = occupied.shape[0]
+    free = np.zeros(occupied.shape, np.int32)
+    for r in range(size):
+        for x in range(size - 1, -1, -1):
+            nxt = free[r, x + 1] if x + 1 < size else 0
+            free[r, x] = (min(nxt, 0) - 1) if occupied[r, x] else (max(nxt, 0) + 1)
+    nb = (size + _BLOCK - 1) // _BLOCK
+    pad = np.zeros((size, nb * _BLOCK), np.int32)
+    pad[:, :size] = free
+    bmax = np.maximum(pad.reshape(size, nb, _BLOCK).max(axis=2), 0).astype(np.int32)
+    return free, bmax, bmax.max(axis=1).astype(np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _walk(row, p, end, w):
+    """First position in [p, end) whose free run is >= w, runs walked from p; else -(stop) - 1, where stop
+    >= end is the first run start the walk reached (no position in [p, stop) fits)."""
+    while p < end:
+        v = row[p]
+        if v >= w:
+            return p
+        p += v if v > 0 else -v
+    return -p - 1
+
+
+@njit(cache=True, nogil=True)
+def _next_fit(row, bmax, p, w):
+    """First position >= p of one occupancy row whose free run is >= w, or -1. ``bmax[b]``: the longest
+    free run starting in block b (``_BLOCK`` columns), so blocks without one are skipped unread."""
+    n, nb = row.shape[0], bmax.shape[0]
+    while p < n:
+        b = p // _BLOCK
+        if p == b * _BLOCK:                                 # at a block start: skip blocks that cannot fit
+            while b < nb and bmax[b] < w:
+                b += 1
+            if b >= nb:
+                return -1
+            p = b * _BLOCK
+        q = _walk(row, p, min((b + 1) * _BLOCK, n), w)
+        if q >= 0:
+            return q
+        p = -q - 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _first_fit(free, bmax, row_max, lo, hi, bw, bh, y_stop):
     """First (row-major) position (x, y) with y < y_stop where every row span is free; (-1, -1) if none.
     ``free[r, x]``: length of the free run starting at x, or minus the length of the occupied run;
-    ``row_max[r]``: the longest free run of row r (rows that cannot hold a span are skipped)."""
+    ``bmax[r, b]``: the longest free run starting in block b of row r; ``row_max[r]``: the longest of row r.
+    Rows that cannot hold a span are skipped (and so is every y that puts a too-wide span on them); along a
+    row the candidate x leaps to the next x where the failing span fits (the other spans re-checked)."""
     size = free.shape[0]
-    rows = np.argsort(lo[:bh] - hi[:bh], kind="mergesort")      # widest span first: fails fastest
-    for y in range(0, min(size - bh + 1, y_stop)):
-        room = True
+    width = hi[:bh] - lo[:bh]
+    rows = np.argsort(-width, kind="mergesort")          # widest span first: fails fastest
+    y_end = min(size - bh + 1, y_stop)
+    y = 0
+    while y < y_end:
+        bad = -1
         for i in rows:
-            if hi[i] - lo[i] > row_max[y + i]:
-                room = False
+            if width[i] > row_max[y + i]:
+                bad = y + i
                 break
-        if not room:
+        if bad >= 0:                                      # next y whose span on row ``bad`` is narrow enough
+            y += 1
+            while y < y_end and y <= bad and width[bad - y] > row_max[bad]:
+                y += 1
             continue
         x = 0
         while x <= size - bw:
-            skip = 0
+            moved = False
             for i in rows:
-                if hi[i] <= lo[i]:
+                if width[i] <= 0:
                     break
-                v = free[y + i, x + lo[i]]
-                if v < hi[i] - lo[i]:
-                    skip = -v if v < 0 else v + 1
+                p = x + lo[i]
+                if free[y + i, p] < width[i]:
+                    q = _next_fit(free[y + i], bmax[y + i], p, width[i])
+                    x = size if q < 0 else q - lo[i]
+                    moved = True
                     break
-            if skip == 0:
+            if not moved:
                 return x, y
-            x += skip
+        y += 1
     return -1, -1
 
 
 @njit(cache=True, nogil=True)
-def _occupy(free, y, x0, x1):
-    """Mark row y's columns [x0, x1) occupied, re-derive the run lengths they change; returns the row's
-    longest free run."""
+def _occupy(free, bmax, y, x0, x1):
+    """Mark row y's columns [x0, x1) occupied, re-derive the run lengths and block maxima they change;
+    returns the row's longest free run."""
     row = free[y]
     n = row.shape[0]
+    j0 = 0
     for j in range(x1 - 1, -1, -1):
         nxt = row[j + 1] if j + 1 < n else 0
         occupied = (x0 <= j < x1) or row[j] < 0
         new = (min(nxt, 0) - 1) if occupied else (max(nxt, 0) + 1)
         if j < x0 and new == row[j]:
+            j0 = j + 1
             break
         row[j] = new
-    best, j = 0, 0
-    while j < n:                                           # longest free run, run by run
-        best = max(best, row[j])
-        j += abs(row[j])
-    return best
+    for b in range(j0 // _BLOCK, (x1 - 1) // _BLOCK + 1):
+        best, p, end = 0, b * _BLOCK, min((b + 1) * _BLOCK, n)
+        while p < end:                                    # block maximum, run by run
+            best = max(best, row[p])
+            p += abs(row[p])
+        bmax[y, b] = best
+    return bmax[y].max()
 
 
 @njit(cache=True, nogil=True)
-def _pack_kernel(local, faces, face_start, face_order, ext, order, scale, size, pad, rots):
-    """First-fit packing of all charts at ``scale`` (largest first; per chart the lower of its two
-    orientations' first fits). Returns (placement int64 [C, 3] = (x, y, rot), 1 if all fit else 0)."""
+def _pack_kernel(local, faces, face_start, face_order, ext, order, scale, size, pad, allowed):
+    """First-fit packing of all charts at ``scale`` (largest first; per chart the lower of its allowed
+    orientations' first fits, ``allowed`` bool [C, 2]). Returns (placement int64 [C, 3] = (x, y, rot), 1 if
+    all fit else 0)."""
     nc = face_start.shape[0] - 1
-    free = np.empty((size, size), np.int64)
+    nb = (size + _BLOCK - 1) // _BLOCK
+    free = np.empty((size, size), np.int32)
+    bmax = np.empty((size, nb), np.int32)
     row_max = np.full(size, size, np.int64)
     for r in range(size):
         for c in range(size):
             free[r, c] = size - c
+        for b in range(nb):
+            bmax[r, b] = size - b * _BLOCK
     place = np.zeros((nc, 3), np.int64)
     maxdim = int(np.ceil(max(ext[:, 0].max(), ext[:, 1].max()) * scale + 2 * _SLACK)) + 4 + 2 * pad
     if maxdim > size:
         return place, 0
-    mask = np.zeros((maxdim, maxdim), np.bool_)
+    work = np.empty((4, maxdim), np.int64)
     lo = np.zeros((2, maxdim), np.int64)
     hi = np.zeros((2, maxdim), np.int64)
     for c in order:
@@ -215,18 +347,21 @@ def _pack_kernel(local, faces, face_start, face_order, ext, order, scale, size, 
             for j in range(3):
                 v = faces[face_order[face_start[c] + k], j]
                 tri[k, j, 0], tri[k, j, 1] = local[v, 0], local[v, 1]
+        bw, bh = _chart_rows(tri, ext[c], scale, pad, lo, hi, work)
         best_x, best_y, best_r, best_h = -1, size, 0, 0
-        for rot in range(rots):
-            bw, bh = _chart_rows(tri, ext[c], scale, pad, rot, lo[rot], hi[rot], mask)
-            x, y = _first_fit(free, row_max, lo[rot], hi[rot], bw, bh, best_y)
+        for rot in range(2):
+            if not allowed[c, rot]:
+                continue
+            w, h = (bw, bh) if rot == 0 else (bh, bw)
+            x, y = _first_fit(free, bmax, row_max, lo[rot], hi[rot], w, h, best_y)
             if x >= 0 and y < best_y:
-                best_x, best_y, best_r, best_h = x, y, rot, bh
+                best_x, best_y, best_r, best_h = x, y, rot, h
         if best_x < 0:
             return place, 0
         for i in range(best_h):
             if hi[best_r, i] > lo[best_r, i]:
                 y = best_y + i
-                row_max[y] = _occupy(free, y, best_x + lo[best_r, i], best_x + hi[best_r, i])
+                row_max[y] = _occupy(free, bmax, y, best_x + lo[best_r, i], best_x + hi[best_r, i])
         place[c, 0], place[c, 1], place[c, 2] = best_x, best_y, best_r
     return place, 1
 
@@ -247,8 +382,7 @@ def _place(local, faces, face_order, face_start, ext, place, scale, pad) -> np.n
     c = vchart[live]
     x, y = local[live, 0] * scale, local[live, 1] * scale
     rot = place[c, 2] == 1
-    h0 = ext[c, 1] * scale
-    x, y = np.where(rot, h0 - y, x), np.where(rot, x, y)
+    x, y = np.where(rot, _turn_height(ext[c, 1], scale) - y, x), np.where(rot, x, y)
     out = np.zeros_like(local)
     out[live, 0] = x + pad + 1 + place[c, 0]
     out[live, 1] = y + pad + 1 + place[c, 1]
@@ -269,12 +403,18 @@ def prepare_charts(uv: np.ndarray, faces: np.ndarray, chart: np.ndarray) -> tupl
     return local, faces, face_start, face_order, ext, order, area
 
 
-def pack_at(prepared: tuple, scale: float, resolution: int, padding: int) -> np.ndarray | None:
+def pack_at(prepared: tuple, scale: float, resolution: int, padding: int,
+            allowed: np.ndarray | None = None) -> np.ndarray | None:
     """One packing at ``scale`` texels per unit: placement int64 [C, 3] (x, y, rot), None if it overflows.
-    Top level and picklable, so candidate scales can be packed in worker processes."""
+    ``allowed``: bool [C, 2], the orientations (0, +90 deg) each chart may take (default: both). Top level
+    and picklable, so candidate scales can be packed in worker processes."""
     local, faces, face_start, face_order, ext, order, _ = prepared
+    if allowed is None:
+        allowed = np.ones((len(ext), 2), np.bool_)
+    if np.shape(allowed) != (len(ext), 2) or not np.asarray(allowed).any(axis=1).all():
+        raise ValueError(f"allowed orientations must be bool [{len(ext)}, 2] with one per chart at least")
     place, ok = _pack_kernel(local, faces, face_start, face_order, ext, order, float(scale),
-                             int(resolution), int(padding), _ROTATIONS)
+                             int(resolution), int(padding), np.ascontiguousarray(allowed, np.bool_))
     return place if ok else None
 
 
