@@ -165,7 +165,7 @@ class RuntimeConfig:
 
     device: Device = Device.CPU
     seed: int = 0
-    uv_workers: int = 1  # xatlas UV processes (--uv xatlas; 1: serial in-process; for_device sets cuda's)
+    uv_workers: int = 1  # UV parallelism: charts packing threads / xatlas processes (for_device sets cuda's)
     cpu_lane_workers: int = 2  # threads of the scheduler's host lane (UV, PNG encoding, file I/O)
     max_in_flight: int = 2  # requests admitted at once when pipelining a batch
     cache_dir: str | None = None  # JIT caches (numba, Triton, Inductor); None: $XDG_CACHE_HOME/assetgen

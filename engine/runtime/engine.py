@@ -78,12 +78,16 @@ class SerialUnwrapper:
 
 class ChartsUnwrapper:
     """UV unwrapping by projection charts and one bitmap packing (``GeometryConfig.uv_method`` charts;
-    engine/geometry/uv_fast.py), in-process."""
+    engine/geometry/uv_fast.py), in-process; the packing scale search tries ``workers`` candidate scales
+    at once in threads (the kernels release the GIL; the result does not depend on ``workers``)."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
 
     def unwrap(self, mesh, resolution: int):
         from engine.geometry.uv_fast import unwrap_uv_fast
 
-        return unwrap_uv_fast(mesh, resolution=resolution)
+        return unwrap_uv_fast(mesh, resolution=resolution, workers=self.workers)
 
     def warmup(self) -> float:
         """Compile (or load from the JIT cache) the charting and packing kernels on a small closed mesh."""
@@ -101,11 +105,12 @@ class ChartsUnwrapper:
 
 
 def make_unwrapper(method: UvMethod, workers: int):
-    """The engine's UV unwrapper: projection charts (``UvMethod.CHARTS``), or xatlas: serial for one
+    """The engine's UV unwrapper: projection charts (``UvMethod.CHARTS``, ``workers`` packing threads),
+    or xatlas: serial for one
     worker, else partitioned xatlas charts in ``workers`` processes with one bitmap packing pass
     (engine/geometry/uv_parallel.py), its pool kept across requests."""
     if method is UvMethod.CHARTS:
-        return ChartsUnwrapper()
+        return ChartsUnwrapper(workers)
     if workers <= 1:
         return SerialUnwrapper()
     from engine.geometry.uv_parallel import UvUnwrapper
