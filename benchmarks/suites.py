@@ -78,6 +78,16 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
                               "--csv", "{out}/h100.csv", "--repeats", "3"]),
     ],
+    # after quant-1's recipes are committed: bf16 vs FP8/INT8 speed, then the engine end to end in FP8
+    "quant-2": [
+        ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
+                              "--csv", "{out}/h100.csv", "--repeats", "3"]),
+        ("e2e_flash_fp8", 220, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "6",
+                                "--throughput-pictures", "4", "--precision", "fp8", "--out-dir", "{out}",
+                                "--csv", "{out}/h100.csv"]),
+        ("e2e_weightfree", 60, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
+                                "--pictures", "8", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+    ],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
         ("e2e_cold", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold",
