@@ -138,11 +138,21 @@ class Dinov2Embeddings(nn.Module):
     def position_table(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
         """[1, 1 + h*w, D] position embeddings for an h x w patch grid (cached)."""
         table = self.position_embeddings
+        if torch.compiler.is_compiling():  # traced (torch.export, torch.compile): no data pointer, no cache
+            return self._interpolated_table(h, w, dtype)
         version = 0 if torch.is_inference(table) else table._version  # inference tensors are never edited
         key = (h, w, dtype, table.device, version, table.data_ptr())
         cached = self._pos_cache.get(key)
         if cached is not None:
             return cached
+        out = self._interpolated_table(h, w, dtype)
+        self._pos_cache.clear()  # one size live at a time per module keeps memory bounded
+        self._pos_cache[key] = out
+        return out
+
+    def _interpolated_table(self, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+        """The trained table bicubically resized to h x w patches (uncached)."""
+        table = self.position_embeddings
         g, d = self.cfg.grid, self.cfg.hidden_size
         with torch.no_grad():
             if (h, w) == (g, g):
@@ -153,8 +163,6 @@ class Dinov2Embeddings(nn.Module):
                                      antialias=self.cfg.pos_antialias)
                 patches = grid.permute(0, 2, 3, 1).reshape(1, h * w, d)
                 out = torch.cat([table[:, :1].detach().float(), patches], dim=1).to(dtype)
-        self._pos_cache.clear()  # one size live at a time per module keeps memory bounded
-        self._pos_cache[key] = out
         return out
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

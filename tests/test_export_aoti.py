@@ -1,0 +1,189 @@
+"""AOTInductor packages (trt_builds/aoti.py) and the C++ runtime (trt_builds/cpp): the tiny bucket's chain
+networks are exported once per session; each package matches its eager module, the packaged chains (shape
+latents and field, texture views) match the engine's eager samplers, and the C++ example host, built with
+cmake + ninja against the pip torch, reproduces them -- all within 1e-3 relative error in float32."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trt_builds.aoti import build_packages
+from trt_builds.export_spec import CHAIN, export_module, export_specs, preset_plan, random_bundles
+from trt_builds.packaged import PackagedNetworks, max_relative_error
+
+TOL = 1e-3
+SEED = 3
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def plan():
+    return preset_plan("tiny")
+
+
+@pytest.fixture(scope="session")
+def bundles(plan):
+    return random_bundles(plan, torch.float32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("aoti_tiny")
+    return build_packages("tiny", out, "fp32", CHAIN, seed=0, jobs=2, wrapper_opt="O0")
+
+
+@pytest.fixture(scope="session")
+def packaged(manifest):
+    return PackagedNetworks(manifest)
+
+
+def _picture(size: int = 40) -> torch.Tensor:
+    """uint8 [S, S, 3]: a seeded coloured disc on white (the conditioners' input convention)."""
+    gen = torch.Generator().manual_seed(SEED)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2) < (size / 3) ** 2
+    colour = torch.randint(0, 256, (size, size, 3), generator=gen, dtype=torch.uint8)
+    return torch.where(disc[..., None], colour, torch.full_like(colour, 255))
+
+
+def _condition_maps(k: int, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """normals, positions float32 [K, R, R, 3] in [0, 1] (smooth seeded fields, like rendered maps)."""
+    gen = torch.Generator().manual_seed(SEED + 1)
+    base = torch.nn.functional.interpolate(torch.rand(2 * k, 3, 8, 8, generator=gen), size=(r, r),
+                                           mode="bilinear", align_corners=False)
+    maps = base.permute(0, 2, 3, 1).contiguous()
+    return maps[:k], maps[k:]
+
+
+def _to_vae(maps: torch.Tensor) -> torch.Tensor:
+    """[B, R, R, 3] in [0, 1] -> [B, 3, R, R] in [-1, 1] (the stage's ``_to_vae`` at the view size)."""
+    return maps.permute(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def _grid_points(res: int, bound: float) -> torch.Tensor:
+    """float32 [(res+1)^3, 3] lattice nodes, x slowest (``dense_decode``'s order)."""
+    from engine.models.shape_decoding import lattice_points
+
+    r = torch.arange(res + 1)
+    idx = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)
+    return lattice_points(idx, res + 1, bound)
+
+
+@torch.inference_mode()
+def _eager_shape(plan, shape_nets, picture: torch.Tensor):
+    """The engine's eager path: DINOv2 tokens -> GuidedSampler (DDIM, folded) -> latents; VaeField on the
+    dense grid."""
+    from engine.models.shape_decoding import VaeField
+    from engine.stages.shape_networks import _image_tokens
+
+    s, mc = plan.shape, shape_nets.coarse_cfg
+    noise = torch.randn((1, mc.n_tokens, mc.latent_dim), generator=torch.Generator().manual_seed(SEED))
+    cond = _image_tokens(shape_nets, picture, s.dino_resolution_coarse)
+    latents = shape_nets.sampler("coarse", s.coarse_steps)(cond, noise)
+    vae = shape_nets.coarse_vae
+    fld = VaeField(vae, vae.decode_latents(latents), topk=vae.cfg.default_topk)
+    return noise, latents, fld(_grid_points(s.grid_resolution, s.bounds))
+
+
+@torch.inference_mode()
+def _eager_texture(plan, tex, picture: torch.Tensor, normals: torch.Tensor, positions: torch.Tensor):
+    """The stage's eager path (prepare_views / sample_views without the renderer): views [K, 3, R, R]."""
+    from engine.sampling.texturegen_sampler import TextureSamplerConfig, sample_texture_views
+    from engine.stages.texture_networks import _to_vae as stage_to_vae
+
+    t, k = plan.texture, normals.shape[0]
+    ref = stage_to_vae(picture[None].float() / 255.0, t.view_resolution)
+    enc = tex.vae.encode(torch.cat([ref, _to_vae(normals), _to_vae(positions)])).float()
+    ref_lat = enc[0:1]
+    geometry = torch.cat([enc[1:1 + k], enc[1 + k:]], dim=1)[None]
+    request = tex.dit.prepare(geometry, *tex.text_context, repeat=plan.branches)
+    noise = torch.randn((1, k) + tuple(ref_lat.shape[1:]), generator=torch.Generator().manual_seed(SEED))
+    white = tex.vae.encode(torch.ones(1, 3, t.view_resolution, t.view_resolution)).float()[0]
+    sampler = TextureSamplerConfig.from_texture_config(t.steps, t.guidance, plan.guidance_scale)
+    latents = sample_texture_views(tex.dit.velocity_fn(request), noise, ref_lat, sampler, white)
+    views = (tex.vae.decode(latents[0]).float() + 1.0) * 0.5
+    return ref, noise, latents, views
+
+
+@pytest.mark.parametrize("network", CHAIN)
+def test_package_matches_eager(network, plan, bundles, packaged):
+    shape_nets, tex = bundles
+    spec = export_specs(plan, shape_nets, tex)[network]
+    inputs = spec.sample_inputs(torch.float32, seed=SEED)
+    with torch.inference_mode():
+        ref = export_module(network, plan, shape_nets, tex)(*inputs)
+    ref = ref if isinstance(ref, tuple) else (ref,)
+    got = packaged.run(network, *inputs)
+    assert len(got) == len(spec.outputs) == len(ref)
+    for g, r, t in zip(got, ref, spec.outputs, strict=True):
+        assert tuple(g.shape) == t.shape
+        assert max_relative_error(g, r) <= TOL, (network, t.name, max_relative_error(g, r))
+
+
+def test_artifact_names_and_manifest(manifest, packaged):
+    assert manifest.name == "assetgen.tiny.fp32.norecipe.manifest"
+    for name in CHAIN:
+        file = manifest.parent / f"{name}.tiny.fp32.norecipe.torch{torch.__version__.split('+')[0]}.cpu.pt2"
+        assert file.is_file(), file
+    assert packaged.setting("coarse_steps") == 4 and packaged.setting("branches") == 2
+
+
+def test_packaged_chains_match_eager(plan, bundles, packaged):
+    shape_nets, tex = bundles
+    picture = _picture()
+    noise, latents, field = _eager_shape(plan, shape_nets, picture)
+    got = packaged.shape_latents(picture, noise)
+    assert max_relative_error(got, latents) <= TOL
+    points = _grid_points(plan.shape.grid_resolution, plan.shape.bounds)
+    assert max_relative_error(packaged.field(latents, points), field) <= TOL
+
+    normals, positions = _condition_maps(tex.dit_cfg.num_views, plan.texture.view_resolution)
+    ref, tnoise, tlat, views = _eager_texture(plan, tex, picture, normals, positions)
+    got_lat = packaged.texture_latents(ref, _to_vae(normals), _to_vae(positions), tnoise)
+    assert max_relative_error(got_lat, tlat) <= TOL
+    assert max_relative_error(packaged.decode_views(tlat), views) <= TOL
+
+
+@pytest.fixture(scope="session")
+def cpp_host(tmp_path_factory):
+    """The top-level CMake project (runtime library + example host) built with ninja against the pip torch."""
+    if shutil.which("cmake") is None or shutil.which("ninja") is None:
+        pytest.skip("cmake and ninja are needed to build the C++ runtime")
+    build = tmp_path_factory.mktemp("cpp_build")
+    prefix = torch.utils.cmake_prefix_path
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja", "-DCMAKE_BUILD_TYPE=Release",
+                    f"-DCMAKE_PREFIX_PATH={prefix}"], check=True, capture_output=True, text=True)
+    done = subprocess.run(["cmake", "--build", str(build), "-j", "2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return build / "trt_builds" / "cpp" / "assetgen_host"
+
+
+def test_cpp_runtime_matches_python(plan, bundles, manifest, cpp_host, tmp_path):
+    shape_nets, tex = bundles
+    picture = _picture()
+    normals, positions = _condition_maps(tex.dit_cfg.num_views, plan.texture.view_resolution)
+    picture.numpy().tofile(tmp_path / "picture.u8")
+    normals.numpy().tofile(tmp_path / "normals.f32")
+    positions.numpy().tofile(tmp_path / "positions.f32")
+    done = subprocess.run([str(cpp_host), str(manifest), str(tmp_path / "picture.u8"), str(picture.shape[0]),
+                           str(tmp_path / "normals.f32"), str(tmp_path / "positions.f32"), str(SEED),
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    _, latents, field = _eager_shape(plan, shape_nets, picture)
+    got = torch.from_numpy(np.fromfile(tmp_path / "latents.f32", dtype=np.float32)).view_as(latents)
+    assert max_relative_error(got, latents) <= TOL
+    got_field = torch.from_numpy(np.fromfile(tmp_path / "field.f32", dtype=np.float32))
+    assert max_relative_error(got_field, field) <= TOL
+
+    _, _, tlat, views = _eager_texture(plan, tex, picture, normals, positions)
+    got_tlat = torch.from_numpy(np.fromfile(tmp_path / "view_latents.f32", dtype=np.float32)).view_as(tlat)
+    assert max_relative_error(got_tlat, tlat) <= TOL
+    got_views = torch.from_numpy(np.fromfile(tmp_path / "views.f32", dtype=np.float32)).view_as(views)
+    assert max_relative_error(got_views, views) <= TOL

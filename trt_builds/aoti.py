@@ -1,0 +1,188 @@
+"""AOTInductor packages (``.pt2``) of the engine's networks, one per network and shape bucket.
+
+    python -m trt_builds.aoti --preset tiny --out DIR [--precision fp32|bf16] [--networks a,b] [--jobs 2]
+
+Each network of ``trt_builds.export_spec`` is traced with ``torch.export`` (its tensor-only module from
+``export_modules``, static shapes of the preset) and compiled by ``torch._inductor.aoti_compile_and_package``
+for the device the bundle lives on (CPU here; CUDA on a GPU machine). Artifact names encode everything
+that makes a package unique:
+    <network>.<preset>.<precision>.<recipe>.torch<version>.<arch>.pt2
+    e.g. meshgen_coarse.tiny.fp32.norecipe.torch2.13.0.cpu.pt2,
+         texturegen.default.bf16.norecipe.torch2.13.0.sm90.pt2
+Beside them, ``assetgen.<preset>.<precision>.<recipe>.manifest`` (plain "key value" lines a C++ host reads:
+the bucket's sampler settings from ``PresetPlan.scalars`` and one "package <network> <file>" line each)
+and a ``.json`` twin with every package's tensor names and shapes and its build times.
+
+Precision: "fp32" (the parity oracle: packages match eager within 1e-3 relative) and "bf16" (what ships on
+a GPU). Recipe: only "norecipe" today -- no quantisation recipe file exists yet (``quant/recipes/``), so no
+FP8 package is built; ``--recipe`` fails with that message instead of building an unquantised package
+under a quantised name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from trt_builds.export_spec import CHAIN, PRESETS, ExportSpec, export_module, export_specs, preset_plan
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+NO_RECIPE = "norecipe"
+
+
+def torch_tag() -> str:
+    return "torch" + torch.__version__.split("+")[0]
+
+
+def arch_tag(device: torch.device | str) -> str:
+    """'cpu', or the CUDA compute capability as 'sm90'."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm{major}{minor}"
+
+
+def artifact_name(network: str, preset: str, precision: str, arch: str, recipe: str = NO_RECIPE) -> str:
+    return f"{network}.{preset}.{precision}.{recipe}.{torch_tag()}.{arch}.pt2"
+
+
+def manifest_stem(preset: str, precision: str, recipe: str = NO_RECIPE) -> str:
+    return f"assetgen.{preset}.{precision}.{recipe}"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    network: str
+    file: str
+    export_s: float
+    compile_s: float
+
+
+def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.dtype, path: Path,
+                  wrapper_opt: str = "O1") -> BuildResult:
+    """Trace ``module`` on the spec's sample inputs and compile it into ``path`` (.pt2). The package's
+    metadata names its network and its input / output tensors (``AOTIModelPackageLoader::get_metadata``)."""
+    from torch._inductor import aoti_compile_and_package
+
+    device = next(module.parameters()).device
+    inputs = tuple(x.to(device) for x in spec.sample_inputs(model_dtype))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        program = torch.export.export(module, inputs, strict=False)
+    t1 = time.perf_counter()
+    metadata = {"assetgen.network": spec.network, "assetgen.preset": spec.preset,
+                "assetgen.inputs": ",".join(t.name for t in spec.inputs),
+                "assetgen.outputs": ",".join(t.name for t in spec.outputs)}
+    configs = {"aot_inductor.metadata": metadata, "aot_inductor.compile_wrapper_opt_level": wrapper_opt}
+    aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+    return BuildResult(spec.network, path.name, t1 - t0, time.perf_counter() - t1)
+
+
+def _bundles(preset: str, precision: str, seed: int, weights: str | None, device: str):
+    from engine.stages.shape_networks import load_meshgen
+    from engine.stages.texture_networks import load_texturegen
+    from trt_builds.export_spec import random_bundles
+
+    plan, dtype = preset_plan(preset), PRECISIONS[precision]
+    if weights is None:
+        return plan, random_bundles(plan, dtype, seed=seed, device=device)
+    return plan, (load_meshgen(weights, device, dtype), load_texturegen(weights, device, dtype))
+
+
+def _build_some(job: tuple) -> list[BuildResult]:
+    """Worker: build ``networks`` of one bucket into ``out`` (own seeded bundles, identical per worker)."""
+    preset, precision, networks, out, seed, weights, device, wrapper_opt = job
+    torch.set_num_threads(1)
+    plan, (shape_nets, texture_nets) = _bundles(preset, precision, seed, weights, device)
+    specs = export_specs(plan, shape_nets, texture_nets)
+    arch = arch_tag(device)
+    results = []
+    for net in networks:
+        module = export_module(net, plan, shape_nets, texture_nets)
+        path = Path(out) / artifact_name(net, preset, precision, arch)
+        results.append(build_package(module, specs[net], PRECISIONS[precision], path, wrapper_opt))
+    return results
+
+
+def build_packages(preset: str, out: str | Path, precision: str = "fp32",
+                   networks: tuple[str, ...] | None = None, seed: int = 0, weights: str | None = None,
+                   device: str = "cpu", jobs: int = 1, wrapper_opt: str = "O1",
+                   recipe: str | None = None) -> Path:
+    """Build the bucket's packages into ``out`` and write its manifest; returns the manifest path.
+    ``networks`` None: every network of the preset. ``jobs`` > 1 compiles in that many processes."""
+    if recipe not in (None, NO_RECIPE):
+        raise ValueError(f"recipe {recipe!r}: no quantisation recipe files exist yet (quant/recipes/), so "
+                         "no quantised package can be built; build without --recipe")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan, (shape_nets, texture_nets) = _bundles(preset, precision, seed, weights, device)
+    specs = export_specs(plan, shape_nets, texture_nets)
+    names = tuple(specs) if networks is None else tuple(networks)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"networks {unknown} are not in preset {preset!r}: {', '.join(specs)}")
+    groups = [names[i::jobs] for i in range(max(1, jobs))]
+    job_args = [(preset, precision, g, str(out), seed, weights, device, wrapper_opt) for g in groups if g]
+    if len(job_args) == 1:
+        results = _build_some(job_args[0])
+    else:
+        with ProcessPoolExecutor(len(job_args), mp_context=get_context("spawn")) as pool:
+            results = [r for part in pool.map(_build_some, job_args) for r in part]
+    results.sort(key=lambda r: names.index(r.network))
+    return _write_manifest(out, plan, precision, shape_nets, texture_nets, specs, results)
+
+
+def _write_manifest(out: Path, plan, precision: str, shape_nets, texture_nets, specs: dict,
+                    results: list[BuildResult]) -> Path:
+    stem = manifest_stem(plan.preset, precision)
+    scalars = {"precision": precision, "recipe": NO_RECIPE, **plan.scalars(shape_nets, texture_nets)}
+    lines = ["# AssetGen AOTInductor packages: key value; 'package <network> <file>' per package"]
+    lines += [f"{k} {v}" for k, v in scalars.items()]
+    lines += [f"package {r.network} {r.file}" for r in results]
+    path = out / f"{stem}.manifest"
+    path.write_text("\n".join(lines) + "\n")
+    record = {"settings": scalars, "torch": torch.__version__,
+              "packages": {r.network: {"file": r.file, "export_s": round(r.export_s, 2),
+                                       "compile_s": round(r.compile_s, 2), **specs[r.network].shapes()}
+                           for r in results}}
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m trt_builds.aoti", description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", "--scale", dest="preset", choices=PRESETS, default="tiny",
+                    help="shape bucket (tiny: the CI networks)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32")
+    ap.add_argument("--networks", default=None,
+                    help=f"comma-separated subset, or 'chain' (the C++ runtime's: {','.join(CHAIN)})")
+    ap.add_argument("--weights", default=None, help="engine-format checkpoint folder (default: random)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--jobs", type=int, default=1, help="compile processes")
+    ap.add_argument("--recipe", default=None, help="quantisation recipe (none exists yet)")
+    args = ap.parse_args(argv)
+    nets = None if args.networks is None else (CHAIN if args.networks == "chain" else
+                                               tuple(args.networks.split(",")))
+    t0 = time.perf_counter()
+    manifest = build_packages(args.preset, args.out, args.precision, nets, args.seed, args.weights,
+                              args.device, args.jobs, recipe=args.recipe)
+    record = json.loads(manifest.with_suffix(".json").read_text())
+    for name, rec in record["packages"].items():
+        print(f"{name:26s} export {rec['export_s']:6.1f} s  compile {rec['compile_s']:6.1f} s  {rec['file']}")
+    print(f"{manifest} ({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
