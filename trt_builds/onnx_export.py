@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_check and done.precision in ("fp32", "fp8", "int8"):
             module, inputs = qdq_module(exp, recipe) if recipe else cast(exp, "fp32")
             cmp = compare(reference(module, inputs), run_onnxruntime(done.path, inputs))
-            line += f"; onnxruntime vs PyTorch: rel err {cmp['rel_err']:.2e}, SQNR {cmp['sqnr_db']:.1f} dB"
+            what = "its PyTorch Q/DQ mirror (QDQLinear)" if recipe else "PyTorch"
+            line += f"; onnxruntime vs {what}: rel err {cmp['rel_err']:.2e}, SQNR {cmp['sqnr_db']:.1f} dB"
         print(line, flush=True)
     return 0
 
