@@ -78,6 +78,23 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
                               "--csv", "{out}/h100.csv", "--repeats", "3"]),
     ],
+    # one call when device time is short: GPU tests, the coarse and TextureGen analyses (recipes into the
+    # device's quant/recipes and {out}/recipes), bf16 vs recipe / FP8 / INT8 samplers, flash end to end in FP8
+    "quant-one": [
+        ("quant_gpu_tests", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                                 "tests/test_quant_gpu.py"]),
+        ("analyse_meshgen", 90, [PY, "-m", "quant.analyse", "--network", "meshgen_coarse",
+                                 "--report", "{out}/quant_meshgen_coarse_h100.md"]),
+        ("analyse_texturegen", 170, [PY, "-m", "quant.analyse", "--network", "texturegen", "--meshes", "1",
+                                     "--pictures", "1", "--report", "{out}/quant_texturegen_h100.md"]),
+        ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"]),
+        ("bench_quant", 140, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
+                              "--csv", "{out}/h100.csv", "--repeats", "3", "--networks",
+                              "meshgen_coarse,texturegen", "--formats", "fp8_row,int8"]),
+        ("e2e_flash_fp8", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "4",
+                                "--throughput-pictures", "0", "--precision", "fp8", "--out-dir", "{out}",
+                                "--csv", "{out}/h100.csv"]),
+    ],
     # after quant-1's recipes are committed: bf16 vs FP8/INT8 speed, then the engine end to end in FP8
     "quant-2": [
         ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",

@@ -67,7 +67,8 @@ def _gemm_shape(what: str, m: int, k: int, n: int, repeats: int) -> list[dict]:
     return rows
 
 
-def sampler_rows(network: str, shared: Path, repeats: int) -> list[dict]:
+def sampler_rows(network: str, shared: Path, repeats: int,
+                 formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8")) -> list[dict]:
     from quant import probes
     from quant.calibrate import Calibrator
     from quant.formats import Format
@@ -90,7 +91,7 @@ def sampler_rows(network: str, shared: Path, repeats: int) -> list[dict]:
     if path.is_file():
         recipe = {n: f for n, f in Recipe.load(path).formats().items() if f is not Format.BF16}
         variants[f"recipe {path.name}"] = recipe
-    for fmt in (Format.FP8_ROW, Format.FP8_TENSOR, Format.INT8):
+    for fmt in map(Format, formats):
         variants[f"all eligible {fmt.value}"] = {n: fmt for n in eligible}
     reference = target.probe.run().clone()
     rows, base = [], None
@@ -143,13 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--networks", default="meshgen_coarse,meshgen_refine,texturegen")
     ap.add_argument("--no-gemm", action="store_true")
+    ap.add_argument("--formats", default="fp8_row,fp8_tensor,int8",
+                    help="formats of the all-eligible sampler variants")
     args = ap.parse_args(argv)
     shared = Path(os.environ.get("ASSETGEN_SHARED", Path(__file__).resolve().parents[3] / "shared"))
     rows = [] if args.no_gemm else gemm_rows(20)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(rows))
     for net in [n for n in args.networks.split(",") if n]:
-        rows += sampler_rows(net, shared, args.repeats)
+        rows += sampler_rows(net, shared, args.repeats, tuple(f for f in args.formats.split(",") if f))
         args.out.write_text(markdown(rows))
         torch.cuda.empty_cache()
     if args.csv:
