@@ -87,7 +87,8 @@ def sampler_rows(network: str, shared: Path, repeats: int,
     names = [n for n, mod in target.model.named_modules() if isinstance(mod, nn.Linear) and n in cal.stats]
     eligible = [n for n in names if not eligibility(n, cal.stats[n], target.budget, _edges(names, target))]
     variants: dict[str, dict[str, Format]] = {"bf16": {}}
-    path = RECIPES / f"{recipe_name(network, 'fp8', arch_family(torch.device('cuda')))}.json"
+    arch = arch_family(next(target.model.parameters()).device)
+    path = RECIPES / f"{recipe_name(network, 'fp8', arch)}.json"
     if path.is_file():
         recipe = {n: f for n, f in Recipe.load(path).formats().items() if f is not Format.BF16}
         variants[f"recipe {path.name}"] = recipe
