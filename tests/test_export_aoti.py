@@ -187,3 +187,25 @@ def test_cpp_runtime_matches_python(plan, bundles, manifest, cpp_host, tmp_path)
     assert max_relative_error(got_tlat, tlat) <= TOL
     got_views = torch.from_numpy(np.fromfile(tmp_path / "views.f32", dtype=np.float32)).view_as(views)
     assert max_relative_error(got_views, views) <= TOL
+
+
+def test_bf16_package_within_low_precision_rule(plan, tmp_path):
+    """A bf16 package (the shipping precision) of the coarse DiT step: its error against the same weights
+    run in float32 is at most 2x eager bf16's error plus one bf16 rounding (CONVENTIONS.md's rule)."""
+    import copy
+
+    from torch._inductor import aoti_load_package
+
+    from trt_builds.aoti import artifact_name
+    from trt_builds.export_modules import MeshGenStep
+
+    shape_nets, tex = random_bundles(plan, torch.bfloat16, seed=0)
+    manifest = build_packages("tiny", tmp_path, "bf16", ("meshgen_coarse",), seed=0, wrapper_opt="O0")
+    package = aoti_load_package(str(manifest.parent / artifact_name("meshgen_coarse", "tiny", "bf16", "cpu")))
+    inputs = export_specs(plan, shape_nets, tex)["meshgen_coarse"].sample_inputs(torch.bfloat16, seed=SEED)
+    with torch.inference_mode():
+        eager = MeshGenStep(shape_nets.coarse)(*inputs)
+        ref = MeshGenStep(copy.deepcopy(shape_nets.coarse).float())(*(x.float() for x in inputs))
+        got = package(*inputs)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert max_relative_error(got, ref) <= 2 * max_relative_error(eager, ref) + 2.0 ** -8
