@@ -115,6 +115,10 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
 }
 # quant-one without its end-to-end step (when under ~500 s of device time are left)
 SUITES["quant-min"] = [step for step in SUITES["quant-one"] if step[0] != "e2e_flash_fp8"]
+# smaller still: without the TextureGen analysis (its sampler is still measured, all eligible layers FP8),
+# and the GPU tests with the speed table alone
+SUITES["quant-small"] = [step for step in SUITES["quant-min"] if step[0] != "analyse_texturegen"]
+SUITES["quant-speed"] = [step for step in SUITES["quant-min"] if step[0] in ("quant_gpu_tests", "bench_quant")]
 
 
 def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:
