@@ -118,7 +118,7 @@ SUITES["quant-min"] = [step for step in SUITES["quant-one"] if step[0] != "e2e_f
 # smaller still: without the TextureGen analysis (its sampler is still measured, all eligible layers FP8),
 # and the GPU tests with the speed table alone
 SUITES["quant-small"] = [step for step in SUITES["quant-min"] if step[0] != "analyse_texturegen"]
-SUITES["quant-speed"] = [step for step in SUITES["quant-min"] if step[0] in ("quant_gpu_tests", "bench_quant")]
+SUITES["quant-speed"] = [s for s in SUITES["quant-min"] if s[0] in ("quant_gpu_tests", "bench_quant")]
 
 
 def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:
