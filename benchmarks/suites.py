@@ -119,6 +119,11 @@ SUITES["quant-min"] = [step for step in SUITES["quant-one"] if step[0] != "e2e_f
 # and the GPU tests with the speed table alone
 SUITES["quant-small"] = [step for step in SUITES["quant-min"] if step[0] != "analyse_texturegen"]
 SUITES["quant-speed"] = [s for s in SUITES["quant-min"] if s[0] in ("quant_gpu_tests", "bench_quant")]
+SUITES["quant-texture-speed"] = [  # the least: GPU tests, GEMMs, TextureGen bf16 vs all-eligible FP8
+    SUITES["quant-one"][0],
+    ("bench_quant", 170, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md", "--csv",
+                          "{out}/h100.csv", "--repeats", "3", "--networks", "texturegen", "--formats", "fp8_row"]),
+]
 
 
 def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:
