@@ -122,7 +122,8 @@ SUITES["quant-speed"] = [s for s in SUITES["quant-min"] if s[0] in ("quant_gpu_t
 SUITES["quant-texture-speed"] = [  # the least: GPU tests, GEMMs, TextureGen bf16 vs all-eligible FP8
     SUITES["quant-one"][0],
     ("bench_quant", 170, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md", "--csv",
-                          "{out}/h100.csv", "--repeats", "3", "--networks", "texturegen", "--formats", "fp8_row"]),
+                          "{out}/h100.csv", "--repeats", "3", "--networks", "texturegen",
+                          "--formats", "fp8_row"]),
 ]
 
 
