@@ -23,108 +23,106 @@ GPU_TESTS = ["tests/test_engine.py", "tests/test_shape_networks.py", "tests/test
 ENGINE_GPU_TESTS = ["tests/test_engine.py",
                     "tests/test_gpu_simplify.py::test_cuda_graph_passes_equal_eager_launches"]
 
+
+def pytest_gpu(*paths: str) -> list[str]:
+    return [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *paths]
+
+
+def e2e(suite: str, *extra: str) -> list[str]:
+    """benchmarks/end_to_end_gpu.py: its tables in {out}, CSV rows in {out}/h100.csv."""
+    return [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", suite, *extra, "--out-dir", "{out}",
+            "--csv", "{out}/h100.csv"]
+
+
+def analyse(network: str, *extra: str) -> list[str]:
+    """quant.analyse: the recipe into the device's quant/recipes, the per-layer table into {out}."""
+    return [PY, "-m", "quant.analyse", "--network", network, *extra,
+            "--report", f"{{out}}/quant_{network}_h100.md"]
+
+
+def bench_quant(*extra: str) -> list[str]:
+    return [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md", "--csv", "{out}/h100.csv",
+            "--repeats", "3", *extra]
+
+
+def quant_tests(limit: int = 60) -> tuple[str, int, list[str]]:
+    return ("quant_gpu_tests", limit, pytest_gpu("tests/test_quant_gpu.py"))
+
+
+QUANT_TESTS = quant_tests()
+COPY_RECIPES = ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"])
+
 SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # every GPU test of the stages and networks (not the engine's end-to-end runs)
-    "gpu-tests": [
-        ("gpu_tests", 400, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]),
-    ],
+    "gpu-tests": [("gpu_tests", 400, pytest_gpu(*GPU_TESTS))],
     # resident engine (issue 10): one device call on a fresh machine (its first step starts with empty JIT
     # caches, the next find them warm): the weight-free path on 20 pictures, flash at the paper's network
     # sizes on 20 with its serial profile and pipelined throughput, the engine's GPU tests; then default
     "engine-1": [
-        ("e2e_weightfree", 80, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_flash", 250, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash",
-                            "--throughput-pictures", "6", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("engine_gpu_tests", 110, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                   *ENGINE_GPU_TESTS]),
+        ("e2e_weightfree", 80, e2e("weightfree")),
+        ("e2e_flash", 250, e2e("flash", "--throughput-pictures", "6")),
+        ("engine_gpu_tests", 110, pytest_gpu(*ENGINE_GPU_TESTS)),
     ],
     # the smallest call that still measures the headline rows (when device time is short): weight-free on
     # 20 pictures, flash on 10 with its profile and a 4-picture pipelined batch, the weight-free GPU test
     "engine-min": [
-        ("e2e_weightfree", 70, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_flash", 190, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "10",
-                            "--throughput-pictures", "4", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("engine_gpu_tests", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                  "tests/test_engine.py::test_generate_cuda_weight_free_end_to_end"]),
+        ("e2e_weightfree", 70, e2e("weightfree")),
+        ("e2e_flash", 190, e2e("flash", "--pictures", "10", "--throughput-pictures", "4")),
+        ("engine_gpu_tests", 60,
+         pytest_gpu("tests/test_engine.py::test_generate_cuda_weight_free_end_to_end")),
     ],
     # the last resort when device time is nearly spent: flash on 6 pictures with its serial profile, then
     # the weight-free path on 8 (warm caches)
     "engine-last": [
-        ("e2e_flash", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "6",
-                            "--throughput-pictures", "0", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_weightfree", 45, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                "--pictures", "8", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_flash", 150, e2e("flash", "--pictures", "6", "--throughput-pictures", "0")),
+        ("e2e_weightfree", 45, e2e("weightfree", "--pictures", "8")),
     ],
     "engine-2": [
-        ("e2e_default", 420, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "default",
-                              "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_cold_weightfree", 150, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold-weightfree",
-                                      "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_default", 420, e2e("default")),
+        ("e2e_cold_weightfree", 150, e2e("cold-weightfree")),
     ],
     # quantisation (issue 11): GPU parity tests, the per-layer analyses that write the FP8 recipes (into the
     # device's quant/recipes, copied to {out}/recipes), then bf16 vs FP8/INT8 GEMMs and samplers
     "quant-1": [
-        ("quant_gpu_tests", 90, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                 "tests/test_quant_gpu.py"]),
-        ("analyse_meshgen", 120, [PY, "-m", "quant.analyse", "--network", "meshgen_coarse",
-                                  "--report", "{out}/quant_meshgen_coarse_h100.md"]),
-        ("analyse_refine", 150, [PY, "-m", "quant.analyse", "--network", "meshgen_refine", "--pictures", "1",
-                                 "--report", "{out}/quant_meshgen_refine_h100.md"]),
-        ("analyse_texturegen", 240, [PY, "-m", "quant.analyse", "--network", "texturegen", "--meshes", "1",
-                                     "--pictures", "1", "--report", "{out}/quant_texturegen_h100.md"]),
-        ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"]),
-        ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
-                              "--csv", "{out}/h100.csv", "--repeats", "3"]),
+        quant_tests(90),
+        ("analyse_meshgen", 120, analyse("meshgen_coarse")),
+        ("analyse_refine", 150, analyse("meshgen_refine", "--pictures", "1")),
+        ("analyse_texturegen", 240, analyse("texturegen", "--meshes", "1", "--pictures", "1")),
+        COPY_RECIPES,
+        ("bench_quant", 200, bench_quant()),
     ],
     # one call when device time is short: GPU tests, the coarse and TextureGen analyses (recipes into the
-    # device's quant/recipes and {out}/recipes), bf16 vs recipe / FP8 / INT8 samplers, flash end to end in FP8
+    # device's quant/recipes and {out}/recipes), bf16 vs recipe / FP8 samplers, flash end to end in FP8
     "quant-one": [
-        ("quant_gpu_tests", 60, [PY, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                 "tests/test_quant_gpu.py"]),
-        ("analyse_meshgen", 90, [PY, "-m", "quant.analyse", "--network", "meshgen_coarse",
-                                 "--report", "{out}/quant_meshgen_coarse_h100.md"]),
-        ("analyse_texturegen", 170, [PY, "-m", "quant.analyse", "--network", "texturegen", "--meshes", "1",
-                                     "--pictures", "1", "--report", "{out}/quant_texturegen_h100.md"]),
-        ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"]),
-        ("bench_quant", 130, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
-                              "--csv", "{out}/h100.csv", "--repeats", "3", "--networks",
-                              "meshgen_coarse,texturegen", "--formats", "fp8_row"]),
-        ("e2e_flash_fp8", 130, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "4",
-                                "--throughput-pictures", "0", "--precision", "fp8", "--out-dir", "{out}",
-                                "--csv", "{out}/h100.csv"]),
+        QUANT_TESTS,
+        ("analyse_meshgen", 90, analyse("meshgen_coarse")),
+        ("analyse_texturegen", 170, analyse("texturegen", "--meshes", "1", "--pictures", "1")),
+        COPY_RECIPES,
+        ("bench_quant", 130, bench_quant("--networks", "meshgen_coarse,texturegen", "--formats", "fp8_row")),
+        ("e2e_flash_fp8", 130, e2e("flash", "--pictures", "4", "--throughput-pictures", "0",
+                                   "--precision", "fp8")),
     ],
     # after quant-1's recipes are committed: bf16 vs FP8/INT8 speed, then the engine end to end in FP8
     "quant-2": [
-        ("bench_quant", 200, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md",
-                              "--csv", "{out}/h100.csv", "--repeats", "3"]),
-        ("e2e_flash_fp8", 220, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "flash", "--pictures", "6",
-                                "--throughput-pictures", "4", "--precision", "fp8", "--out-dir", "{out}",
-                                "--csv", "{out}/h100.csv"]),
-        ("e2e_weightfree", 60, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "weightfree",
-                                "--pictures", "8", "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("bench_quant", 200, bench_quant()),
+        ("e2e_flash_fp8", 220, e2e("flash", "--pictures", "6", "--throughput-pictures", "4",
+                                   "--precision", "fp8")),
+        ("e2e_weightfree", 60, e2e("weightfree", "--pictures", "8")),
     ],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
-        ("e2e_cold", 330, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "cold",
-                           "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
-        ("e2e_ladder", 240, [PY, "-m", "benchmarks.end_to_end_gpu", "--suite", "ladder", "--pictures", "6",
-                             "--out-dir", "{out}", "--csv", "{out}/h100.csv"]),
+        ("e2e_cold", 330, e2e("cold")),
+        ("e2e_ladder", 240, e2e("ladder", "--pictures", "6")),
     ],
 }
-# quant-one without its end-to-end step (when under ~500 s of device time are left)
+# smaller quant calls for short device budgets: quant-one without its end-to-end step; without the
+# TextureGen analysis (its sampler is still measured, all eligible layers FP8); the GPU tests with the
+# speed table alone; the least: GPU tests, GEMMs, TextureGen bf16 vs all-eligible FP8
 SUITES["quant-min"] = [step for step in SUITES["quant-one"] if step[0] != "e2e_flash_fp8"]
-# smaller still: without the TextureGen analysis (its sampler is still measured, all eligible layers FP8),
-# and the GPU tests with the speed table alone
 SUITES["quant-small"] = [step for step in SUITES["quant-min"] if step[0] != "analyse_texturegen"]
-SUITES["quant-speed"] = [s for s in SUITES["quant-min"] if s[0] in ("quant_gpu_tests", "bench_quant")]
-SUITES["quant-texture-speed"] = [  # the least: GPU tests, GEMMs, TextureGen bf16 vs all-eligible FP8
-    SUITES["quant-one"][0],
-    ("bench_quant", 170, [PY, "-m", "benchmarks.models.quant", "--out", "{out}/quant_h100.md", "--csv",
-                          "{out}/h100.csv", "--repeats", "3", "--networks", "texturegen",
-                          "--formats", "fp8_row"]),
-]
+SUITES["quant-speed"] = [QUANT_TESTS, *(s for s in SUITES["quant-min"] if s[0] == "bench_quant")]
+SUITES["quant-texture-speed"] = [
+    QUANT_TESTS, ("bench_quant", 170, bench_quant("--networks", "texturegen", "--formats", "fp8_row"))]
 
 
 def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:

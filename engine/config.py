@@ -181,6 +181,14 @@ class RuntimeConfig:
                  "use 1 or more")
 
 
+def _choice(kind: type[enum.Enum], value: str, what: str, fix: str):
+    """``kind(value)``, or the CLI's one-line error naming the unknown ``what``."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(f"unknown {what} '{value}'", fix) from None
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     preset: Preset = Preset.DEFAULT
@@ -236,42 +244,29 @@ class PipelineConfig:
         if normal_map_size is not None:
             geometry = replace(geometry, normal_map_size=normal_map_size)
         if placement is not None:
-            try:
-                geometry = replace(geometry, placement=Placement(placement))
-            except ValueError:
-                raise ConfigError(f"unknown placement '{placement}'",
-                                  "use --placement on_edge or --placement bounded_optimal") from None
+            geometry = replace(geometry, placement=_choice(
+                Placement, placement, "placement", "use --placement on_edge or --placement bounded_optimal"))
         if uv_method is not None:
-            try:
-                geometry = replace(geometry, uv_method=UvMethod(uv_method))
-            except ValueError:
-                raise ConfigError(f"unknown UV method '{uv_method}'",
-                                  "use --uv charts or --uv xatlas") from None
+            geometry = replace(geometry, uv_method=_choice(UvMethod, uv_method, "UV method",
+                                                           "use --uv charts or --uv xatlas"))
         if texture_size is not None:
             texture = replace(texture, atlas_size=texture_size)
         if device is not None:
-            try:
-                runtime = replace(runtime, device=Device(device))
-            except ValueError:
-                raise ConfigError(f"unknown device '{device}'", "use --device cpu or --device cuda") from None
+            runtime = replace(runtime, device=_choice(Device, device, "device",
+                                                      "use --device cpu or --device cuda"))
         if seed is not None:
             runtime = replace(runtime, seed=seed)
         if random_networks is not None:
-            try:
-                runtime = replace(runtime, random_networks=RandomNetworks(random_networks))
-            except ValueError:
-                raise ConfigError(f"unknown network size '{random_networks}'",
-                                  "use --random-networks tiny or --random-networks paper") from None
+            runtime = replace(runtime, random_networks=_choice(
+                RandomNetworks, random_networks, "network size",
+                "use --random-networks tiny or --random-networks paper"))
         if cache_dir is not None:
             runtime = replace(runtime, cache_dir=cache_dir)
         if max_in_flight is not None:
             runtime = replace(runtime, max_in_flight=max_in_flight)
         if precision is not None:
-            try:
-                runtime = replace(runtime, precision=Precision(precision))
-            except ValueError:
-                raise ConfigError(f"unknown precision '{precision}'",
-                                  "use --precision auto, bf16, fp8 or int8") from None
+            runtime = replace(runtime, precision=_choice(Precision, precision, "precision",
+                                                         "use --precision auto, bf16, fp8 or int8"))
         return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:

@@ -91,10 +91,10 @@ class QuantLinear(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).contiguous()                              # [M, K]
         m = x2.shape[0]
-        pad = (-m) % 16 if (self.execution is Execution.NATIVE and x2.is_cuda) else 0
-        if pad or (self.fmt is Format.INT8 and x2.is_cuda and m <= 16):
-            pad = pad + (16 if m + pad <= 16 else 0)                                  # _int_mm: M > 16
-            x2 = torch.cat([x2, x2.new_zeros(pad, self.in_features)])
+        if self.execution is Execution.NATIVE and x2.is_cuda:     # rows: a multiple of 16, > 16 (_int_mm)
+            rows = max(-(-m // 16) * 16, 32 if self.fmt is Format.INT8 else 16)
+            if rows != m:
+                x2 = torch.cat([x2, x2.new_zeros(rows - m, self.in_features)])
         q, s = self.quantize_input(x2)
         y = self._gemm(q, s)[:m]                                                       # [M, N]
         if self.bias is not None:

@@ -102,6 +102,14 @@ def _edge_blocks(names: list[str], edge: int) -> set[str]:
     return {f"blocks.{i}" for i in idx[:edge] + idx[len(idx) - edge:]} if edge and idx else set()
 
 
+def eligible_layers(model: nn.Module, stats: dict[str, LayerStats], budget: Budget) -> dict[str, str]:
+    """{name: '' when the layer may be quantised, else why not} for every calibrated linear, in module
+    order."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n in stats]
+    edges = _edge_blocks(names, budget.protect_edge_blocks)
+    return {n: eligibility(n, stats[n], budget, edges) for n in names}
+
+
 def eligibility(name: str, st: LayerStats, budget: Budget, edges: set[str]) -> str:
     """'' when the layer may be quantised, else why not."""
     if any(fnmatch.fnmatchcase(name, p) for p in budget.protect):
@@ -128,10 +136,12 @@ def layer_sqnr(linear: nn.Linear, st: LayerStats, fmt: Format) -> float:
     return sqnr_db(linear(x), q(x))
 
 
-def _quantise(model: nn.Module, names: list[str], fmts: dict[str, Format], stats: dict[str, LayerStats]
-              ) -> dict[str, nn.Module]:
+def quantise_layers(model: nn.Module, fmts: dict[str, Format], stats: dict[str, LayerStats]
+                    ) -> dict[str, nn.Module]:
+    """Swap each named linear for its ``QuantLinear`` in ``fmts``' format, in place; returns the
+    originals for ``restore_layers``."""
     old = {}
-    for n in names:
+    for n in fmts:
         lin = model.get_submodule(n)
         st = stats[n]
         old[n] = swap(model, n, QuantLinear(lin, fmts[n], act_amax=st.amax, channel_amax=st.channel_amax,
@@ -139,31 +149,31 @@ def _quantise(model: nn.Module, names: list[str], fmts: dict[str, Format], stats
     return old
 
 
-def _restore(model: nn.Module, old: dict[str, nn.Module]) -> None:
+def restore_layers(model: nn.Module, old: dict[str, nn.Module]) -> None:
     for n, m in old.items():
         swap(model, n, m)
 
 
 def _score(model, names, fmts, stats, probe: Probe, reference: torch.Tensor) -> tuple[float, torch.Tensor]:
-    old = _quantise(model, names, fmts, stats)
+    old = quantise_layers(model, {n: fmts[n] for n in names}, stats)
     try:
         out = probe.run()
         return probe.score(reference, out), out
     finally:
-        _restore(model, old)
+        restore_layers(model, old)
 
 
 @torch.inference_mode()
 def analyse(model: nn.Module, stats: dict[str, LayerStats], probe: Probe, candidates: tuple[Format, ...],
             budget: Budget, log: Callable[[str], None] = lambda s: None) -> Analysis:
     """The module docstring's steps 1-4; ``model`` is left as it was."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n in stats]
-    edges = _edge_blocks(names, budget.protect_edge_blocks)
+    reasons = eligible_layers(model, stats, budget)
+    names = list(reasons)
     layers: dict[str, LayerResult] = {}
     for n in names:
         st = stats[n]
         res = layers[n] = LayerResult(n, st.rows, (st.out_features, st.in_features))
-        res.reason = eligibility(n, st, budget, edges)
+        res.reason = reasons[n]
         if res.reason:
             continue
         lin = model.get_submodule(n)

@@ -106,9 +106,10 @@ def quant_rows(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
                           "split the GEMM along K")
     dtype, qmax = FORMATS[fmt]
     q = torch.empty((m, k), device=x.device, dtype=dtype)
-    scale = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if static_scale is not None:
         scale = static_scale.reshape(()).to(device=x.device, dtype=torch.float32)
+    else:
+        scale = torch.empty((m, 1), device=x.device, dtype=torch.float32)
     if m == 0:
         return q, scale
     block = triton.next_power_of_2(k)

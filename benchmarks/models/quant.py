@@ -73,7 +73,7 @@ def sampler_rows(network: str, shared: Path, repeats: int,
     from quant.calibrate import Calibrator
     from quant.formats import Format
     from quant.recipe import RECIPES, Recipe, arch_family, recipe_name
-    from quant.sensitivity import _quantise, _restore, eligibility
+    from quant.sensitivity import eligible_layers, quantise_layers, restore_layers
 
     pics = [shared / "images" / "typical_misc_crate.png"]
     if network == "meshgen_coarse":
@@ -84,8 +84,8 @@ def sampler_rows(network: str, shared: Path, repeats: int,
         target = probes.texturegen("paper", "cuda", pics, [shared / "assets" / "spot" / "spot.obj"])
     with Calibrator(target.model, max_samples=2) as cal:
         target.calibrate()
-    names = [n for n, mod in target.model.named_modules() if isinstance(mod, nn.Linear) and n in cal.stats]
-    eligible = [n for n in names if not eligibility(n, cal.stats[n], target.budget, _edges(names, target))]
+    reasons = eligible_layers(target.model, cal.stats, target.budget)
+    eligible = [n for n, why in reasons.items() if not why]
     variants: dict[str, dict[str, Format]] = {"bf16": {}}
     arch = arch_family(next(target.model.parameters()).device)
     path = RECIPES / f"{recipe_name(network, 'fp8', arch)}.json"
@@ -97,7 +97,7 @@ def sampler_rows(network: str, shared: Path, repeats: int,
     reference = target.probe.run().clone()
     rows, base = [], None
     for variant, fmts in variants.items():
-        old = _quantise(target.model, list(fmts), fmts, cal.stats)
+        old = quantise_layers(target.model, fmts, cal.stats)
         target.reset()
         try:
             fidelity = target.probe.describe(reference, target.probe.run()) if fmts else {}
@@ -105,21 +105,16 @@ def sampler_rows(network: str, shared: Path, repeats: int,
                 warm = cuda_times(target.timed, 1)[0]
                 p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
         finally:
-            _restore(target.model, old)
+            restore_layers(target.model, old)
             target.reset()
         base = base or p50
         fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
-        rows.append(dict(name=f"quant_{network}", variant=variant, size=f"{len(fmts)} of {len(names)} layers",
+        size = f"{len(fmts)} of {len(reasons)} layers"
+        rows.append(dict(name=f"quant_{network}", variant=variant, size=size,
                          metric="sampler", unit="s", p50=p50, p20=p20, p80=p80, warm=warm,
                          rate=f"{base / p50:.2f}x bf16", share=fid))
         print(rows[-1], flush=True)
     return rows
-
-
-def _edges(names: list[str], target) -> set[str]:
-    from quant.sensitivity import _edge_blocks
-
-    return _edge_blocks(names, target.budget.protect_edge_blocks)
 
 
 def markdown(rows: list[dict]) -> str:

@@ -117,7 +117,7 @@ def _apply_recipes(nets: list, prec, recipes_dir: str | None) -> dict[str, str]:
         path = folder / f"{recipe_name(name, family, arch)}.json"
         fingerprint = sources.setdefault(id(bundle), bundle.source)
         recipe = Recipe.load(path) if path.is_file() else None
-        if recipe is None or (prec is Precision.AUTO and recipe.weights.split(";")[0] != fingerprint):
+        if recipe is None or (prec is Precision.AUTO and recipe.weights != fingerprint):
             out[name] = f"bf16 (no {family} recipe {path.name} for these weights)"
             continue
         counts = apply_recipe(module, recipe)
@@ -131,7 +131,8 @@ def _apply_recipes(nets: list, prec, recipes_dir: str | None) -> dict[str, str]:
         raise ConfigError(f"--precision {family}: no {family} recipe for {names} on {arch} in {folder}",
                           f"run python -m quant.analyse --network <{'|'.join(out)}> --precision {family}, "
                           "or use --precision bf16")
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()                    # the replaced bf16 weights
     return out
 
 
