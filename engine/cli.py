@@ -32,6 +32,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         cache_dir=args.cache_dir,
         max_in_flight=getattr(args, "max_in_flight", None),
         precision=getattr(args, "precision", None),
+        remove_floaters=getattr(args, "remove_floaters", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -246,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(gen)
     gen.set_defaults(run=_cmd_generate)
     proc = sub.add_parser("process", help="mesh file (GLB/glTF/OBJ/PLY/OFF) -> game-ready GLB")
-    proc.add_argument("mesh")
+    proc.add_argument("mesh", help="the input mesh (GLB/glTF/OBJ/PLY/OFF); every part is kept unless "
+                      "--remove-floaters is given")
+    proc.add_argument("--remove-floaters", type=float, default=None, metavar="FRACTION",
+                      help="remove parts whose surface area is under FRACTION of the whole (e.g. 0.01); "
+                      "default: keep every part (an artist's eyes, buttons and wheels are the asset)")
     _common(proc)
     proc.set_defaults(run=_cmd_process)
     info = sub.add_parser("info", help="print the asset contract of a GLB")

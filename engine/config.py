@@ -95,7 +95,8 @@ class GeometryConfig:
     """Geometry post-processing (paper 6)."""
 
     faces: int = 20000  # polygon budget of the exported mesh (exact upper bound)
-    floater_min_fraction: float = 0.01  # components with < this share of the surface area are removed
+    floater_min_fraction: float = 0.01  # generated meshes: parts with < this share of the surface are removed
+    input_floater_fraction: float = 0.0  # ``process``: 0 keeps every part of the user's mesh (--remove-floaters)
     visibility_views: int = 512  # hidden-face removal viewpoints on a sphere (paper 6.2)
     visibility_resolution: int = 1024  # rays per view side
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
@@ -104,6 +105,10 @@ class GeometryConfig:
     uv_method: UvMethod = UvMethod.CHARTS  # UV atlas method (--uv)
 
     def __post_init__(self) -> None:
+        for name in ("floater_min_fraction", "input_floater_fraction"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"floater fraction {value} is outside [0, 1)",
+                     "use e.g. --remove-floaters 0.01 (parts under 1 % of the surface area)")
         _require(self.faces >= 4, f"face budget {self.faces} is below 4", "use --faces 4 or more")
         _require(
             self.faces <= 10_000_000,
@@ -234,6 +239,7 @@ class PipelineConfig:
         cache_dir: str | None = None,
         max_in_flight: int | None = None,
         precision: str | None = None,
+        remove_floaters: float | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
@@ -241,6 +247,8 @@ class PipelineConfig:
             shape = replace(shape, shape_model=shape_model, weights=weights)
         if faces is not None:
             geometry = replace(geometry, faces=faces)
+        if remove_floaters is not None:
+            geometry = replace(geometry, input_floater_fraction=remove_floaters)
         if normal_map_size is not None:
             geometry = replace(geometry, normal_map_size=normal_map_size)
         if placement is not None:

@@ -82,11 +82,11 @@ def _shape_stages(res: Resources) -> list[Stage]:
             Stage("marching cubes", ("sdf",), ("dense",), partial(geometry.extract, backends=b), "gpu")]
 
 
-def _post_processing(res: Resources) -> list[Stage]:
+def _post_processing(res: Resources, floater_fraction: float) -> list[Stage]:
     g, b = res.config.geometry, res.backends
     return [
-        Stage("floaters + simplify", ("dense",), ("low",), partial(geometry.simplify, geometry=g, backends=b),
-              "gpu"),
+        Stage("floaters + simplify", ("dense",), ("low",),
+              partial(geometry.simplify, geometry=g, backends=b, floater_fraction=floater_fraction), "gpu"),
         Stage("hidden-face removal", ("low",), ("visible",),
               partial(geometry.hidden_faces, geometry=g, backends=b), "gpu"),
         Stage("uv unwrap + tangents", ("visible",), ("unwrapped",),
@@ -133,7 +133,7 @@ def generate_graph(res: Resources) -> StageGraph:
     stages = [
         Stage("preprocess", ("image_path", "segmenter"), ("prepared",), io.load_image, "cpu"),
         *_shape_stages(res),
-        *_post_processing(res),
+        *_post_processing(res, res.config.geometry.floater_min_fraction),
         *_texture_stages(res),
         *_export_stages(),
     ]
@@ -146,7 +146,7 @@ def process_graph(res: Resources) -> StageGraph:
         Stage("load mesh", ("mesh_path",), ("source",), io.load_mesh, "cpu"),
         Stage("repair", ("source",), ("dense",), partial(geometry.repair, shape=cfg.shape, backends=b),
               "gpu"),
-        *_post_processing(res),
+        *_post_processing(res, cfg.geometry.input_floater_fraction),
         Stage("texture transfer", ("unwrapped", "source"), ("base_color",),
               partial(texture.transfer, texture=cfg.texture), "cpu"),
         *_export_stages(),

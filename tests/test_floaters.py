@@ -75,3 +75,34 @@ def test_bunny_with_debris(shared_dir):
     assert out.num_faces == bunny.num_faces and out.num_vertices == used.size
     assert face_areas(out.vertices, out.faces).sum() == pytest.approx(
         face_areas(bunny.vertices, bunny.faces).sum(), rel=1e-9)
+
+
+def test_process_keeps_every_part_unless_asked(shared_dir):
+    """The milk truck's wheels are parts under 1 % of its surface: ``process`` keeps them (its default
+    input_floater_fraction is 0); --remove-floaters 0.01 removes them; generated meshes keep 1 %."""
+    from engine.config import Device, PipelineConfig
+    from engine.io.asset_load import load_mesh
+    from engine.runtime.backends import select_backends
+    from engine.stages.geometry import simplify
+
+    source = load_mesh(asset_path("milktruck"))
+    backends = select_backends(Device.CPU)
+    n_in, _ = component_labels(source.num_vertices, source.faces)
+    config = PipelineConfig.from_name("flash").with_overrides(faces=100_000)
+    assert config.geometry.input_floater_fraction == 0.0 and config.geometry.floater_min_fraction == 0.01
+    kept = simplify(source, geometry=config.geometry, backends=backends,
+                    floater_fraction=config.geometry.input_floater_fraction)
+    assert component_labels(kept["low"].num_vertices, kept["low"].faces)[0] == n_in
+    assert kept["_note"].startswith("every part kept")
+    asked = config.with_overrides(remove_floaters=0.01).geometry
+    removed = simplify(source, geometry=asked, backends=backends, floater_fraction=asked.input_floater_fraction)
+    assert component_labels(removed["low"].num_vertices, removed["low"].faces)[0] < n_in
+    assert "floaters removed" in removed["_note"]
+
+
+@pytest.mark.parametrize("fraction", [-0.5, 1.0])
+def test_remove_floaters_flag_checked(fraction):
+    from engine.config import PipelineConfig
+
+    with pytest.raises(ConfigError, match="floater fraction"):
+        PipelineConfig.from_name("flash").with_overrides(remove_floaters=fraction)

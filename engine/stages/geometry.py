@@ -24,12 +24,18 @@ def extract(sdf, *, backends: Backends) -> dict:
     return {"dense": dense, "_note": f"{dense.num_faces} faces"}
 
 
-def simplify(dense, *, geometry: GeometryConfig, backends: Backends) -> dict:
-    with substep("floaters"):
-        kept, removed = backends.floaters(backends.stage_mesh(dense), geometry.floater_min_fraction)
+def simplify(dense, *, geometry: GeometryConfig, backends: Backends, floater_fraction: float) -> dict:
+    """Floater removal (parts under ``floater_fraction`` of the surface area; 0 keeps every part), then
+    QEM simplification to ``geometry.faces``. Generated meshes use ``geometry.floater_min_fraction``; a
+    user's mesh (``process``) ``geometry.input_floater_fraction``, 0 unless asked: its parts are the asset."""
+    kept, removed = backends.stage_mesh(dense), 0
+    if floater_fraction > 0.0:
+        with substep("floaters"):
+            kept, removed = backends.floaters(kept, floater_fraction)
     with substep("simplify"):
         low, report = backends.simplify(kept, geometry.faces, geometry.placement)
-    note = f"{removed} floaters removed, {report.faces_in} -> {report.faces_out} faces"
+    note = (f"{removed} floaters removed (parts under {100 * floater_fraction:g} % of the area), "
+            if floater_fraction > 0.0 else "every part kept, ") + f"{report.faces_in} -> {report.faces_out} faces"
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
     if low.meta.get("simplify_graph_error"):
