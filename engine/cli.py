@@ -48,9 +48,23 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def _pictures(items: list[str]) -> list[Path]:
-    """The pictures named on the command line: files as given, folders expanded to their pictures."""
-    out: list[Path] = []
+EXAMPLE_PICTURE = "example_crate.png"  # engine/data/, MIT (microsoft/TRELLIS), see its LICENSE file
+
+
+def example_picture() -> Path:
+    """The example picture shipped inside the package (a crate, RGBA), for a first run without inputs."""
+    from importlib.resources import files
+
+    return Path(str(files("engine") / "data" / EXAMPLE_PICTURE))
+
+
+def _pictures(items: list[str], example: bool = False) -> list[Path]:
+    """The pictures named on the command line: files as given, folders expanded to their pictures; with
+    ``example`` the bundled example picture first."""
+    if not items and not example:
+        raise ConfigError("no picture given", "name a picture or folder, or pass --example for the "
+                          "bundled example")
+    out: list[Path] = [example_picture()] if example else []
     for item in items:
         path = Path(item)
         if path.is_dir():
@@ -126,7 +140,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from engine.runtime.engine import check_output
 
     config = _config(args)
-    pictures = _pictures(args.images)
+    pictures = _pictures(args.images, args.example)
     outputs = _batch_outputs(pictures, args.output)
     if len(pictures) == 1:
         check_output(outputs[0])
@@ -218,9 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assetgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="picture -> game-ready GLB")
-    gen.add_argument("images", nargs="+", metavar="IMAGE",
+    gen.add_argument("images", nargs="*", metavar="IMAGE",
                      help="PNG/JPEG/WebP pictures of one object each (RGBA cut-outs work best), or "
                      "folders of them; several pictures share one resident engine and need -o FOLDER")
+    gen.add_argument("--example", action="store_true",
+                     help=f"also run on the example picture shipped in the package ({EXAMPLE_PICTURE}, "
+                     "MIT, from microsoft/TRELLIS): a first run needs no input of your own")
     gen.add_argument("--seed", type=int, default=None, help="sampler seed (weight-free path: deterministic)")
     gen.add_argument("--precision", default=None, choices=["auto", "bf16", "fp8", "int8"],
                      help="diffusion transformers' linear layers: auto (default) uses the quantisation "

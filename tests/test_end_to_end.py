@@ -30,9 +30,10 @@ def _check_asset(path: Path, max_faces: int) -> dict:
     return summary
 
 
-def test_generate_writes_a_valid_asset(shared_dir, tmp_path, capsys):
+def test_generate_writes_a_valid_asset(tmp_path, capsys):
+    """The README's first command: the example picture shipped in the package, no ../shared needed."""
     out = tmp_path / "crate.glb"
-    code = main(["generate", str(IMAGES / "typical_misc_crate.png"), "-o", str(out), *SMALL, "--timings"])
+    code = main(["generate", "--example", "-o", str(out), *SMALL, "--timings"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "shape source: silhouette prior" in printed and "texture source: reference projection" in printed
