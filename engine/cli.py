@@ -7,8 +7,11 @@ left behind (the GLB writer writes a temporary file and renames it at the end).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import Device, PipelineConfig
@@ -124,10 +127,21 @@ def _report(result, show_timings: bool, notes: bool = True) -> None:
         print(result.timer.table())
 
 
+@contextmanager
 def _engine(config: PipelineConfig):
+    """The resident engine for one command; on Ctrl-C / SIGTERM it starts no further stage and lets an
+    output write in progress finish (the file is then complete or absent), then the interrupt goes on."""
     from engine.runtime.engine import Engine
 
-    return Engine(config)
+    engine = Engine(config)
+    try:
+        yield engine
+    except (KeyboardInterrupt, SystemError) as err:
+        if _is_interrupt(err):
+            engine.interrupt()
+        raise
+    finally:
+        engine.close()
 
 
 def _segmenter(value: str | None) -> str | None:
@@ -142,6 +156,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     config = _config(args)
     pictures = _pictures(args.images, args.example)
     outputs = _batch_outputs(pictures, args.output)
+    args.planned_outputs = outputs
     if len(pictures) == 1:
         check_output(outputs[0])
     print(f"preset {config.preset.value}, device {config.runtime.device.value}, budget "
@@ -163,18 +178,14 @@ def _generate_batch(engine, pictures: list[Path], outputs: list[Path], args: arg
                                                              f"[asset {i + 1}/{n} {pictures[i].name}] ")
 
     failed, t0 = 0, time.perf_counter()
-    try:
-        items = engine.generate_many(zip(pictures, outputs), segmenter=_segmenter(args.segmenter),
-                                     progress=progress)
-        for k, item in enumerate(items):
-            if item.error is not None:
-                failed += 1
-                print(f"error: {item.picture}: {_message(item.error)}", file=sys.stderr, flush=True)
-                continue
-            _report(item.result, args.timings, notes=k == 0)
-    except KeyboardInterrupt:
-        engine.scheduler.cancel()
-        raise
+    items = engine.generate_many(zip(pictures, outputs), segmenter=_segmenter(args.segmenter),
+                                 progress=progress)
+    for k, item in enumerate(items):
+        if item.error is not None:
+            failed += 1
+            print(f"error: {item.picture}: {_message(item.error)}", file=sys.stderr, flush=True)
+            continue
+        _report(item.result, args.timings, notes=k == 0)
     wall = time.perf_counter() - t0
     print(f"{n - failed} of {n} assets written in {wall:.1f} s ({3600 * (n - failed) / max(wall, 1e-9):.0f} "
           f"assets/hour)")
@@ -196,6 +207,7 @@ def _cmd_process(args: argparse.Namespace) -> int:
 
     config = _config(args)
     out = check_output(args.output)
+    args.planned_outputs = [out]
     with _engine(config) as engine:
         _report(engine.process(args.mesh, out, progress=_progress), args.timings)
     return 0
@@ -277,8 +289,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: no further stage starts, an output write in progress finishes."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _is_interrupt(err: BaseException) -> bool:
+    """Ctrl-C / SIGTERM, also when it surfaced inside a compiled kernel as SystemError
+    ("... returned a result with an exception set")."""
+    while err is not None:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        if not isinstance(err, SystemError):
+            return False
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _interrupted(args: argparse.Namespace, err: BaseException, started: float) -> int:
+    """Say what the interrupt left: each planned output is complete (written since the start) or absent."""
+    name = "SIGTERM" if isinstance(err, _Terminated) else "interrupt (Ctrl-C)"
+    planned = getattr(args, "planned_outputs", [])
+    written = [p for p in planned if p.is_file() and p.stat().st_mtime >= started]
+    if written:
+        shown = ", ".join(str(p) for p in written[:5]) + (" ..." if len(written) > 5 else "")
+        print(f"stopped by {name}: {len(written)} of {len(planned)} output(s) written completely ({shown}); "
+              "no partial file left", file=sys.stderr)
+    else:
+        print(f"stopped by {name}: no output written, no partial file left", file=sys.stderr)
+    return 143 if isinstance(err, _Terminated) else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.time() - 1.0                       # mtime granularity: a file written now counts
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         return args.run(args) or 0
     except AssetGenError as err:
@@ -291,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        return _interrupted(args, err, started)
+    except BrokenPipeError:                           # e.g. ``assetgen info x.glb | head -1``
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except SystemError as err:
+        if not _is_interrupt(err):
+            raise
+        return _interrupted(args, err, started)
     except RuntimeError as err:
         if "out of memory" not in str(err).lower():  # torch.cuda.OutOfMemoryError and allocator failures
             raise
@@ -298,10 +355,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: out of memory on {device} (fix: lower --faces, --texture-size or --normal-map-size, "
               "use --preset flash, or free the GPU)", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
-        return 130
-    return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

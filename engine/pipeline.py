@@ -125,7 +125,7 @@ def _export_stages() -> list[Stage]:
         Stage("pack geometry buffers", ("unwrapped",), ("geometry_buffers",), io.pack_geometry, "cpu"),
         Stage("encode normal map", ("normal_map",), ("normal_png",), io.encode_normal_map, "cpu"),
         Stage("export glb", ("unwrapped", "normal_map", "base_color", "geometry_buffers", "normal_png",
-                             "output"), ("asset",), io.export, "cpu"),
+                             "output"), ("asset",), io.export, "cpu", commits=True),
     ]
 
 

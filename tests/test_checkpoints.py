@@ -237,3 +237,23 @@ def test_build_on_keeps_constant_tables():
     ref = ShapeVaeDecoder(ShapeVaeConfig.tiny()).geo_decoder.fourier_embedder.frequencies
     assert torch.equal(vae.geo_decoder.fourier_embedder.frequencies, ref)
     assert vae.post_kl.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 3, bytes(range(256)) * 8, b"\xff" * 8 + b"{}"])
+def test_broken_safetensors_bytes_are_one_line_weights_errors(tmp_path, content):
+    """Empty, truncated or random bytes: a WeightsError naming the file (no SafetensorError traceback),
+    from every reader: tensors, engine metadata, and the CLI before any stage runs."""
+    from engine.cli import main
+    from engine.models.checkpoints.safetensors_io import load_state_dict, read_engine_metadata
+
+    bad = tmp_path / "meshgen_coarse.safetensors"
+    bad.write_bytes(content)
+    for read in (load_state_dict, read_engine_metadata):
+        with pytest.raises(WeightsError, match="cannot open checkpoint") as info:
+            read(bad)
+        assert "\n" not in str(info.value) and str(bad) in str(info.value)
+    for name in ("dinov2", "shape_vae"):
+        (tmp_path / f"{name}.safetensors").write_bytes(content)
+    out = tmp_path / "o.glb"
+    assert main(["generate", "--example", "-o", str(out), "--weights", str(tmp_path)]) == 2
+    assert not out.exists()

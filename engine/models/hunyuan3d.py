@@ -158,10 +158,10 @@ def resolve_snapshot(path: str | Path, subfolder: str | None = None) -> tuple[Pa
 
 
 def _key_groups(file: Path) -> dict[str, int]:
-    from safetensors import safe_open
+    from engine.models.checkpoints.safetensors_io import open_safetensors
 
     groups: dict[str, int] = {}
-    with safe_open(str(file), framework="pt") as f:
+    with open_safetensors(file) as f:
         for key in f.keys():
             g = COND_PREFIX if key.startswith(COND_PREFIX) else key.split(".", 1)[0] + "."
             groups[g] = groups.get(g, 0) + 1

@@ -166,6 +166,11 @@ class Engine:
         self.scheduler.close()
         self.unwrapper.close()
 
+    def interrupt(self) -> bool:
+        """A signal arrived (Ctrl-C, SIGTERM): start no further stage and wait only for output writes in
+        progress, so each output is complete or absent. Returns False if a write did not end in time."""
+        return self.scheduler.interrupt()
+
     def warmup(self, progress: Progress | None = None) -> float:
         """Run one request on a synthetic picture so every kernel is compiled (or loaded from the JIT
         cache) and every CUDA graph captured before the first real request. Returns its seconds.

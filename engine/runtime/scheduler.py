@@ -28,6 +28,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -43,13 +44,16 @@ LANES = ("gpu", "gpu-aux", "cpu")
 @dataclass(frozen=True)
 class Stage:
     """name: shown in progress and timings; fn(**inputs) returns a mapping with exactly ``outputs``
-    (plus an optional ``_note``); lane: where the scheduler runs it (``LANES``)."""
+    (plus an optional ``_note``); lane: where the scheduler runs it (``LANES``); commits: the stage writes
+    the request's output file, so once started it runs to its end even when the request is interrupted
+    (an interrupt leaves the complete file or none, never a partial one)."""
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     fn: StageFn
     lane: str = "cpu"
+    commits: bool = False
 
 
 class GraphError(ValueError):
@@ -168,10 +172,10 @@ class Lane:
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting request, re-raised there
                 fut.set_exception(exc)
 
-    def close(self) -> None:
+    def close(self, join: bool = True) -> None:
         for _ in self._threads:
             self._queue.put(((float("inf"),), next(self._tie), None, None))
-        for t in self._threads:
+        for t in self._threads if join else ():
             t.join(timeout=60)
 
 
@@ -201,14 +205,50 @@ class Scheduler:
                       "cpu": Lane("cpu", workers=cpu_workers)}
         self._seq = itertools.count()
         self._cancel = threading.Event()
+        self._lock = threading.Lock()           # orders "cancelled?" against starting a committing stage
+        self._committing: set[Future] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     def close(self) -> None:
+        """Stop the lanes; after a cancel the threads are not waited for (abandoned stages are daemons)."""
         for lane in self.lanes.values():
-            lane.close()
+            lane.close(join=not self.cancelled)
 
     def cancel(self) -> None:
-        """Stop admitting stages (a signal arrived): running stages finish, queued ones are dropped."""
-        self._cancel.set()
+        """Stop admitting stages: running stages finish, queued ones are dropped."""
+        with self._lock:
+            self._cancel.set()
+
+    def interrupt(self, timeout: float = 120.0) -> bool:
+        """A signal arrived: cancel, then wait until no committing stage (the output write) runs, so every
+        output is complete or absent. Further interrupts while waiting are absorbed (the write takes well
+        under a second). Returns False if a write was still running after ``timeout`` seconds."""
+        self.cancel()
+        with self._lock:
+            writing = list(self._committing)
+        deadline = time.monotonic() + timeout
+        while writing and time.monotonic() < deadline:
+            try:
+                wait(writing, timeout=max(0.0, deadline - time.monotonic()))
+                writing = [f for f in writing if not f.done()]
+            except KeyboardInterrupt:
+                continue
+        return not writing
+
+    def _submit(self, stage: Stage, seq: int, index: int, call: Callable[[], Any]) -> Future | None:
+        """Hand a stage to its lane; a committing stage only while not cancelled (None: dropped)."""
+        if not stage.commits:
+            return self.lanes[stage.lane].submit((seq, index), call)
+        with self._lock:
+            if self._cancel.is_set():
+                return None
+            fut = self.lanes[stage.lane].submit((seq, index), call)
+            self._committing.add(fut)
+        fut.add_done_callback(self._committing.discard)
+        return fut
 
     def run(self, graph: StageGraph, values: Mapping[str, Any], timer: StageTimer,
             progress: Progress | None = None) -> dict[str, Any]:
@@ -226,13 +266,15 @@ class Scheduler:
         while pending or running:
             if error is None and not self._cancel.is_set():
                 for stage in [s for s in pending if all(k in env for k in s.inputs)]:
+                    inputs = {k: env[k] for k in stage.inputs}
+                    fut = self._submit(stage, seq, order[stage.name],
+                                       lambda s=stage, i=inputs: run_stage(s, i, timer))
+                    if fut is None:                                 # cancelled: the output is not written
+                        break
                     pending.remove(stage)
+                    running[fut] = stage
                     if progress:
                         progress(order[stage.name], count, stage.name, None)
-                    inputs = {k: env[k] for k in stage.inputs}
-                    fut = self.lanes[stage.lane].submit((seq, order[stage.name]),
-                                                        lambda s=stage, i=inputs: run_stage(s, i, timer))
-                    running[fut] = stage
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)

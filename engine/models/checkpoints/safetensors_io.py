@@ -81,6 +81,19 @@ def _files_of_index(index: Path) -> list[Path]:
     return files
 
 
+def open_safetensors(file: PathLike, device: str | torch.device = "cpu"):
+    """``safetensors.safe_open`` (memory-mapped) with every header problem (empty, truncated, random
+    bytes, not safetensors) raised as a one-line WeightsError naming the file, before any tensor is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(file), framework="pt", device=str(device))
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"cannot open checkpoint '{file}': {reason}",
+                           "re-download the file; it may be truncated or not a safetensors file") from None
+
+
 def load_state_dict(paths: PathLike | Iterable[PathLike], dtype: torch.dtype | None = None,
                     device: str | torch.device = "cpu", prefix: str | None = None,
                     strip_prefix: bool = True) -> dict[str, torch.Tensor]:
@@ -90,17 +103,10 @@ def load_state_dict(paths: PathLike | Iterable[PathLike], dtype: torch.dtype | N
     ``dtype`` casts floating-point tensors (integer/bool tensors keep theirs); tensors land on ``device``.
     Raises WeightsError for a missing path, a key present in two shards, or a prefix matching nothing.
     """
-    from safetensors import safe_open
-
     out: dict[str, torch.Tensor] = {}
     seen_prefixes: set[str] = set()
     for file in resolve_checkpoint_files(paths):
-        try:
-            handle = safe_open(str(file), framework="pt", device=str(device))
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise WeightsError(f"cannot open checkpoint '{file}': {exc}",
-                               "re-download the file; it may be truncated or not a safetensors file") from exc
-        with handle as f:
+        with open_safetensors(file, device) as f:
             for key in f.keys():
                 if prefix is not None and not key.startswith(prefix):
                     seen_prefixes.add(key.split(".", 1)[0] + ".")
@@ -234,10 +240,8 @@ def _untie(state: dict[str, torch.Tensor]) -> None:
 
 def read_engine_metadata(path: PathLike) -> dict[str, str]:
     """Header metadata of an engine checkpoint; WeightsError when the file is not one."""
-    from safetensors import safe_open
-
     file = resolve_checkpoint_files(path)[0]
-    with safe_open(str(file), framework="pt") as f:
+    with open_safetensors(file) as f:
         meta = f.metadata() or {}
     if meta.get("assetgen_format") != ENGINE_FORMAT:
         raise WeightsError(f"'{file}' is not an AssetGen engine checkpoint (format "
