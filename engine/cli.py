@@ -118,6 +118,8 @@ def _report(result, show_timings: bool, notes: bool = True) -> None:
     if notes:
         for note in result.notes:
             print(f"note: {note}")
+    for warning in result.warnings:
+        print(f"note: {warning}")
     mesh = result.mesh
     print(
         f"wrote {result.output} ({mesh.num_faces} faces, {mesh.num_vertices} vertices, base colour "
@@ -225,11 +227,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output .glb path (generate with several pictures: an output folder)")
-    p.add_argument("--preset", default="default", choices=["default", "flash"])
+    p.add_argument("--preset", default="default", choices=["default", "flash"],
+                   help="the paper's settings: default (MeshGen refine, 1024 px views, x2 super-resolution, "
+                   "2048^2 atlas) or flash (coarse shape only, 768 px views, 1024^2 atlas); default: default")
     p.add_argument("--faces", type=int, default=None, help="polygon budget (default 20000)")
     p.add_argument("--texture-size", type=int, default=None, help="base-colour atlas edge (power of two)")
     p.add_argument("--normal-map-size", type=int, default=None, help="normal map edge (power of two)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the stages run: cpu (reference path, sampling scaled for 2 cores, said in "
+                   "the notes) or cuda (GPU kernels at the paper's sampling); default: cpu")
     p.add_argument("--placement", default=None, choices=["on_edge", "bounded_optimal"],
                    help="QEM survivor placement: the paper's on-edge rule or the bounded quadric optimum")
     p.add_argument("--uv", default=None, choices=["charts", "xatlas"],
@@ -241,7 +247,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="assetgen", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="assetgen", description=__doc__.splitlines()[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="picture -> game-ready GLB")
     gen.add_argument("images", nargs="*", metavar="IMAGE",
@@ -284,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(proc)
     proc.set_defaults(run=_cmd_process)
     info = sub.add_parser("info", help="print the asset contract of a GLB")
-    info.add_argument("file")
+    info.add_argument("file", help="a .glb file")
     info.set_defaults(run=_cmd_info)
     return parser
 

@@ -300,8 +300,8 @@ class PipelineConfig:
         if shape.grid_resolution > CPU_GRID_RESOLUTION:
             shape = replace(shape, grid_resolution=CPU_GRID_RESOLUTION)
             notes.append(
-                f"CPU path: marching-cubes grid {CPU_GRID_RESOLUTION}^3 instead of "
-                f"{self.shape.grid_resolution}^3"
+                f"CPU path: grid {CPU_GRID_RESOLUTION}^3 instead of {self.shape.grid_resolution}^3 for the "
+                f"shape prior's marching cubes and any watertight repair of an input mesh"
             )
         if (
             geometry.visibility_views > CPU_VISIBILITY_VIEWS

@@ -57,7 +57,8 @@ class RunResult:
     mesh: TriMesh
     timer: StageTimer
     sources: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)        # the configuration's (same for every request)
+    warnings: list[str] = field(default_factory=list)     # this request's: what was dropped or changed
 
 
 def _shape_network(prepared, *, res: Resources) -> dict:
@@ -158,10 +159,10 @@ def generate_result(env: dict, output: Path, timer: StageTimer, config: Pipeline
     return RunResult(Path(output), env["asset"], timer,
                      sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
                               "texture": env.get("texture_source", TEXTURE_SOURCE_PROJECTION)},
-                     notes=list(config.notes))
+                     notes=list(config.notes), warnings=list(timer.warnings))
 
 
 def process_result(env: dict, mesh_path: Path, output: Path, timer: StageTimer,
                    config: PipelineConfig) -> RunResult:
     return RunResult(Path(output), env["asset"], timer, sources={"geometry": f"input mesh {mesh_path}"},
-                     notes=list(config.notes))
+                     notes=list(config.notes), warnings=list(timer.warnings))

@@ -46,7 +46,12 @@ class StageTimer:
     device: str = "cpu"
     substeps: bool = False  # time the substep() parts of each stage (synchronising; see module docstring)
     timings: list[StageTiming] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the stages dropped or changed, for the user
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def warn(self, messages) -> None:
+        with self._lock:
+            self.warnings.extend(str(m) for m in messages)
 
     def measure(self, name: str, lane: str = "") -> _Measure:
         return _Measure(self, name, lane)

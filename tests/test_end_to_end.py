@@ -160,3 +160,29 @@ def test_inconsistently_wound_mesh_is_repaired_by_remeshing(shared_dir, tmp_path
     assert main(["process", str(src), "-o", str(out), *SMALL, "--timings"]) == 0
     assert "remeshed watertight" in capsys.readouterr().out
     _check_asset(out, 3000)
+
+
+def test_dropped_inputs_are_said_in_the_normal_output(tmp_path, capsys):
+    """What is dropped or changed is printed without --timings: an OBJ's missing texture file; an alpha
+    channel that is not a usable cut-out. A fully transparent picture is refused before any work."""
+    from PIL import Image
+
+    from test_simplify import uv_sphere
+
+    sphere = uv_sphere(16)
+    lines = ["mtllib box.mtl", "usemtl painted"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in sphere.vertices]
+    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in sphere.faces]
+    (tmp_path / "box.obj").write_text("\n".join(lines) + "\n")
+    (tmp_path / "box.mtl").write_text("newmtl painted\nKd 0.8 0.2 0.2\nmap_Kd missing_colour.png\n")
+    out = tmp_path / "box.glb"
+    assert main(["process", str(tmp_path / "box.obj"), "-o", str(out), "--faces", "500", "--texture-size",
+                 "256", "--normal-map-size", "256"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: input mesh: texture missing_colour.png of material 'painted' not found" in printed, printed
+
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (64, 64), (200, 10, 10, 0)).save(clear)
+    assert main(["generate", str(clear), "-o", str(tmp_path / "clear.glb")]) == 2
+    assert "fully transparent" in capsys.readouterr().err
+    assert not (tmp_path / "clear.glb").exists()

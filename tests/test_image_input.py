@@ -305,3 +305,21 @@ def test_onnx_segmenter_errors(luminance_model, tmp_path, monkeypatch):
         segment_onnx(rgb, luminance_model["static"])
     monkeypatch.undo()
     segmentation._onnx_session.cache_clear()
+
+
+def test_unusable_alpha_is_said_and_grabcut_used(tmp_path):
+    """An alpha channel whose object covers > 99 % of the frame is not a cut-out: the mask comes from
+    GrabCut and ``notes`` says the alpha channel was ignored (the CLI prints it)."""
+    from PIL import Image
+
+    from engine.io.image_input import prepare_image
+
+    rgb = np.full((96, 96, 3), 235, np.uint8)
+    rgb[30:70, 25:75] = (160, 40, 30)
+    alpha = np.full((96, 96), 255, np.uint8)
+    alpha[0, 0] = 0                                     # one transparent pixel: alpha not constant
+    path = tmp_path / "nearly_opaque.png"
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(path)
+    prepared = prepare_image(path, size=64)
+    assert prepared.mask_source == "grabcut"
+    assert len(prepared.notes) == 1 and "alpha channel was ignored" in prepared.notes[0]

@@ -55,6 +55,7 @@ class PreparedImage:
     mask: np.ndarray
     mask_source: str
     crop_box: tuple[int, int, int, int]
+    notes: tuple[str, ...] = ()  # what was ignored or assumed (e.g. an unusable alpha channel), for the user
 
     @cached_property
     def cond_518(self) -> np.ndarray:
@@ -186,7 +187,16 @@ def prepare_image(path: str | Path, segmenter: str | None = None, margin: float 
     if not 16 <= size <= 8192:
         raise ConfigError(f"crop size {size} out of range", "use a size in [16, 8192]")
     rgba = load_image(path)
+    alpha = rgba[..., 3]
+    notes: list[str] = []
+    if segmenter is None and alpha.max() == 0:
+        raise InputImageError(f"{path} is fully transparent (alpha 0 everywhere): no object to model",
+                              "export the picture with its object visible, or without an alpha channel")
     source = segmenter or ("alpha" if seg.alpha_is_informative(rgba) else "grabcut")
+    if segmenter is None and source == "grabcut" and alpha.min() < 255:
+        notes.append(f"the picture's alpha channel was ignored (object covers {(alpha >= ALPHA_THRESHOLD).mean():.1%}"
+                     f" of the frame, outside {MIN_COVERAGE:.1%}-{MAX_COVERAGE:.0%}); the object mask comes "
+                     "from GrabCut")
     if source == "alpha":
         if not seg.alpha_is_informative(rgba):
             raise InputImageError(f"{path} has no usable alpha cut-out (alpha constant or covering <0.1% "
@@ -202,7 +212,7 @@ def prepare_image(path: str | Path, segmenter: str | None = None, margin: float 
     if source != "alpha":  # the segmenter's hard mask becomes the alpha channel
         rgba = np.dstack([rgba[..., :3], np.where(mask, 255, 0).astype(np.uint8)])
     crop, box = _centred_crop(rgba, mask, margin, size)
-    return PreparedImage(crop, crop[..., 3] >= ALPHA_THRESHOLD, source, box)
+    return PreparedImage(crop, crop[..., 3] >= ALPHA_THRESHOLD, source, box, tuple(notes))
 
 
 def _check_mask(mask: np.ndarray, path) -> None:

@@ -44,7 +44,8 @@ LANES = ("gpu", "gpu-aux", "cpu")
 @dataclass(frozen=True)
 class Stage:
     """name: shown in progress and timings; fn(**inputs) returns a mapping with exactly ``outputs``
-    (plus an optional ``_note``); lane: where the scheduler runs it (``LANES``); commits: the stage writes
+    (plus an optional ``_note`` for the timings table and ``_warnings``: what was dropped or changed, which
+    the user is told in the normal output); lane: where the scheduler runs it (``LANES``); commits: the stage writes
     the request's output file, so once started it runs to its end even when the request is interrupted
     (an interrupt leaves the complete file or none, never a partial one)."""
 
@@ -132,7 +133,8 @@ def run_stage(stage: Stage, env: Mapping[str, Any], timer: StageTimer) -> tuple[
     with timer.measure(stage.name, stage.lane) as measure:
         out = stage.fn(**{key: env[key] for key in stage.inputs})
         measure.note = str(out.get("_note", "")) if isinstance(out, Mapping) else ""
-    produced = {k: v for k, v in out.items() if k != "_note"}
+    timer.warn(out.get("_warnings", ()))
+    produced = {k: v for k, v in out.items() if k not in ("_note", "_warnings")}
     if set(produced) != set(stage.outputs):
         raise GraphError(f"stage {stage.name} returned {sorted(produced)}, declared {sorted(stage.outputs)}")
     return produced, measure.timing.seconds

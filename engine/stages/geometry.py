@@ -36,11 +36,14 @@ def simplify(dense, *, geometry: GeometryConfig, backends: Backends, floater_fra
         low, report = backends.simplify(kept, geometry.faces, geometry.placement)
     note = (f"{removed} floaters removed (parts under {100 * floater_fraction:g} % of the area), "
             if floater_fraction > 0.0 else "every part kept, ") + f"{report.faces_in} -> {report.faces_out} faces"
+    warnings = []
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
+        warnings.append(f"the mesh has {report.faces_out} faces, not the {geometry.faces} asked "
+                        f"(--faces): {report.reason}")
     if low.meta.get("simplify_graph_error"):
         note += f"; passes ran without CUDA graphs: {low.meta['simplify_graph_error'][:200]}"
-    return {"low": low, "_note": note}
+    return {"low": low, "_note": note, "_warnings": warnings}
 
 
 def hidden_faces(low, *, geometry: GeometryConfig, backends: Backends) -> dict:

@@ -21,7 +21,7 @@ def load_image(image_path: Path, segmenter: str | None) -> dict:
     from engine.io.image_input import prepare_image
 
     prepared = prepare_image(image_path, segmenter=segmenter)
-    return {"prepared": prepared, "_note": f"mask from {prepared.mask_source}"}
+    return {"prepared": prepared, "_note": f"mask from {prepared.mask_source}", "_warnings": prepared.notes}
 
 
 def load_mesh(mesh_path: Path) -> dict:
@@ -29,7 +29,8 @@ def load_mesh(mesh_path: Path) -> dict:
 
     source = load(mesh_path)
     validate_mesh(source, f"mesh {mesh_path}")
-    return {"source": source, "_note": f"{source.num_faces} faces"}
+    return {"source": source, "_note": f"{source.num_faces} faces",
+            "_warnings": [f"input mesh: {note}" for note in source.meta.get("notes", [])]}
 
 
 def encode_normal_map(normal_map: np.ndarray) -> dict:
