@@ -329,3 +329,50 @@ def test_textures_are_lossless_and_output_deterministic(textured_sphere):
             decoded.append(np.asarray(im.convert("RGB")))
     np.testing.assert_array_equal(decoded[0], mesh.base_color)
     np.testing.assert_array_equal(decoded[1], mesh.normal_map)
+
+
+def _repack_glb(gltf: dict, blob: bytes) -> bytes:
+    import json
+    import struct
+
+    text = json.dumps(gltf).encode()
+    text += b" " * (-len(text) % 4)
+    blob = blob + b"\0" * (-len(blob) % 4)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(blob), 0x004E4942) + blob
+    return struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body
+
+
+def test_info_bounds_follow_node_transforms_and_accessors_are_checked(shared_dir, tmp_path, capsys):
+    """The duck's node scales and rotates its mesh: ``info`` bounds equal the placed mesh's (as
+    ``process`` loads it). An accessor that reads past its buffer is refused in one line, exit 2."""
+    from engine.cli import main
+    from engine.io.asset_load import load_mesh, split_glb
+
+    path = asset_path("duck")
+    lo, hi = load_mesh(path).bounds()
+    s = read_glb_summary(path)
+    np.testing.assert_allclose(s["bounds"][0], lo, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s["bounds"][1], hi, rtol=1e-5, atol=1e-6)
+
+    gltf, blob = split_glb(path.read_bytes(), path)
+    gltf["accessors"][0]["count"] = int(gltf["accessors"][0]["count"]) * 100
+    broken = tmp_path / "broken.glb"
+    broken.write_bytes(_repack_glb(gltf, blob))
+    with pytest.raises(MeshError, match="reads past its buffer"):
+        read_glb_summary(broken)
+    assert main(["info", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "reads past its buffer" in err and "\n" not in err
+
+
+def test_info_into_a_closed_pipe_exits_quietly(shared_dir):
+    """``assetgen info x.glb | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "info", str(asset_path("duck"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                                    # like `head` exiting before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

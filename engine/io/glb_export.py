@@ -257,8 +257,10 @@ def read_glb_summary(path: str | Path) -> dict:
     Returns {"faces": int, "vertices": int, "primitives": int, "has_uv": bool, "has_normals": bool,
     "has_tangents": bool, "has_base_color": bool, "has_normal_map": bool,
     "texture_sizes": {"base_color": (W, H) | None, "normal_map": (W, H) | None},
-    "bounds": ([x, y, z], [x, y, z]) | None (POSITION min/max over primitives, before node transforms),
+    "bounds": ([x, y, z], [x, y, z]) | None (over the scene's mesh instances, after node transforms),
     "generator": str | None, "file_bytes": int}. Texture sizes are of the first material that has one.
+    Every accessor a triangle primitive uses is range-checked (as ``process`` does): one that reads past
+    its buffer, or a dangling index into the document, is a MeshError.
     """
     from engine.io.asset_load import split_glb
 
@@ -267,22 +269,11 @@ def read_glb_summary(path: str | Path) -> dict:
         raise MeshError(f"GLB file {path} not found", "check the path")
     data = path.read_bytes()
     gltf, blob = split_glb(data, path)
-    accessors = gltf.get("accessors", [])
-    faces = vertices = primitives = 0
-    attrs_seen: set[str] = set()
-    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-    for mesh in gltf.get("meshes", []):
-        for prim in mesh.get("primitives", []):
-            if prim.get("mode", 4) != 4 or "POSITION" not in prim.get("attributes", {}):
-                continue
-            primitives += 1
-            attrs_seen.update(prim["attributes"])
-            pos = accessors[prim["attributes"]["POSITION"]]
-            vertices += int(pos["count"])
-            count = accessors[prim["indices"]]["count"] if "indices" in prim else pos["count"]
-            faces += int(count) // 3
-            if "min" in pos and "max" in pos:
-                lo, hi = np.minimum(lo, pos["min"]), np.maximum(hi, pos["max"])
+    try:
+        faces, vertices, primitives, attrs_seen, bounds = _scene_summary(gltf, blob, path)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise MeshError(f"{path}: malformed glTF document ({type(exc).__name__}: {exc})",
+                        "re-export the file; `assetgen info` reads only valid GLBs") from None
     sizes = {"base_color": None, "normal_map": None}
     for mat in gltf.get("materials", []):
         slots = {"base_color": mat.get("pbrMetallicRoughness", {}).get("baseColorTexture"),
@@ -296,9 +287,44 @@ def read_glb_summary(path: str | Path) -> dict:
         "has_tangents": "TANGENT" in attrs_seen,
         "has_base_color": sizes["base_color"] is not None, "has_normal_map": sizes["normal_map"] is not None,
         "texture_sizes": sizes,
-        "bounds": (lo.tolist(), hi.tolist()) if np.isfinite(lo).all() else None,
+        "bounds": bounds,
         "generator": gltf.get("asset", {}).get("generator"), "file_bytes": len(data),
     }
+
+
+def _scene_summary(gltf: dict, blob: bytes | None, path: Path):
+    """(faces, vertices, primitives, attribute names, world bounds or None) of the triangle primitives;
+    every accessor they use is read through the loader's range checks."""
+    from engine.io.asset_load_gltf import _GltfReader, _walk_scene
+
+    reader = _GltfReader(gltf, blob, path)
+    faces = vertices = primitives = 0
+    attrs_seen: set[str] = set()
+    for mesh in gltf.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            if prim.get("mode", 4) != 4 or "POSITION" not in prim.get("attributes", {}):
+                continue
+            primitives += 1
+            attrs_seen.update(prim["attributes"])
+            for accessor in [*prim["attributes"].values(), *([prim["indices"]] if "indices" in prim else [])]:
+                reader.accessor(accessor)                       # range check (MeshError past the buffer)
+            pos = gltf["accessors"][prim["attributes"]["POSITION"]]
+            vertices += int(pos["count"])
+            count = gltf["accessors"][prim["indices"]]["count"] if "indices" in prim else pos["count"]
+            faces += int(count) // 3
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for node, world in _walk_scene(gltf):
+        if "mesh" not in gltf["nodes"][node]:
+            continue
+        for prim in gltf["meshes"][gltf["nodes"][node]["mesh"]].get("primitives", []):
+            if prim.get("mode", 4) != 4 or "POSITION" not in prim.get("attributes", {}):
+                continue
+            xyz = reader.accessor(prim["attributes"]["POSITION"]).astype(np.float64)
+            placed = xyz @ world[:3, :3].T + world[:3, 3]
+            if len(placed):
+                lo, hi = np.minimum(lo, placed.min(0)), np.maximum(hi, placed.max(0))
+    bounds = (lo.tolist(), hi.tolist()) if np.isfinite(lo).all() else None
+    return faces, vertices, primitives, attrs_seen, bounds
 
 
 def _texture_size(gltf: dict, blob: bytes | None, texture_index: int, path: Path) -> tuple[int, int] | None:
