@@ -95,8 +95,8 @@ class GeometryConfig:
     """Geometry post-processing (paper 6)."""
 
     faces: int = 20000  # polygon budget of the exported mesh (exact upper bound)
-    floater_min_fraction: float = 0.01  # generated meshes: parts with < this share of the surface are removed
-    input_floater_fraction: float = 0.0  # ``process``: 0 keeps every part of the user's mesh (--remove-floaters)
+    floater_min_fraction: float = 0.01  # generated meshes: parts under this share of the area are removed
+    input_floater_fraction: float = 0.0  # ``process`` (--remove-floaters): 0 keeps every part of the mesh
     visibility_views: int = 512  # hidden-face removal viewpoints on a sphere (paper 6.2)
     visibility_resolution: int = 1024  # rays per view side
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)

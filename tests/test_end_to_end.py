@@ -96,7 +96,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "zero-byte": (gen + [str(tmp / "zero.png")], "empty"),
         "non-image": (gen + [str(tmp / "text.png")], "image"),
         "truncated": (gen + [str(truncated)], "truncated"),
-        "empty mask": (gen + [str(_png(tmp / "empty.png", empty))], "mask"),
+        "fully transparent": (gen + [str(_png(tmp / "empty.png", empty))], "fully transparent"),
         "full mask": (gen + [str(_png(tmp / "full.png", full))], "mask"),
         "missing onnx": (
             gen + [str(IMAGES / "typical_misc_crate.png"), "--segmenter", str(tmp / "m.onnx")],
@@ -109,11 +109,34 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             proc + [str(asset_path("duck")), "-o", str(tmp / "missing_dir" / "a.glb")],
             "does not exist",
         ),
+        **_refused_before_work(tmp),
+    }
+
+
+def _refused_before_work(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """Cases that must be refused before any stage runs (the test also checks no stage started)."""
+    crate, duck = str(IMAGES / "typical_misc_crate.png"), str(asset_path("duck"))
+    (tmp / "a_folder.glb").mkdir()
+    (tmp / "plain_file").write_text("x")
+    weights = tmp / "weights"
+    weights.mkdir()
+    for name in ("dinov2", "meshgen_coarse", "shape_vae"):
+        (weights / f"{name}.safetensors").write_bytes(bytes(range(256)) * 4)
+    return {
+        "out is a folder": (["process", duck, "-o", str(tmp / "a_folder.glb")], "existing folder"),
+        "out parent is a file": (["process", duck, "-o", str(tmp / "plain_file" / "a.glb")], "is a file"),
+        "random checkpoint": (["generate", crate, "--weights", str(weights)], "cannot open checkpoint"),
+        "missing shape model": (["generate", crate, "--shape-model", str(tmp / "nope")], "does not exist"),
+        "remove-floaters range": (["process", duck, "--remove-floaters", "1.5"], "floater fraction"),
+        "no picture": (["generate"], "no picture given"),
     }
 
 
 def test_bad_inputs_give_one_line_errors_and_no_output(shared_dir, tmp_path, capsys):
-    for label, (argv, needle) in _bad_inputs(tmp_path).items():
+    cases = _bad_inputs(tmp_path)
+    (tmp_path / "probe").mkdir()
+    before_work = set(_refused_before_work(tmp_path / "probe"))
+    for label, (argv, needle) in cases.items():
         if "-o" not in argv:
             argv = argv + ["-o", str(tmp_path / "out.glb")]
         code = main(argv)
@@ -123,7 +146,11 @@ def test_bad_inputs_give_one_line_errors_and_no_output(shared_dir, tmp_path, cap
         assert len(lines) == 1 and needle.lower() in lines[0].lower(), (label, err)
         assert "Traceback" not in err, label
         assert not (tmp_path / "out.glb").exists(), label
-    leftovers = [p.name for p in tmp_path.iterdir() if p.suffix not in (".png", ".obj")]
+        if label in before_work:
+            assert "[1/" not in err, (label, "a stage ran before the error", err)
+    made = {"a_folder.glb", "plain_file", "weights", "probe"}
+    leftovers = [p.name for p in tmp_path.iterdir()
+                 if p.suffix not in (".png", ".obj") and p.name not in made]
     assert leftovers == [], leftovers
 
 
@@ -166,7 +193,6 @@ def test_dropped_inputs_are_said_in_the_normal_output(tmp_path, capsys):
     """What is dropped or changed is printed without --timings: an OBJ's missing texture file; an alpha
     channel that is not a usable cut-out. A fully transparent picture is refused before any work."""
     from PIL import Image
-
     from test_simplify import uv_sphere
 
     sphere = uv_sphere(16)

@@ -95,7 +95,8 @@ def test_process_keeps_every_part_unless_asked(shared_dir):
     assert component_labels(kept["low"].num_vertices, kept["low"].faces)[0] == n_in
     assert kept["_note"].startswith("every part kept")
     asked = config.with_overrides(remove_floaters=0.01).geometry
-    removed = simplify(source, geometry=asked, backends=backends, floater_fraction=asked.input_floater_fraction)
+    removed = simplify(source, geometry=asked, backends=backends,
+                       floater_fraction=asked.input_floater_fraction)
     assert component_labels(removed["low"].num_vertices, removed["low"].faces)[0] < n_in
     assert "floaters removed" in removed["_note"]
 

@@ -194,7 +194,8 @@ def prepare_image(path: str | Path, segmenter: str | None = None, margin: float 
                               "export the picture with its object visible, or without an alpha channel")
     source = segmenter or ("alpha" if seg.alpha_is_informative(rgba) else "grabcut")
     if segmenter is None and source == "grabcut" and alpha.min() < 255:
-        notes.append(f"the picture's alpha channel was ignored (object covers {(alpha >= ALPHA_THRESHOLD).mean():.1%}"
+        covered = float((alpha >= ALPHA_THRESHOLD).mean())
+        notes.append(f"the picture's alpha channel was ignored (object covers {covered:.1%}"
                      f" of the frame, outside {MIN_COVERAGE:.1%}-{MAX_COVERAGE:.0%}); the object mask comes "
                      "from GrabCut")
     if source == "alpha":

@@ -45,9 +45,9 @@ LANES = ("gpu", "gpu-aux", "cpu")
 class Stage:
     """name: shown in progress and timings; fn(**inputs) returns a mapping with exactly ``outputs``
     (plus an optional ``_note`` for the timings table and ``_warnings``: what was dropped or changed, which
-    the user is told in the normal output); lane: where the scheduler runs it (``LANES``); commits: the stage writes
-    the request's output file, so once started it runs to its end even when the request is interrupted
-    (an interrupt leaves the complete file or none, never a partial one)."""
+    the user is told in the normal output); lane: where the scheduler runs it (``LANES``); commits: the
+    stage writes the request's output file, so once started it runs to its end even when the request is
+    interrupted (an interrupt leaves the complete file or none, never a partial one)."""
 
     name: str
     inputs: tuple[str, ...]

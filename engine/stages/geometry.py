@@ -35,7 +35,8 @@ def simplify(dense, *, geometry: GeometryConfig, backends: Backends, floater_fra
     with substep("simplify"):
         low, report = backends.simplify(kept, geometry.faces, geometry.placement)
     note = (f"{removed} floaters removed (parts under {100 * floater_fraction:g} % of the area), "
-            if floater_fraction > 0.0 else "every part kept, ") + f"{report.faces_in} -> {report.faces_out} faces"
+            if floater_fraction > 0.0 else "every part kept, ")
+    note += f"{report.faces_in} -> {report.faces_out} faces"
     warnings = []
     if not report.reached:
         note += f"; budget not reached: {report.reason}"
