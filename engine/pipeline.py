@@ -112,11 +112,12 @@ def _texture_stages(res: Resources) -> list[Stage]:
             Stage("texture fuse", ("fusion_plan", "views"), ("base_color",),
                   partial(texture.generated_fuse, backends=b), "gpu"),
         ]
+    mirror = res.shape_networks is None        # the silhouette prior: its back mirrors its front
     return [
         Stage("texture plan", ("unwrapped", "prepared"), ("fusion_plan",),
-              partial(texture.reference_plan, texture=t, backends=b), "gpu-aux"),
+              partial(texture.reference_plan, texture=t, backends=b, mirror=mirror), "gpu-aux"),
         Stage("texture fuse", ("fusion_plan", "prepared"), ("base_color",),
-              partial(texture.reference_fuse, texture=t, backends=b), "gpu"),
+              partial(texture.reference_fuse, texture=t, backends=b, mirror=mirror), "gpu"),
     ]
 
 

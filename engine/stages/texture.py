@@ -19,25 +19,46 @@ from profiling.stage_timer import substep
 REFERENCE_MIN_INCIDENCE = 0.1  # reference projection: only texels facing the front camera take its colour
 
 
-def reference_plan(unwrapped: TriMesh, prepared, *, texture: TextureConfig, backends: Backends) -> dict:
-    """Fusion plan of the weight-free path: the picture is the rig's front view (camera_rig()[0])."""
+def _reference_views(prepared, mirror: bool):
+    """(cameras, images uint8 [K, S, S, 3], masks bool [K, S, S]) of the weight-free path: the picture as
+    the rig's front view; with ``mirror`` also its left-right flip as the back view. The silhouette prior
+    is the mirror image of its front (``|z| <= h``): the back camera (azimuth 180, image right = world -X)
+    sees the point (x, y, -z) at the flipped pixel of (x, y, z), so the flipped picture gives the back the
+    colours of the front it mirrors, and the blend weights (incidence) cross-fade the two across the
+    silhouette seam."""
     from engine.texture.views import camera_rig
 
-    rgb, mask = prepared.rgba[..., :3], np.asarray(prepared.mask, bool)
+    rgb, mask = np.ascontiguousarray(prepared.rgba[..., :3]), np.asarray(prepared.mask, bool)
     if rgb.ndim != 3 or rgb.shape[0] != rgb.shape[1]:
         raise InputImageError(f"reference image must be square [S, S, 3], got {rgb.shape}",
                               "pass the square crop from engine.io.image_input")
     if not mask.any():
         raise InputImageError("reference mask is empty", "give an image with a visible foreground object")
-    plan = backends.fusion_plan(unwrapped, [camera_rig(radius=1.0)[0]], texture.atlas_size, rgb.shape[0],
-                                mask[None], REFERENCE_MIN_INCIDENCE, texture.inpaint_neighbours)
-    return {"fusion_plan": plan, "_note": f"front view at {rgb.shape[0]} px"}
+    rig = camera_rig(radius=1.0)
+    if not mirror:
+        return [rig[0]], rgb[None], mask[None]
+    back = next(c for c in rig if c.name == "rear")
+    return ([rig[0], back], np.stack([rgb, rgb[:, ::-1]]), np.stack([mask, mask[:, ::-1]]))
 
 
-def reference_fuse(fusion_plan, prepared, *, texture: TextureConfig, backends: Backends) -> dict:
-    atlas, stats = backends.fuse(fusion_plan, np.ascontiguousarray(prepared.rgba[..., :3])[None])
+def reference_plan(unwrapped: TriMesh, prepared, *, texture: TextureConfig, backends: Backends,
+                   mirror: bool) -> dict:
+    """Fusion plan of the weight-free path (``_reference_views``). ``mirror``: the shape is the silhouette
+    prior, so its back is the mirror of its front."""
+    cams, images, masks = _reference_views(prepared, mirror)
+    plan = backends.fusion_plan(unwrapped, cams, texture.atlas_size, images.shape[1], masks,
+                                REFERENCE_MIN_INCIDENCE, texture.inpaint_neighbours)
+    views = "front view and its mirror as the back" if mirror else "front view"
+    return {"fusion_plan": plan, "_note": f"{views} at {images.shape[1]} px"}
+
+
+def reference_fuse(fusion_plan, prepared, *, texture: TextureConfig, backends: Backends,
+                   mirror: bool) -> dict:
+    _, images, _ = _reference_views(prepared, mirror)
+    atlas, stats = backends.fuse(fusion_plan, images)
+    seen = "the picture and its mirror" if mirror else "the front"
     note = (f"{texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen from "
-            f"the front, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled)")
+            f"{seen}, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled)")
     return {"base_color": atlas, "_note": note}
 
 
