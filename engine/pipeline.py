@@ -38,6 +38,11 @@ TEXTURE_SOURCE_PROJECTION = (
     "reference projection (weight-free: front-view backprojection of the input picture "
     "+ 3D inpainting: UV rings, then k nearest texels in 3D)"
 )
+TEXTURE_SOURCE_MIRRORED = (
+    "reference projection (weight-free: the input picture backprojected onto the front and, mirrored, "
+    "onto the back of the mirror-symmetric shape prior, cross-faded across the silhouette "
+    "+ 3D inpainting of the rest: UV rings, then k nearest texels in 3D)"
+)
 
 
 @dataclass(frozen=True)
@@ -157,9 +162,11 @@ def process_graph(res: Resources) -> StageGraph:
 
 
 def generate_result(env: dict, output: Path, timer: StageTimer, config: PipelineConfig) -> RunResult:
+    prior = "shape_source" not in env                      # the silhouette prior: textured with the mirror
+    projection = TEXTURE_SOURCE_MIRRORED if prior else TEXTURE_SOURCE_PROJECTION
     return RunResult(Path(output), env["asset"], timer,
                      sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
-                              "texture": env.get("texture_source", TEXTURE_SOURCE_PROJECTION)},
+                              "texture": env.get("texture_source", projection)},
                      notes=list(config.notes), warnings=list(timer.warnings))
 
 

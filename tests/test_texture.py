@@ -319,3 +319,38 @@ def test_uv_ring_fill_stays_inside_a_chart():
     assert np.allclose(out[:, :5], 0.25)
     out2, grown2, _ = uv_ring_fill(atlas, known, valid, position, delta=1.0, rings=2, gate=3.0)
     assert grown2[:, :3].all() and not grown2[:, 3:].any()                     # one ring per step
+
+
+def test_weight_free_back_takes_the_mirrored_picture(tmp_path):
+    """A disc picture, green inside, red ring outside: on the silhouette prior the back's centre is the
+    mirror of the front's centre, so it must come out green (the flipped picture seen by the rear camera).
+    Without the mirror it was inpainted from the nearest seen texels, the red rim."""
+    from PIL import Image
+
+    from engine.config import PipelineConfig
+    from engine.io.asset_load import load_mesh
+    from engine.runtime.engine import Engine
+
+    size = 160
+    yy, xx = (np.mgrid[0:size, 0:size] - (size - 1) / 2) / (size / 2)
+    r = np.hypot(xx, yy)
+    rgba = np.zeros((size, size, 4), np.uint8)
+    rgba[r < 0.8] = (220, 30, 30, 255)
+    rgba[r < 0.4] = (30, 200, 40, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "disc.png")
+    config = PipelineConfig.from_name("flash").with_overrides(faces=2000, texture_size=256,
+                                                              normal_map_size=128).for_device()
+    with Engine(config) as engine:
+        result = engine.generate(tmp_path / "disc.png", tmp_path / "disc.glb")
+    assert "mirrored, onto the back" in result.sources["texture"]
+    mesh = load_mesh(tmp_path / "disc.glb")
+    v, uv = mesh.vertices, mesh.uvs
+    lo, hi = v.min(0), v.max(0)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2
+    rel = (v - centre) / half
+    back_centre = (rel[:, 2] < -0.5) & (np.hypot(rel[:, 0], rel[:, 1]) < 0.25)
+    assert back_centre.sum() >= 3
+    atlas = mesh.base_color
+    px = np.clip((uv[back_centre] * atlas.shape[0]).astype(int), 0, atlas.shape[0] - 1)
+    colours = atlas[px[:, 1], px[:, 0]].astype(int)
+    assert (colours[:, 1] > colours[:, 0] + 60).mean() > 0.9, colours[:10]   # green, not the red rim
