@@ -1,4 +1,4 @@
-"""``assetgen``: generate (image -> GLB), process (mesh -> GLB), info (GLB contract).
+"""``assetgen``: generate (image -> GLB), process (mesh -> GLB), info (GLB contract), serve (HTTP jobs).
 
 User errors print one line ``error: <problem> (fix: <fix>)`` and exit with status 2; no output file is
 left behind (the GLB writer writes a temporary file and renames it at the end).
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.config import Device, PipelineConfig
 from engine.errors import AssetGenError, ConfigError
+from engine.service.config import add_serve_arguments
 
 EXIT_USER_ERROR = 2
 
@@ -161,12 +162,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     args.planned_outputs = outputs
     if len(pictures) == 1:
         check_output(outputs[0])
+    _check_preview(args)
     print(f"preset {config.preset.value}, device {config.runtime.device.value}, budget "
           f"{config.geometry.faces} faces, {len(pictures)} picture(s)", file=sys.stderr)
     with _engine(config) as engine:
         if len(pictures) == 1:
-            _report(engine.generate(pictures[0], outputs[0], segmenter=_segmenter(args.segmenter),
-                                    progress=_progress), args.timings)
+            result = engine.generate(pictures[0], outputs[0], segmenter=_segmenter(args.segmenter),
+                                     progress=_progress)
+            _report(result, args.timings)
+            _preview(args, result)
             return 0
         return _generate_batch(engine, pictures, outputs, args)
 
@@ -188,6 +192,7 @@ def _generate_batch(engine, pictures: list[Path], outputs: list[Path], args: arg
             print(f"error: {item.picture}: {_message(item.error)}", file=sys.stderr, flush=True)
             continue
         _report(item.result, args.timings, notes=k == 0)
+        _preview(args, item.result, several=True)
     wall = time.perf_counter() - t0
     print(f"{n - failed} of {n} assets written in {wall:.1f} s ({3600 * (n - failed) / max(wall, 1e-9):.0f} "
           f"assets/hour)")
@@ -210,9 +215,30 @@ def _cmd_process(args: argparse.Namespace) -> int:
     config = _config(args)
     out = check_output(args.output)
     args.planned_outputs = [out]
+    _check_preview(args)
     with _engine(config) as engine:
-        _report(engine.process(args.mesh, out, progress=_progress), args.timings)
+        result = engine.process(args.mesh, out, progress=_progress)
+        _report(result, args.timings)
+        _preview(args, result)
     return 0
+
+
+def _check_preview(args: argparse.Namespace) -> None:
+    if args.preview is not None:
+        from engine.report import check_preview_root
+
+        check_preview_root(args.preview)
+
+
+def _preview(args: argparse.Namespace, result, several: bool = False) -> None:
+    """--preview DIR: previews and report.html of the asset just written (engine/report); one subfolder per
+    asset when there are several."""
+    if args.preview is None:
+        return
+    from engine.report import preview_folder, write_preview
+
+    written = write_preview(result, result.output, preview_folder(args.preview, result.output, several))
+    print(f"wrote {written.report} (previews and report made in {written.seconds:.1f} s, after the asset)")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -222,6 +248,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     width = max(len(k) for k in summary)
     for key, value in summary.items():
         print(f"{key:<{width}}  {value}")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from engine.service.config import service_config
+    from engine.service.server import serve
+
+    return serve(service_config(args, _config(args)))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -244,6 +277,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="print a per-stage timing table with the critical path (wall) beside the sum")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="JIT caches (numba, Triton, Inductor); default $XDG_CACHE_HOME/assetgen")
+    p.add_argument("--preview", default=None, metavar="DIR",
+                   help="after the asset is written, also write turntable renders, UV layout, wireframe and "
+                   "report.html (latency chart, asset contract, 3D viewer) into DIR; one subfolder per asset "
+                   "when there are several")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the asset contract of a GLB")
     info.add_argument("file", help="a .glb file")
     info.set_defaults(run=_cmd_info)
+    serve = sub.add_parser("serve", help="HTTP job service: POST a picture, GET its GLB (engine/service)")
+    add_serve_arguments(serve)
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 
