@@ -139,6 +139,7 @@ class TextureConfig:
     guidance: TextureGuidance = TextureGuidance.CFG
     blend_sharpness: float = 4.0  # alpha in the incidence weighting (paper 7.4)
     inpaint_neighbours: int = 8  # k nearest known texels per unknown texel
+    mirror_back: bool = True  # weight-free path on the silhouette prior: the back takes the mirrored picture
 
     def __post_init__(self) -> None:
         _require(

@@ -117,7 +117,7 @@ def _texture_stages(res: Resources) -> list[Stage]:
             Stage("texture fuse", ("fusion_plan", "views"), ("base_color",),
                   partial(texture.generated_fuse, backends=b), "gpu"),
         ]
-    mirror = res.shape_networks is None        # the silhouette prior: its back mirrors its front
+    mirror = res.shape_networks is None and t.mirror_back   # the prior's back mirrors its front
     return [
         Stage("texture plan", ("unwrapped", "prepared"), ("fusion_plan",),
               partial(texture.reference_plan, texture=t, backends=b, mirror=mirror), "gpu-aux"),
@@ -162,8 +162,8 @@ def process_graph(res: Resources) -> StageGraph:
 
 
 def generate_result(env: dict, output: Path, timer: StageTimer, config: PipelineConfig) -> RunResult:
-    prior = "shape_source" not in env                      # the silhouette prior: textured with the mirror
-    projection = TEXTURE_SOURCE_MIRRORED if prior else TEXTURE_SOURCE_PROJECTION
+    mirrored = "shape_source" not in env and config.texture.mirror_back   # the prior, with its mirror
+    projection = TEXTURE_SOURCE_MIRRORED if mirrored else TEXTURE_SOURCE_PROJECTION
     return RunResult(Path(output), env["asset"], timer,
                      sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
                               "texture": env.get("texture_source", projection)},
