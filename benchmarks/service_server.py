@@ -1,9 +1,10 @@
 """The service tests' and benchmarks' server harness: ``assetgen serve`` as a child process on loopback.
 
-``ServerProcess`` starts ``python -m benchmarks.service_server SPEC_JSON`` (a ServiceConfig's fields and
-pipeline overrides): the engine at its smallest real CPU settings (``tiny_pipeline``: small grid, few
-visibility views, which the CLI does not expose), or the card runner. Helpers: process liveness and
-resident memory from /proc, the shared test pictures at load-test size, the server's job count.
+``ServerProcess`` starts ``python -m benchmarks.service_server SPEC_JSON`` (a ServiceConfig's fields, with
+``ray`` as a dict of RayConfig fields, and pipeline overrides): the engine at its smallest real CPU
+settings (``tiny_pipeline``: small grid, few visibility views, which the CLI does not expose), or the card
+runner. Helpers: process liveness and resident memory from /proc, the shared test pictures at load-test
+size, the server's job count.
 """
 
 from __future__ import annotations
@@ -23,25 +24,31 @@ from engine.service.client import ServiceClient
 SHARED_IMAGES = Path(os.environ.get("ASSETGEN_SHARED", REPO.parent / "shared")) / "images"
 
 
-def tiny_pipeline(preset: str = "flash", **overrides):
+def tiny_pipeline(preset: str = "flash", view_resolution: int | None = None, **overrides):
     """The engine's smallest real CPU settings (as tests/test_engine.py's): weight-free, 48^3 grid,
-    16 visibility views at 64 px, 1000 faces, 128^2 textures."""
+    16 visibility views at 64 px, 1000 faces, 128^2 textures. ``view_resolution``: TextureGen's views
+    (with ``random_networks``; tests use 64 px)."""
     from engine.config import PipelineConfig
 
     values = {"faces": 1000, "texture_size": 128, "normal_map_size": 128, **overrides}
     cfg = PipelineConfig.from_name(preset).with_overrides(**values)
     cfg = replace(cfg, shape=replace(cfg.shape, grid_resolution=48),
                   geometry=replace(cfg.geometry, visibility_views=16, visibility_resolution=64))
+    if view_resolution is not None:
+        cfg = replace(cfg, texture=replace(cfg.texture, view_resolution=view_resolution))
     return cfg.for_device()
 
 
 def _serve_spec(spec: dict) -> int:
-    from engine.service.config import RunnerKind, ServiceConfig
+    from engine.service.config import Backend, RunnerKind, ServiceConfig
+    from engine.service.ray_config import RayConfig
     from engine.service.server import serve
 
     service = dict(spec["service"])
     service["data_dir"] = Path(service["data_dir"])
     service["runner"] = RunnerKind(service.get("runner", "card"))
+    service["backend"] = Backend(service.get("backend", "local"))
+    service["ray"] = RayConfig(**service.get("ray", {}))
     return serve(ServiceConfig(pipeline=tiny_pipeline(**spec.get("pipeline", {})), **service))
 
 

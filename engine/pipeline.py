@@ -10,6 +10,9 @@ functions of ``engine/stages/``; each names its inputs, outputs and scheduler la
   fusion plan needs only the unwrapped mesh, so it runs on the ``gpu-aux`` lane beside the bake/diffusion.
   The GLB's geometry buffers (after the unwrap) and normal-map PNG (after the bake) are built on the
   ``cpu`` lane beside the GPU stages; the last stage only encodes the base colour and writes the file.
+- ``shape_half_graph`` / ``texture_half_graph``: ``generate`` cut after the geometry outputs (unwrapped
+  mesh, normal map) into two graphs of the same stages, the paper's MeshGen / TextureGen service split
+  (engine/service/ray_deployments.py serves each half from a Ray Serve deployment of its own).
 - ``process``: any mesh file -> (repair) -> the same geometry post-processing -> texture transferred from
   the input's own materials -> GLB.
 
@@ -147,6 +150,46 @@ def generate_graph(res: Resources) -> StageGraph:
     return StageGraph(stages, provided=("image_path", "segmenter", "output"))
 
 
+# ---------------------------------------------------------------------------------- the two halves
+GEOMETRY_OUTPUTS = ("unwrapped", "normal_map")  # the shape half ends once these exist
+SHAPE_HALF_HANDOFF = ("prepared", "unwrapped", "normal_map")  # the texture half's inputs from the shape half
+
+
+def split_graph(graph: StageGraph, head_outputs: tuple[str, ...]) -> tuple[StageGraph, StageGraph]:
+    """(head, tail) of a declared graph: the head is the stages that ``head_outputs`` depend on (their
+    producers and everything upstream), the tail the other stages. Each half is a graph of its own whose
+    provided values are what it reads from the caller or from the other half; the stages are the graph's
+    own objects, so together they are exactly ``graph``."""
+    producer = {key: stage for stage in graph.stages for key in stage.outputs}
+    head_names: set[str] = set()
+    todo = list(head_outputs)
+    while todo:
+        stage = producer.get(todo.pop())
+        if stage is not None and stage.name not in head_names:
+            head_names.add(stage.name)
+            todo.extend(stage.inputs)
+    halves = ([s for s in graph.stages if s.name in head_names],
+              [s for s in graph.stages if s.name not in head_names])
+    graphs = []
+    for stages in halves:
+        made = {key for stage in stages for key in stage.outputs}
+        reads = dict.fromkeys(key for stage in stages for key in stage.inputs if key not in made)
+        graphs.append(StageGraph(stages, provided=tuple(reads)))
+    return graphs[0], graphs[1]
+
+
+def shape_half_graph(res: Resources) -> StageGraph:
+    """The generate graph up to the geometry outputs (MeshGen's side of the paper's service split):
+    picture -> dense mesh -> simplified, hidden faces removed, unwrapped + baked normal map."""
+    return split_graph(generate_graph(res), GEOMETRY_OUTPUTS)[0]
+
+
+def texture_half_graph(res: Resources) -> StageGraph:
+    """The rest of the generate graph (TextureGen's side): texture plan / views / fuse and the GLB export,
+    reading ``SHAPE_HALF_HANDOFF`` and ``output``."""
+    return split_graph(generate_graph(res), GEOMETRY_OUTPUTS)[1]
+
+
 def process_graph(res: Resources) -> StageGraph:
     cfg, b = res.config, res.backends
     stages = [
@@ -161,12 +204,17 @@ def process_graph(res: Resources) -> StageGraph:
     return StageGraph(stages, provided=("mesh_path", "output"))
 
 
-def generate_result(env: dict, output: Path, timer: StageTimer, config: PipelineConfig) -> RunResult:
+def generate_sources(env: dict, config: PipelineConfig) -> dict[str, str]:
+    """What made the shape and the texture, from a generate run's values (``shape_source`` and
+    ``texture_source`` where networks ran) and its config."""
     mirrored = "shape_source" not in env and config.texture.mirror_back   # the prior, with its mirror
     projection = TEXTURE_SOURCE_MIRRORED if mirrored else TEXTURE_SOURCE_PROJECTION
-    return RunResult(Path(output), env["asset"], timer,
-                     sources={"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
-                              "texture": env.get("texture_source", projection)},
+    return {"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
+            "texture": env.get("texture_source", projection)}
+
+
+def generate_result(env: dict, output: Path, timer: StageTimer, config: PipelineConfig) -> RunResult:
+    return RunResult(Path(output), env["asset"], timer, sources=generate_sources(env, config),
                      notes=list(config.notes), warnings=list(timer.warnings))
 
 

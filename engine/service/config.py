@@ -16,6 +16,7 @@ from pathlib import Path
 
 from engine.config import PipelineConfig
 from engine.errors import ConfigError
+from engine.service.ray_config import RayConfig, add_ray_arguments, ray_config
 
 
 class RunnerKind(enum.Enum):
@@ -23,6 +24,13 @@ class RunnerKind(enum.Enum):
 
     ENGINE = "engine"  # the resident Engine: picture -> game-ready GLB (production)
     CARD = "card"  # the picture's cut-out on a textured quad (decode, mask, crop, GLB): load tests, previews
+
+
+class Backend(enum.Enum):
+    """Where the engine runs (``--backend``)."""
+
+    LOCAL = "local"  # one spawned worker process owns the resident engine (engine/service/worker.py)
+    RAY = "ray"  # shape and texture halves as Ray Serve deployments (engine/service/ray_deployments.py)
 
 
 SEGMENTERS = ("alpha", "grabcut")  # ONNX model paths are a server-side choice, not a client's
@@ -42,6 +50,8 @@ class ServiceConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     runner: RunnerKind = RunnerKind.ENGINE
+    backend: Backend = Backend.LOCAL
+    ray: RayConfig = RayConfig()  # --backend ray: address, replicas, GPUs per replica
     queue_size: int = 64  # pending jobs admitted; one more answers 429
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096  # decoded picture size (checked from the header before decoding)
@@ -71,6 +81,10 @@ class ServiceConfig:
                  "use --worker-nice in [0, 19]")
         _require(self.log_level in ("debug", "info", "warning", "error"),
                  f"unknown log level '{self.log_level}'", "use --log-level debug, info, warning or error")
+        if self.backend is Backend.RAY:
+            _require(self.runner is RunnerKind.ENGINE, f"--runner {self.runner.value} with --backend ray",
+                     "use --runner engine with --backend ray (the card runner runs in the local worker)")
+            self.ray.check_device(self.pipeline.runtime.device)
 
     @property
     def database(self) -> Path:
@@ -149,6 +163,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="SIGTERM/SIGINT: seconds the running job may take to finish before it is requeued")
     p.add_argument("--runner", default="engine", choices=[k.value for k in RunnerKind],
                    help="engine: picture -> game-ready GLB; card: the cut-out on a flat card (load tests)")
+    add_ray_arguments(p)
     p.add_argument("--worker-nice", type=int, default=10,
                    help="the engine worker's CPU niceness above the server's (0: same priority)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -173,7 +188,8 @@ def service_config(args: argparse.Namespace, pipeline: PipelineConfig) -> Servic
     """The ``ServiceConfig`` of parsed ``assetgen serve`` flags around the engine's config."""
     return ServiceConfig(
         pipeline=pipeline, data_dir=Path(args.data_dir).expanduser().resolve(), host=args.host,
-        port=args.port, runner=RunnerKind(args.runner), queue_size=args.queue_size,
+        port=args.port, runner=RunnerKind(args.runner), backend=Backend(args.backend), ray=ray_config(args),
+        queue_size=args.queue_size,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels,
         job_timeout_s=args.job_timeout, result_ttl_s=args.result_ttl, shutdown_grace_s=args.shutdown_grace,
         worker_nice=args.worker_nice, log_level=args.log_level)

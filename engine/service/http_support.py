@@ -163,4 +163,6 @@ def job_view(job: Job, store: JobStore, board: ProgressBoard, result_ttl_s: floa
         view["result"] = {"url": f"/v1/jobs/{job.id}/result.glb", "bytes": stored.get("bytes"),
                           "faces": stored.get("faces"), "vertices": stored.get("vertices"),
                           "sources": stored.get("sources", {})}
+        if "replicas" in stored:  # --backend ray: where each half ran
+            view["result"]["replicas"] = stored["replicas"]
     return view

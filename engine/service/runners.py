@@ -4,6 +4,8 @@
   once. A job whose options change the config (faces, texture size, seed, ...) runs a stage graph built
   for that config over the same engine's backends, UV unwrapper, networks and scheduler (graphs are
   cached, a few configs at a time), so no network is loaded twice.
+* ``RayRunner`` (``--backend ray``, engine/service/ray_deployments.py): the same job through the shape and
+  texture halves' Ray Serve deployments; this process holds no engine.
 * ``CardRunner``: the picture's cut-out on a flat card: the engine's own picture preparation (decode,
   mask, centred crop), a grid mesh over the mask's cells, the crop as base colour, a flat normal map, the
   engine's GLB export. Real and cheap (tens of milliseconds): the service's load and soak tests, and
@@ -26,6 +28,7 @@ import numpy as np
 
 from engine.config import Device, PipelineConfig
 from engine.service.config import RunnerKind
+from engine.service.ray_config import RayConfig
 
 Progress = Callable[[int, int, str, "float | None"], None]
 
@@ -38,8 +41,15 @@ class Runner(Protocol):
 
     def close(self) -> None: ...
 
+    def info(self) -> dict: ...  # for /readyz's worker description
 
-def make_runner(kind: RunnerKind, config: PipelineConfig) -> Runner:
+
+def make_runner(kind: RunnerKind, config: PipelineConfig, ray: RayConfig | None = None) -> Runner:
+    """``ray``: run jobs on the Ray Serve deployments (``--backend ray``) instead of in this process."""
+    if ray is not None:
+        from engine.service.ray_deployments import RayRunner
+
+        return RayRunner(config, ray)
     if kind is RunnerKind.ENGINE:
         return EngineRunner(config)
     return CardRunner(config)
@@ -61,6 +71,9 @@ class EngineRunner:
 
     def close(self) -> None:
         self.engine.close()
+
+    def info(self) -> dict:
+        return {"backend": "local"}
 
     def run(self, picture: Path, output: Path, config: PipelineConfig, segmenter: str | None,
             progress: Progress) -> dict:
@@ -129,6 +142,9 @@ class CardRunner:
 
     def close(self) -> None:
         return None
+
+    def info(self) -> dict:
+        return {"backend": "local"}
 
     def run(self, picture: Path, output: Path, config: PipelineConfig, segmenter: str | None,
             progress: Progress) -> dict:

@@ -32,7 +32,7 @@ from multiprocessing.connection import wait as wait_any
 from pathlib import Path
 
 from engine.errors import ConfigError
-from engine.service.config import JobOptions, ServiceConfig, job_config
+from engine.service.config import Backend, JobOptions, ServiceConfig, job_config
 from engine.service.jobs_store import JobState, JobStore
 from engine.service.logs import fields
 from engine.service.metrics import ServiceMetrics
@@ -142,6 +142,7 @@ class Supervisor:
             else:  # its sentinel, or the pipe's end of file: the worker is gone
                 self._receive()  # messages sent before it died come first
                 self.proc.join(timeout=5.0)
+                self._reap_group()
                 self._worker_died()
 
     def _take_commands(self) -> None:
@@ -180,7 +181,8 @@ class Supervisor:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
         cfg = self.config
-        settings = WorkerSettings(cfg.runner, cfg.pipeline, cfg.log_level, os.getpid(), cfg.worker_nice)
+        settings = WorkerSettings(cfg.runner, cfg.pipeline, cfg.log_level, os.getpid(), cfg.worker_nice,
+                                  cfg.ray if cfg.backend is Backend.RAY else None)
         self.proc = ctx.Process(target=worker_main, args=(child, settings), name="assetgen-worker")
         self.proc.start()
         child.close()
@@ -299,9 +301,21 @@ class Supervisor:
             log.warning("worker did not stop; killing it", extra=fields(pid=self.proc.pid))
             self.proc.kill()
             self.proc.join(timeout=5.0)
+        self._reap_group()
         self.conn.close()
         self.proc, self.conn, self.ready = None, None, False
         self.metrics.worker_ready.set(0)
+
+    def _reap_group(self) -> None:
+        """--backend ray with a local Ray instance: the worker leads a process group holding that instance
+        (engine/service/worker.py); once the worker is gone, end what is left of it (Ray's node agents
+        outlive a killed driver)."""
+        if self.config.backend is not Backend.RAY or self.config.ray.address is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # nothing left
+            pass
 
     # ------------------------------------------------------------------------------------------- jobs
     def _dispatch(self) -> None:

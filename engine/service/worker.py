@@ -33,6 +33,7 @@ from engine.config import PipelineConfig
 from engine.errors import AssetGenError
 from engine.service.config import RunnerKind
 from engine.service.logs import fields
+from engine.service.ray_config import RayConfig
 
 log = logging.getLogger("assetgen.worker")
 
@@ -46,6 +47,7 @@ class WorkerSettings:
     log_level: str = "info"
     parent_pid: int = 0
     nice: int = 0
+    ray: RayConfig | None = None  # --backend ray: jobs run on the Ray Serve deployments (RayRunner)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ def worker_main(conn, settings: WorkerSettings) -> None:
     configure_logging(settings.log_level, process="worker")
     if settings.nice:
         os.nice(settings.nice)
+    if settings.ray is not None and settings.ray.address is None:
+        os.setpgrp()  # the local Ray instance's processes join this group: a terminal's Ctrl-C spares them,
+        #               and the server (or the watchdog) ends them all with one killpg
     _watch_parent(settings.parent_pid)
     try:
         built = _build(settings)
@@ -96,15 +101,16 @@ def _build(settings: WorkerSettings):
 
     t0 = time.perf_counter()
     try:
-        runner = make_runner(settings.runner, settings.pipeline)
+        runner = make_runner(settings.runner, settings.pipeline, settings.ray)
         build_s = time.perf_counter() - t0
         warmup_s = runner.warmup()
+        info = runner.info()
     except AssetGenError:
         raise
     except Exception:  # noqa: BLE001 - reported to the server as a fatal start-up error, traceback logged
         log.exception("worker start-up failed")
         return None
-    return runner, {"build_s": round(build_s, 3), "warmup_s": round(warmup_s, 3)}
+    return runner, {"build_s": round(build_s, 3), "warmup_s": round(warmup_s, 3), **info}
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -116,6 +122,8 @@ def _watch_parent(parent_pid: int) -> None:
         while True:
             if os.getppid() != parent_pid:
                 log.warning("server process %d is gone; worker exits", parent_pid)
+                if os.getpgrp() == os.getpid():  # --backend ray: our local Ray instance goes with us
+                    os.killpg(0, signal.SIGKILL)
                 os._exit(3)
             time.sleep(0.25)
 
