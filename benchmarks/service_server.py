@@ -3,8 +3,10 @@
 ``ServerProcess`` starts ``python -m benchmarks.service_server SPEC_JSON`` (a ServiceConfig's fields, with
 ``ray`` as a dict of RayConfig fields, and pipeline overrides): the engine at its smallest real CPU
 settings (``tiny_pipeline``: small grid, few visibility views, which the CLI does not expose), or the card
-runner. Helpers: process liveness and resident memory from /proc, the shared test pictures at load-test
-size, the server's job count.
+runner; or, with ``engine`` (preset, networks, precision), a preset's full CUDA config as ``assetgen
+serve --device cuda`` builds it (the paper-size engine of benchmarks/service_gpu.py). Helpers: process
+liveness and resident memory from /proc, the shared test pictures at load-test size, the server's job
+count.
 """
 
 from __future__ import annotations
@@ -49,19 +51,28 @@ def _serve_spec(spec: dict) -> int:
     service["runner"] = RunnerKind(service.get("runner", "card"))
     service["backend"] = Backend(service.get("backend", "local"))
     service["ray"] = RayConfig(**service.get("ray", {}))
-    return serve(ServiceConfig(pipeline=tiny_pipeline(**spec.get("pipeline", {})), **service))
+    if spec.get("engine"):
+        from benchmarks.end_to_end_gpu import engine_config
+
+        pipeline = engine_config(**spec["engine"])
+    else:
+        pipeline = tiny_pipeline(**spec.get("pipeline", {}))
+    return serve(ServiceConfig(pipeline=pipeline, **service))
 
 
 class ServerProcess:
     """``assetgen serve`` (tiny pipeline) as a child process on a loopback port; its log in ``log_path``.
-    ``service``: ServiceConfig fields (runner, queue_size, result_ttl_s, ...); ``pipeline``: overrides.
-    The port is the kernel's choice (0) unless given: the server's "serving" log line names it."""
+    ``service``: ServiceConfig fields (runner, queue_size, result_ttl_s, ...); ``pipeline``: overrides of
+    the tiny pipeline; ``engine``: instead, ``end_to_end_gpu.engine_config``'s arguments (preset,
+    networks, precision). The port is the kernel's choice (0) unless given: the server's "serving" log
+    line names it."""
 
-    def __init__(self, data_dir: Path, log_path: Path, *, pipeline: dict | None = None, **service) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, *, pipeline: dict | None = None,
+                 engine: dict | None = None, **service) -> None:
         self.data_dir, self.log_path = Path(data_dir), Path(log_path)
         self.port = service.pop("port", 0)
         self.spec = {"service": {"data_dir": str(self.data_dir), "port": self.port, **service},
-                     "pipeline": pipeline or {}}
+                     "pipeline": pipeline or {}, "engine": engine}
         self.proc: subprocess.Popen | None = None
         self.worker_pids: set[int] = set()
         self._log_start = 0

@@ -34,6 +34,12 @@ def e2e(suite: str, *extra: str) -> list[str]:
             "--csv", "{out}/h100.csv"]
 
 
+def service_gpu(preset: str, *extra: str) -> list[str]:
+    """benchmarks/service_gpu.py: its table and the server's log in {out}, CSV rows in {out}/h100.csv."""
+    return [PY, "-m", "benchmarks.service_gpu", "--preset", preset, "--pictures", "10", "--concurrent", "6",
+            "--budget-s", "380", *extra, "--out-dir", "{out}", "--csv", "{out}/h100.csv"]
+
+
 def analyse(network: str, *extra: str) -> list[str]:
     """quant.analyse: the recipe into the device's quant/recipes, the per-layer table into {out}."""
     return [PY, "-m", "quant.analyse", "--network", network, *extra,
@@ -109,6 +115,12 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
                                    "--precision", "fp8")),
         ("e2e_weightfree", 60, e2e("weightfree", "--pictures", "8")),
     ],
+    # the service (issue 13's "done when"): assetgen serve on loopback with the paper-size flash engine;
+    # start -> ready, per-job latency through the API vs the engine's critical path, M jobs at once
+    # (assets/hour), status p99 under that load, GPU memory from /metrics (~3-4 min; bounded at 380 s).
+    # Needs fastapi, uvicorn, python-multipart, pydantic(-core), opentelemetry-api there (carried wheels)
+    "service-gpu": [("service_flash", 420, service_gpu("flash"))],
+    "service-gpu-fp8": [("service_flash_fp8", 420, service_gpu("flash", "--precision", "fp8"))],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
         ("e2e_cold", 330, e2e("cold")),

@@ -73,6 +73,8 @@ def test_submit_follow_events_and_download(server, client, tmp_path):
     assert any(v["stage"] for v in views if v["state"] == "in_progress")
     done = client.status(job["id"])
     assert done["timings"]["run_s"] > 0 and "export glb" in done["timings"]["stages"]
+    assert 0 < done["timings"]["engine_s"] <= done["timings"]["run_s"]  # the engine's critical path
+    assert "gpu_memory" not in done["result"]  # a CPU worker has no GPU figure to report
     assert done["queue_position"] is None and done["expires_at"] > done["finished_at"]
     path = client.download(job["id"], tmp_path / "crate.glb")
     glb = read_glb_summary(path)
@@ -174,7 +176,9 @@ def test_health_readiness_metrics_openapi_and_logs(server, client):
     assert client.health()["status"] == "ok" and client.ready()
     ready = client.get("/readyz")
     assert ready["worker"]["runner"] == "engine" and ready["worker"]["warmup_s"] > 0
+    assert ready["worker"]["gpu_memory"] is None  # CPU: absent, not 0
     metrics = client.metrics()
+    assert "# TYPE assetgen_gpu_memory_bytes gauge" in metrics and "assetgen_gpu_memory_bytes{" not in metrics
     for name in ("assetgen_queue_depth ", 'assetgen_jobs{state="succeeded"}', "assetgen_job_seconds_bucket",
                  'assetgen_stage_seconds_bucket{stage="export glb"', "assetgen_worker_ready 1",
                  'assetgen_http_request_seconds_count{method="GET",route="/v1/jobs/{job_id}"}',

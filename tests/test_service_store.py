@@ -175,14 +175,19 @@ def test_metrics_text_format():
     m.stage_seconds.observe(0.03, "texture fuse")
     m.stage_seconds.observe(7.0, "texture fuse")
     m.http_seconds.observe(0.002, "GET", "/v1/jobs/{job_id}")
-    m.job_finished("succeeded", 1.5, {"gpu_memory": {"peak": 1024}})
+    m.gpu_memory_seen(None)  # a CPU worker's warm-up: no GPU figure, no series
+    assert "assetgen_gpu_memory_bytes{" not in m.render({})
+    m.gpu_memory_seen({"allocated": 100, "reserved": 4096, "peak": 2048})  # a CUDA worker's warm-up
+    m.job_finished("succeeded", 1.5, {"gpu_memory": {"allocated": 100, "reserved": 4096, "peak": 1024}})
     text = m.render({"pending": 2, "succeeded": 1})
     lines = text.splitlines()
     assert "assetgen_queue_depth 2" in lines and 'assetgen_jobs{state="succeeded"} 1' in lines
     assert 'assetgen_stage_seconds_bucket{stage="texture fuse",le="0.05"} 1' in lines
     assert 'assetgen_stage_seconds_bucket{stage="texture fuse",le="+Inf"} 2' in lines
     assert 'assetgen_stage_seconds_count{stage="texture fuse"} 2' in lines
-    assert 'assetgen_gpu_memory_bytes{kind="peak"} 1024' in lines
+    assert 'assetgen_gpu_memory_bytes{kind="peak"} 1024' in lines  # the last job's
+    assert 'assetgen_gpu_memory_bytes{kind="peak_max"} 2048' in lines  # the highest since start
+    assert 'assetgen_gpu_memory_bytes{kind="reserved"} 4096' in lines
     assert "# TYPE assetgen_http_request_seconds histogram" in lines
     assert all(line.startswith("#") or len(line.rsplit(" ", 1)) == 2 for line in lines)
 

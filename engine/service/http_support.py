@@ -155,6 +155,7 @@ def job_view(job: Job, store: JobStore, board: ProgressBoard, result_ttl_s: floa
         "timings": {
             "queued_s": round((job.started_at or now) - job.created_at, 6),
             "run_s": round(run_end - job.started_at, 6) if job.started_at and run_end else None,
+            "engine_s": stored.get("wall_s"),  # the engine's critical path (its stage timer), once done
             "stages": live.stages if live else stored.get("stages", {}),
         },
         "result": None,
@@ -163,6 +164,8 @@ def job_view(job: Job, store: JobStore, board: ProgressBoard, result_ttl_s: floa
         view["result"] = {"url": f"/v1/jobs/{job.id}/result.glb", "bytes": stored.get("bytes"),
                           "faces": stored.get("faces"), "vertices": stored.get("vertices"),
                           "sources": stored.get("sources", {})}
+        if "gpu_memory" in stored:  # CUDA: the worker's memory after the job, the job's peak (bytes)
+            view["result"]["gpu_memory"] = stored["gpu_memory"]
         if "replicas" in stored:  # --backend ray: where each half ran
             view["result"]["replicas"] = stored["replicas"]
     return view

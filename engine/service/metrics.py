@@ -12,7 +12,10 @@ table (queue depth, jobs by state) are filled from the store at scrape time, so 
     assetgen_http_request_seconds{method,route}   request latency (histogram; routes as templates)
     assetgen_http_requests_total{method,route,status}
     assetgen_worker_ready, assetgen_worker_restarts_total, assetgen_worker_warmup_seconds
-    assetgen_gpu_memory_bytes{kind}               allocated / reserved / peak after the last job (CUDA only)
+    assetgen_gpu_memory_bytes{kind}               the worker's CUDA memory (CUDA workers only; no series on
+                                                  the CPU): allocated / reserved after the last job (or the
+                                                  warm-up), peak of that job, peak_max: the highest peak
+                                                  since the server started (warm-up included)
 """
 
 from __future__ import annotations
@@ -115,19 +118,32 @@ class ServiceMetrics:
                                        "the first (crash, kill after a timeout).")
         self.warmup_seconds = Gauge("assetgen_worker_warmup_seconds", "Engine build + warm-up of the last "
                                     "worker start.")
-        self.gpu_memory = Gauge("assetgen_gpu_memory_bytes", "CUDA memory after the last job.", ("kind",))
+        self.gpu_memory = Gauge("assetgen_gpu_memory_bytes", "The worker's CUDA memory: allocated and "
+                                "reserved after the last job, its peak, the highest peak since start.",
+                                ("kind",))
         self._all = [self.queue_depth, self.jobs, self.finished, self.job_seconds, self.queue_seconds,
                      self.stage_seconds, self.http_seconds, self.http_requests, self.worker_ready,
                      self.worker_restarts, self.warmup_seconds, self.gpu_memory]
         self.job_ema_s: float | None = None  # recent mean run time (Retry-After estimates)
+        self._peak_max = 0  # bytes: the highest CUDA peak any worker reported
 
     def job_finished(self, state: str, run_s: float | None, summary: dict | None) -> None:
         self.finished.inc(state)
         if run_s is not None:
             self.job_seconds.observe(run_s)
             self.job_ema_s = run_s if self.job_ema_s is None else 0.8 * self.job_ema_s + 0.2 * run_s
-        for kind, value in ((summary or {}).get("gpu_memory") or {}).items():
+        self.gpu_memory_seen((summary or {}).get("gpu_memory"))
+
+    def gpu_memory_seen(self, memory: dict[str, int] | None) -> None:
+        """The worker's CUDA memory (``runners.cuda_memory``) after its warm-up or a job; None (a CPU
+        worker): nothing is set, so the metric has no series rather than a made-up 0."""
+        if not memory:
+            return
+        for kind, value in memory.items():
             self.gpu_memory.set(value, kind)
+        if "peak" in memory:
+            self._peak_max = max(self._peak_max, memory["peak"])
+            self.gpu_memory.set(self._peak_max, "peak_max")
 
     def render(self, counts: dict[str, int]) -> str:
         """The exposition text; ``counts``: jobs by state from the store (scrape-time gauges)."""

@@ -73,7 +73,15 @@ class EngineRunner:
         self.engine.close()
 
     def info(self) -> dict:
-        return {"backend": "local"}
+        """After the warm-up: on CUDA the GPU's name and its memory (the warm-up's peak included);
+        ``gpu_memory`` is None on the CPU (no GPU figure to report)."""
+        cuda = self.engine.config.runtime.device is Device.CUDA
+        info = {"backend": "local", "gpu_memory": cuda_memory() if cuda else None}
+        if cuda:
+            import torch
+
+            info["gpu"] = torch.cuda.get_device_name()
+        return info
 
     def run(self, picture: Path, output: Path, config: PipelineConfig, segmenter: str | None,
             progress: Progress) -> dict:
@@ -90,11 +98,7 @@ class EngineRunner:
         summary = _summary(result.mesh, result.timer, output)
         summary["sources"] = dict(result.sources)
         if cuda:
-            import torch
-
-            summary["gpu_memory"] = {"allocated": torch.cuda.memory_allocated(),
-                                     "reserved": torch.cuda.memory_reserved(),
-                                     "peak": torch.cuda.max_memory_allocated()}
+            summary["gpu_memory"] = cuda_memory()  # this job's peak: the stats were reset at its start
         return summary
 
     def _run_variant(self, picture: Path, output: Path, config: PipelineConfig, segmenter: str | None,
@@ -211,6 +215,15 @@ def card_mesh(rgba: np.ndarray, mask: np.ndarray, cells: int):
                    base_color=base, normal_map=flat)
     mesh.tangents = compute_tangents(mesh)
     return mesh
+
+
+def cuda_memory() -> dict[str, int]:
+    """This process's CUDA memory in bytes: allocated and reserved now (torch's caching allocator), and
+    the peak allocated since the last ``torch.cuda.reset_peak_memory_stats``."""
+    import torch
+
+    return {"allocated": torch.cuda.memory_allocated(), "reserved": torch.cuda.memory_reserved(),
+            "peak": torch.cuda.max_memory_allocated()}
 
 
 def _summary(mesh, timer, output: Path) -> dict:

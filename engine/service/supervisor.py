@@ -225,6 +225,7 @@ class Supervisor:
             self._failed_starts = 0
             self.metrics.worker_ready.set(1)
             self.metrics.warmup_seconds.set(message[1].get("build_s", 0) + message[1].get("warmup_s", 0))
+            self.metrics.gpu_memory_seen(message[1].get("gpu_memory"))
             log.info("worker ready", extra=fields(**message[1]))
         elif kind == "fatal":
             self.fatal = message[1]
