@@ -58,11 +58,13 @@ def pictures(folder: Path, count: int) -> list[Path]:
     return out[:count]
 
 
-def engine_config(preset: str, networks: str | None, cache_dir: str | None = None, precision: str = "auto"):
+def engine_config(preset: str, networks: str | None, cache_dir: str | None = None, precision: str = "auto",
+                  compile_networks: bool = False):
     from engine.config import PipelineConfig
 
     cfg = PipelineConfig.from_name(preset).with_overrides(device="cuda", random_networks=networks,
-                                                          cache_dir=cache_dir, precision=precision)
+                                                          cache_dir=cache_dir, precision=precision,
+                                                          compile_networks=compile_networks)
     return cfg.for_device()
 
 
@@ -133,7 +135,7 @@ def latency_rows(name: str, results: list) -> dict:
 
 
 def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Path, throughput: int,
-                  report, precision: str = "auto") -> dict:
+                  report, precision: str = "auto", compile_networks: bool = False) -> dict:
     """Latency over ``inputs``, then one serial profiled request (parts of each stage synchronised), then
     (``throughput`` > 0) pipelined throughput over that many pictures. ``report(row)`` is called after
     each part, so a run cut off at its limit keeps what it measured."""
@@ -146,10 +148,10 @@ def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Pa
     _ENGINES_BUILT.append(preset)
     t0 = time.perf_counter()
     log(f"{preset} (networks: {networks}): building the engine ({caches})")
-    engine = Engine(engine_config(preset, networks, precision=precision))
+    engine = Engine(engine_config(preset, networks, precision=precision, compile_networks=compile_networks))
     build = time.perf_counter() - t0
     log(f"engine built in {build:.1f} s; resident networks {engine.models.memory_gib():.1f} GiB; "
-        f"precision {engine.models.precision}")
+        f"precision {engine.models.precision}; compiled {engine.models.compiled or 'none'}")
     warm = engine.warmup(progress=stage_log("warm-up"))
     log(f"warm-up request {warm:.1f} s")
     ready = process_age() if first_in_process else None
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--picture", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp8", "int8"],
                     help="the DiTs' linear layers (engine --precision)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (engine --compile)")
     args = ap.parse_args(argv)
     if args.cold_child:
         cold_child(args)
@@ -346,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
             if suite in ("weightfree", "flash", "default"):
                 networks = None if suite == "weightfree" else "paper"
                 preset = "flash" if suite == "weightfree" else suite
-                tag = suite if args.precision == "auto" else f"{suite}_{args.precision}"
+                tag = _tag(suite, args)
                 md = out_dir / f"end_to_end_gpu_{tag}.md"
 
                 def report(row, md=md, target=TARGETS[suite]):
@@ -355,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
 
                 row = suite_latency(preset, networks, inputs, tmp,
                                     args.throughput_pictures if suite == "flash" else 0, report,
-                                    args.precision)
+                                    args.precision, args.compile)
                 text = latency_markdown(row, TARGETS[suite])
                 write_rows(csv, row)
             elif suite == "ladder":
@@ -370,9 +373,15 @@ def main(argv: list[str] | None = None) -> None:
                 text += "".join(f"| {r['engine']} | {r['caches']} | {r['ready']:.1f} | {r['first']:.1f} |\n"
                                 for r in rows)
             text += f"\n(suite ran {time.perf_counter() - t0:.0f} s)\n"
-            tag = suite if args.precision == "auto" else f"{suite}_{args.precision}"
+            tag = _tag(suite, args)
             (out_dir / f"end_to_end_gpu_{tag}.md").write_text(text)
             print(text, flush=True)
+
+
+def _tag(suite: str, args: argparse.Namespace) -> str:
+    """The result file's name part: the suite, its precision unless auto, ``compiled`` with --compile."""
+    tag = suite if args.precision == "auto" else f"{suite}_{args.precision}"
+    return f"{tag}_compiled" if args.compile else tag
 
 
 if __name__ == "__main__":

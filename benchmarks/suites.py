@@ -126,6 +126,15 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_cold", 330, e2e("cold")),
         ("e2e_ladder", 240, e2e("ladder", "--pictures", "6")),
     ],
+    # regional torch.compile of the DiTs (engine --compile): the GPU quant tests, bf16 / recipe samplers
+    # with and without compile in one run (the baseline beside them), then flash end to end FP8 + compile
+    "compile-1": [
+        quant_tests(60),
+        ("bench_quant_compile", 300, bench_quant("--no-gemm", "--networks", "meshgen_coarse,texturegen",
+                                                 "--formats", "", "--compile")),
+        ("e2e_flash_fp8_compiled", 200, e2e("flash", "--pictures", "4", "--throughput-pictures", "0",
+                                            "--precision", "fp8", "--compile")),
+    ],
 }
 # smaller quant calls for short device budgets: quant-one without its end-to-end step; without the
 # TextureGen analysis (its sampler is still measured, all eligible layers FP8); the GPU tests with the

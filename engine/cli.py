@@ -37,6 +37,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         max_in_flight=getattr(args, "max_in_flight", None),
         precision=getattr(args, "precision", None),
         remove_floaters=getattr(args, "remove_floaters", None),
+        compile_networks=getattr(args, "compile", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -298,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="diffusion transformers' linear layers: auto (default) uses the quantisation "
                      "recipe measured for these weights and this GPU when one exists (quant/recipes), "
                      "else bf16")
+    gen.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="compile each diffusion transformer block with torch.compile (Inductor fuses "
+                     "the norms, modulation and FP8 activation quantisation around the GEMMs); the first "
+                     "start of a machine compiles for minutes, later starts read the cache (--cache-dir)")
     gen.add_argument(
         "--segmenter",
         default=None,

@@ -178,6 +178,7 @@ class RuntimeConfig:
     random_networks: RandomNetworks | None = None  # build every network with random weights at this size
     precision: Precision = Precision.AUTO  # DiT linear layers (quant recipes)
     recipes_dir: str | None = None  # quantisation recipes; None: the package's quant/recipes
+    compile_networks: bool = False  # torch.compile (Inductor) of each diffusion transformer block
 
     def __post_init__(self) -> None:
         _require(self.uv_workers >= 1, f"uv_workers = {self.uv_workers} must be >= 1", "use 1 or more")
@@ -241,6 +242,7 @@ class PipelineConfig:
         max_in_flight: int | None = None,
         precision: str | None = None,
         remove_floaters: float | None = None,
+        compile_networks: bool | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
@@ -276,6 +278,8 @@ class PipelineConfig:
         if precision is not None:
             runtime = replace(runtime, precision=_choice(Precision, precision, "precision",
                                                          "use --precision auto, bf16, fp8 or int8"))
+        if compile_networks is not None:
+            runtime = replace(runtime, compile_networks=compile_networks)
         return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:

@@ -2,7 +2,8 @@
 
 forward(x [..., K]) -> [..., N] in the layer's original dtype:
   1. the activation rows are quantised in one pass (``triton_kernels.quant_rows`` on CUDA, its reference
-     elsewhere): dynamic per-row scales (FP8_ROW, INT8) or the calibrated static scale (FP8_TENSOR),
+     elsewhere and inside ``torch.compile``, where Inductor fuses it into the op that makes the
+     activation): dynamic per-row scales (FP8_ROW, INT8) or the calibrated static scale (FP8_TENSOR),
      divided by the SmoothQuant factors first (INT8);
   2. the GEMM: ``torch._scaled_mm`` (FP8, fast accumulation) or ``torch._int_mm`` then the two scales
      (INT8), plus the bias.
@@ -79,7 +80,7 @@ class QuantLinear(nn.Module):
         """x2 [M, K] -> (codes [M, K], scale [M, 1] or [])."""
         fmt = "int8" if self.fmt is Format.INT8 else "fp8"
         static = self.act_scale if self.fmt is Format.FP8_TENSOR else None
-        if x2.is_cuda:
+        if x2.is_cuda and not torch.compiler.is_compiling():
             from triton_kernels.quant_rows import quant_rows
 
             return quant_rows(x2, fmt, self.smooth, static)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
@@ -68,7 +69,11 @@ def _gemm_shape(what: str, m: int, k: int, n: int, repeats: int) -> list[dict]:
 
 
 def sampler_rows(network: str, shared: Path, repeats: int,
-                 formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8")) -> list[dict]:
+                 formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8"), compile_: bool = False
+                 ) -> list[dict]:
+    """Each variant's sampler (CUDA-graph replays); ``compile_``: each also with its DiT blocks through
+    torch.compile (``engine.runtime.models.compile_blocks``), the first run's compile time reported."""
+    from engine.runtime.models import compile_blocks
     from quant import probes
     from quant.calibrate import Calibrator
     from quant.formats import Format
@@ -98,22 +103,31 @@ def sampler_rows(network: str, shared: Path, repeats: int,
     rows, base = [], None
     for variant, fmts in variants.items():
         old = quantise_layers(target.model, fmts, cal.stats)
-        target.reset()
         try:
-            fidelity = target.probe.describe(reference, target.probe.run()) if fmts else {}
-            with torch.inference_mode():
-                warm = cuda_times(target.timed, 1)[0]
-                p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
+            for compiled in (False, True) if compile_ else (False,):
+                compile_blocks(target.model, compiled)
+                target.reset()
+                t0 = time.perf_counter()
+                out = target.probe.run()                          # compiled: compiles every block pattern
+                first = time.perf_counter() - t0
+                fidelity = target.probe.describe(reference, out) if fmts or compiled else {}
+                with torch.inference_mode():
+                    warm = cuda_times(target.timed, 1)[0]
+                    p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
+                base = base or p50
+                fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
+                if compiled:
+                    fid += f"; first eager run (compiling) {first:.1f} s"
+                label = f"{variant} + compile" if compiled else variant
+                rows.append(dict(name=f"quant_{network}", variant=label,
+                                 size=f"{len(fmts)} of {len(reasons)} layers", metric="sampler", unit="s",
+                                 p50=p50, p20=p20, p80=p80, warm=warm, rate=f"{base / p50:.2f}x bf16",
+                                 share=fid))
+                print(rows[-1], flush=True)
         finally:
+            compile_blocks(target.model, False)
             restore_layers(target.model, old)
             target.reset()
-        base = base or p50
-        fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
-        size = f"{len(fmts)} of {len(reasons)} layers"
-        rows.append(dict(name=f"quant_{network}", variant=variant, size=size,
-                         metric="sampler", unit="s", p50=p50, p20=p20, p80=p80, warm=warm,
-                         rate=f"{base / p50:.2f}x bf16", share=fid))
-        print(rows[-1], flush=True)
     return rows
 
 
@@ -142,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-gemm", action="store_true")
     ap.add_argument("--formats", default="fp8_row,fp8_tensor,int8",
                     help="formats of the all-eligible sampler variants")
+    ap.add_argument("--compile", action="store_true", help="each sampler variant also torch.compiled")
     args = ap.parse_args(argv)
     shared = Path(os.environ.get("ASSETGEN_SHARED", Path(__file__).resolve().parents[3] / "shared"))
     rows = [] if args.no_gemm else gemm_rows(20)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(rows))
     for net in [n for n in args.networks.split(",") if n]:
-        rows += sampler_rows(net, shared, args.repeats, tuple(f for f in args.formats.split(",") if f))
+        rows += sampler_rows(net, shared, args.repeats, tuple(f for f in args.formats.split(",") if f),
+                             args.compile)
         args.out.write_text(markdown(rows))
         torch.cuda.empty_cache()
     if args.csv:

@@ -22,14 +22,39 @@ CUDA_BACKENDS = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBack
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
               ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(Dh) + mask) v over the last two axes; shapes as in the module docstring."""
+    """softmax(q k^T / sqrt(Dh) + mask) v over the last two axes; shapes as in the module docstring.
+
+    Inside ``torch.compile`` the call is the opaque op ``assetgen::attention`` (same kernel, same backend
+    order): Inductor fuses what surrounds it but keeps the device's fastest attention kernel. Exports
+    (``torch.export``: AOTInductor packages, ONNX) trace the plain aten op, which a C++ host can run."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"attention expects [B, H, N, Dh] tensors, got q {tuple(q.shape)}, "
                          f"k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if torch.compiler.is_compiling() and not torch.compiler.is_exporting():   # exports keep plain aten
+        return _attention_op(q, k, v, mask).transpose(1, 2)
+    return _sdpa(q, k, v, mask)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if q.is_cuda:
         with sdpa_kernel(CUDA_BACKENDS, set_priority=True):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@torch.library.custom_op("assetgen::attention", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+                  ) -> torch.Tensor:
+    """``attention`` for compiled graphs -> [B, Nq, H, Dh] contiguous (a fixed layout the compiler can
+    rely on; the fused kernels already write it, so ``contiguous`` copies nothing there)."""
+    return _sdpa(q, k, v, mask).transpose(1, 2).contiguous()
+
+
+@_attention_op.register_fake
+def _attention_op_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+                       ) -> torch.Tensor:
+    b, h, n, _ = q.shape
+    return q.new_empty((b, n, h, v.shape[-1]))
 
 
 def attention_flops(batch: int, heads: int, n_q: int, n_k: int, head_dim: int) -> int:

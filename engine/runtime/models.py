@@ -34,6 +34,7 @@ class ModelStore:
             raise WeightsError("random networks and a weights path were both configured",
                                "drop --weights/--shape-model, or random_networks")
         self.precision: dict[str, str] = self._quantise(config)
+        self.compiled: list[str] = self._compile(config) if runtime.compile_networks else []
 
     def _count(self, bundle):
         if bundle is not None:
@@ -77,6 +78,13 @@ class ModelStore:
         from engine.config import Precision
 
         prec = config.runtime.precision
+        nets = self._diffusion_transformers()
+        if prec is Precision.BF16 or not nets or (prec is Precision.AUTO and self.device == "cpu"):
+            return {name: str(self.dtype).removeprefix("torch.") for name, _, _ in nets}
+        return _apply_recipes(nets, prec, config.runtime.recipes_dir)
+
+    def _diffusion_transformers(self) -> list[tuple[str, object, object]]:
+        """(name, module, bundle) of every resident DiT (the networks the recipes and compilation touch)."""
         nets = []
         if self.shape is not None and hasattr(self.shape, "coarse"):
             nets.append(("meshgen_coarse", self.shape.coarse, self.shape))
@@ -84,9 +92,15 @@ class ModelStore:
                 nets.append(("meshgen_refine", self.shape.refine, self.shape))
         if self.texture is not None:
             nets.append(("texturegen", self.texture.dit, self.texture))
-        if prec is Precision.BF16 or not nets or (prec is Precision.AUTO and self.device == "cpu"):
-            return {name: str(self.dtype).removeprefix("torch.") for name, _, _ in nets}
-        return _apply_recipes(nets, prec, config.runtime.recipes_dir)
+        return nets
+
+    def _compile(self, config: PipelineConfig) -> list[str]:
+        """Regional compilation of every resident DiT, after any quantisation (``compile_blocks``)."""
+        nets = self._diffusion_transformers()
+        for name, module, bundle in nets:
+            compile_blocks(module)
+            bundle.source += f"; {name} compiled ({len(module.blocks)} blocks)"
+        return [name for name, _, _ in nets]
 
     def memory_gib(self) -> float:
         """Bytes of every resident network's parameters and buffers, GiB."""
@@ -97,6 +111,27 @@ class ModelStore:
                     total += sum(t.numel() * t.element_size()
                                  for t in list(module.parameters()) + list(module.buffers()))
         return total / 2**30
+
+
+def compile_blocks(module, enabled: bool = True) -> None:
+    """Each of ``module.blocks`` through ``torch.compile`` (Inductor, static shapes), or back to eager
+    (``enabled`` False). The blocks share their code, so one compiled graph serves every block with the
+    same layer formats (a recipe quantises some layers and not others: one graph per pattern, hence the
+    raised recompile limit); Inductor fuses the norms, AdaLN modulation, gates, SwiGLU, rotary tables and
+    the FP8 activation quantisation around the GEMMs, and attention stays the device's fused kernel
+    (``engine.models.attention``). Compilation happens at the first call, inside the CUDA-graph runners'
+    warm-up, and persists in the Inductor cache (``RuntimeConfig.cache_dir``)."""
+    import torch._dynamo
+
+    for block in module.blocks:
+        if enabled:
+            block.compile(dynamic=False)
+        else:
+            block._compiled_call_impl = None        # nn.Module.compile's own slot
+    cfg = torch._dynamo.config
+    limit = 4 * len(module.blocks) + 8
+    cfg.recompile_limit = max(cfg.recompile_limit, limit)
+    cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 8 * limit)
 
 
 def _apply_recipes(nets: list, prec, recipes_dir: str | None) -> dict[str, str]:
