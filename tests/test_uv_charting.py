@@ -96,3 +96,18 @@ def test_self_overlap_and_regrow_match_references_and_remove_the_fold():
 def _layout(chart):
     order = np.argsort(chart, kind="stable")
     return np.concatenate([[0], np.cumsum(np.bincount(chart))]), order
+
+
+def test_self_overlap_split_over_threads_counts_the_same():
+    from concurrent.futures import ThreadPoolExecutor
+
+    uv, faces = _folded_strip()
+    uv = np.concatenate([uv + [10.0 * k, 0.0] for k in range(5)])      # five folded strips, five charts
+    faces = np.concatenate([faces + 18 * k for k in range(5)])
+    chart = np.repeat(np.array([3, 0, 4, 1, 2]), 16)
+    one = self_overlap_cells(uv, faces, chart, 0.1)
+    np.testing.assert_array_equal(one, self_overlap_cells_ref(uv, faces, *_layout(chart), 0.1))
+    assert (one > 0).all()
+    with ThreadPoolExecutor(3) as pool:
+        for parts in (2, 3, 5, 9):
+            np.testing.assert_array_equal(self_overlap_cells(uv, faces, chart, 0.1, pool.map, parts), one)

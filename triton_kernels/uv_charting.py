@@ -480,13 +480,26 @@ def merge_small_charts(chart: np.ndarray, nbrs: np.ndarray, normal_sum: np.ndarr
     return _compact(out)
 
 
-def self_overlap_cells(uv: np.ndarray, faces: np.ndarray, chart: np.ndarray, cell: float) -> np.ndarray:
-    """Cells of pitch ``cell`` covered twice within each chart (module docstring): int64 [C]."""
+def self_overlap_cells(uv: np.ndarray, faces: np.ndarray, chart: np.ndarray, cell: float,
+                       map_fn=map, parts: int = 1) -> np.ndarray:
+    """Cells of pitch ``cell`` covered twice within each chart (module docstring): int64 [C].
+
+    ``parts`` > 1 splits the charts into that many runs of about equal face counts, each run through
+    ``map_fn`` (e.g. a thread pool's ``map``: the kernel runs without the GIL); charts are independent,
+    so the counts are the same for any split."""
     if not cell > 0:
         raise ConfigError(f"overlap grid cell {cell} must be > 0", "use about one texel in chart units")
     face_order, face_start = chart_layout(chart)
-    return _self_overlap_cells(np.ascontiguousarray(uv, np.float64), np.ascontiguousarray(faces, np.int64),
-                               face_start, face_order, float(cell))
+    uv, faces = np.ascontiguousarray(uv, np.float64), np.ascontiguousarray(faces, np.int64)
+    nc = len(face_start) - 1
+    cuts = np.unique(np.searchsorted(face_start, np.linspace(0, face_start[-1], max(int(parts), 1) + 1)
+                                     .round().astype(np.int64)).clip(0, nc))
+    cuts[0], cuts[-1] = 0, nc
+    runs = [face_start[a:b + 1] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    if len(runs) <= 1:
+        return _self_overlap_cells(uv, faces, face_start, face_order, float(cell))
+    out = list(map_fn(lambda run: _self_overlap_cells(uv, faces, run, face_order, float(cell)), runs))
+    return np.concatenate(out)
 
 
 def regrow_charts(uv: np.ndarray, faces: np.ndarray, chart: np.ndarray, nbrs: np.ndarray, flagged: np.ndarray,

@@ -249,12 +249,18 @@ class _Packer:
         run = self._pool.map if self._pool is not None and len(scales) > 1 else map
         return [p is not None for p in run(lambda s: pack_at(prep, s, resolution, padding), scales)]
 
+    def overlap(self, uv, faces, chart, cell: float) -> np.ndarray:
+        """``self_overlap_cells`` over the pool's threads (same counts as one call)."""
+        if self._pool is None:
+            return self_overlap_cells(uv, faces, chart, cell)
+        return self_overlap_cells(uv, faces, chart, cell, self._pool.map, self.workers)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
 
 
-def _free_turns(prep, faces, chart, scale: float, padding: int):
+def _free_turns(prep, faces, chart, scale: float, padding: int, fits: _Packer):
     """Per chart, the orientations (0, +90 deg) in which no texel centre of the final grid at ``scale`` is
     covered twice: bool [C, 2]; and the rot-0 texel coordinates [V', 2] (placements only translate by
     whole texels, so the grid seen here is the packed one)."""
@@ -264,7 +270,7 @@ def _free_turns(prep, faces, chart, scale: float, padding: int):
         place = np.zeros((nc, 3), np.int64)
         place[:, 2] = rot
         tex.append(texel_coords(prep, place, scale, padding))
-        allowed[:, rot] = self_overlap_cells(tex[-1], faces, chart, 1.0) == 0
+        allowed[:, rot] = fits.overlap(tex[-1], faces, chart, 1.0) == 0
     return allowed, tex[0]
 
 
@@ -320,19 +326,19 @@ def _layout(vertices, faces, normals, areas, nbrs, resolution, padding, fits):
     for _ in range(16):
         vmap, fuv, uv = _project(vertices, faces, chart, frames)
         cell = _OVERLAP_CELL * np.sqrt(_uv_area(uv, fuv) / _FILL_MAX) / resolution
-        twice = self_overlap_cells(uv, fuv, chart, cell) > 0
+        twice = fits.overlap(uv, fuv, chart, cell) > 0
         if twice.any():
             chart = regrow_charts(uv, fuv, chart, nbrs, twice, cell)
             continue
         prep = prepare_charts(uv, fuv, chart)
         if scale is None:                  # searched at half resolution (4x fewer texels), then doubled
             scale = 2 * _search_scale(prep, resolution // 2, (padding + 1) // 2, fits)
-        allowed, tex0 = _free_turns(prep, fuv, chart, scale, padding)
+        allowed, tex0 = _free_turns(prep, fuv, chart, scale, padding, fits)
         if not allowed.any(axis=1).all():
             chart = regrow_charts(tex0, fuv, chart, nbrs, ~allowed.any(axis=1), 1.0)
             continue
         texels, scale = _pack(prep, resolution, padding, scale, allowed, chart)
-        twice = self_overlap_cells(texels, fuv, chart, 1.0) > 0
+        twice = fits.overlap(texels, fuv, chart, 1.0) > 0
         if not twice.any():
             return vmap, fuv, texels, int(chart.max()) + 1
         chart = regrow_charts(texels, fuv, chart, nbrs, twice, 1.0)
