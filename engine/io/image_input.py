@@ -240,8 +240,10 @@ def _centred_crop(rgba: np.ndarray, mask: np.ndarray, margin: float, size: int):
     scale = size / side
     m = np.array([[scale, 0.0, (size / 2.0 - 0.5) - scale * (cx - 0.5)],
                   [0.0, scale, (size / 2.0 - 0.5) - scale * (cy - 0.5)]])
-    a = rgba[..., 3:4].astype(np.float32) / 255.0
-    premult = np.dstack([rgba[..., :3].astype(np.float32) * a, a[..., 0] * 255.0])   # [H, W, 4]
+    a = rgba[..., 3].astype(np.float32) / 255.0                                      # [H, W]
+    premult = np.empty(rgba.shape, np.float32)                                       # [H, W, 4]
+    np.multiply(rgba[..., :3], a[..., None], out=premult[..., :3], dtype=np.float32)
+    np.multiply(a, np.float32(255.0), out=premult[..., 3])
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC
     if scale < 1.0:  # INTER_AREA is not supported by warpAffine: pre-shrink with resize, then warp
         h, w = rgba.shape[:2]
@@ -254,7 +256,9 @@ def _centred_crop(rgba: np.ndarray, mask: np.ndarray, margin: float, size: int):
                          borderValue=0)
     alpha = np.clip(out[..., 3], 0.0, 255.0)
     rgb = out[..., :3] / np.maximum(alpha[..., None] / 255.0, 1e-6)
-    crop = np.dstack([np.clip(np.round(rgb), 0, 255), np.round(alpha)]).astype(np.uint8)
+    crop = np.empty((size, size, 4), np.uint8)
+    crop[..., :3] = np.clip(np.round(rgb), 0, 255)
+    crop[..., 3] = np.round(alpha)
     crop[alpha < 0.5, :3] = 0
     x0, y0 = int(np.floor(cx - side / 2.0)), int(np.floor(cy - side / 2.0))
     box = (x0, y0, int(np.ceil(cx + side / 2.0)), int(np.ceil(cy + side / 2.0)))
