@@ -62,12 +62,28 @@ def test_compiled_blocks_match_eager_with_fp8_layers_and_share_graphs():
 def test_engine_compiles_every_resident_dit_and_says_so():
     cfg = PipelineConfig.from_name("default").with_overrides(random_networks="tiny", compile_networks=True)
     store = ModelStore(cfg)
-    assert store.compiled == ["meshgen_coarse", "meshgen_refine", "texturegen"]
+    assert store.compiled == ["meshgen_coarse", "meshgen_refine", "texturegen", "image_vae"]
     for module in (store.shape.coarse, store.shape.refine, store.texture.dit):
         assert all(block._compiled_call_impl is not None for block in module.blocks)
     assert "meshgen_coarse compiled" in store.shape.source and "texturegen compiled" in store.texture.source
+    assert "image VAE compiled" in store.texture.source
     plain = ModelStore(PipelineConfig.from_name("flash").with_overrides(random_networks="tiny"))
     assert plain.compiled == [] and plain.texture.dit.blocks[0]._compiled_call_impl is None
+
+
+def test_compiled_vae_decodes_and_encodes_the_same():
+    from engine.runtime.models import compile_vae
+
+    store = ModelStore(PipelineConfig.from_name("flash").with_overrides(random_networks="tiny"))
+    vae = store.texture.vae
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        eager = vae.encode(images), vae.decode(vae.encode(images))
+        assert compile_vae(vae) > 0
+        compiled = vae.encode(images), vae.decode(vae.encode(images))
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("flag, expected", [(["--compile"], True), (["--no-compile"], False), ([], False)])
