@@ -40,6 +40,12 @@ def service_gpu(preset: str, *extra: str) -> list[str]:
             "--budget-s", "380", *extra, "--out-dir", "{out}", "--csv", "{out}/h100.csv"]
 
 
+def exports(preset: str, *extra: str) -> list[str]:
+    """benchmarks/models/exports.py: its table in {out}, CSV rows in {out}/h100.csv, within 520 s."""
+    return [PY, "-m", "benchmarks.models.exports", "--preset", preset, "--device", "cuda",
+            "--budget-s", "520", *extra, "--out-dir", "{out}", "--csv", "{out}/h100.csv"]
+
+
 def analyse(network: str, *extra: str) -> list[str]:
     """quant.analyse: the recipe into the device's quant/recipes, the per-layer table into {out}."""
     return [PY, "-m", "quant.analyse", "--network", network, *extra,
@@ -121,6 +127,17 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # Needs fastapi, uvicorn, python-multipart, pydantic(-core), opentelemetry-api there (carried wheels)
     "service-gpu": [("service_flash", 420, service_gpu("flash"))],
     "service-gpu-fp8": [("service_flash_fp8", 420, service_gpu("flash", "--precision", "fp8"))],
+    # exported engines (issue 12): per network .pt2 vs eager vs torch.compile, package build and load to
+    # first inference, the network chain (Python engine / PackagedNetworks / C++ host), the C++ runtime's
+    # clean build on 2 pinned cores, the FP8 packages; packages built by 2 worker processes beside
+    # torch.compile, artifacts in /tmp; rows as they come, phases that would not fit skipped at 520 s
+    "export-1": [("exports_flash", 560, exports("flash"))],
+    # the two DiT steps in bf16 and FP8 (recipe packages vs eager / torch.compile FP8), no chain
+    "export-fp8": [("exports_fp8", 560, exports("flash", "--networks", "meshgen_coarse,texturegen",
+                                                 "--no-chain"))],
+    # the default bucket's chain (CFG texture at 1024 px), the two DiT steps compared, no FP8
+    "export-default": [("exports_default", 560, exports("default", "--networks", "meshgen_coarse,texturegen",
+                                                        "--recipe", "none", "--chain-repeats", "2"))],
     # cold start in child processes and the optimisation ladder (when device time allows)
     "engine-3": [
         ("e2e_cold", 330, e2e("cold")),
@@ -133,6 +150,13 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("bench_quant_compile", 300, bench_quant("--no-gemm", "--networks", "meshgen_coarse,texturegen",
                                                  "--formats", "", "--compile")),
         ("e2e_flash_fp8_compiled", 200, e2e("flash", "--pictures", "4", "--throughput-pictures", "0",
+                                            "--precision", "fp8", "--compile")),
+    ],
+    # issue 11's "both presets in FP8 end to end", compiled (DiTs + image VAE), then flash with pipelining
+    "compile-2": [
+        ("e2e_default_fp8_compiled", 330, e2e("default", "--pictures", "3", "--precision", "fp8",
+                                              "--compile")),
+        ("e2e_flash_fp8_compiled", 240, e2e("flash", "--pictures", "6", "--throughput-pictures", "4",
                                             "--precision", "fp8", "--compile")),
     ],
 }
