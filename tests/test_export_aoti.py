@@ -225,3 +225,48 @@ def test_host_demo_end_to_end(manifest, cpp_host, shared_dir, tmp_path, capsys):
     assert "not meaningful" in printed and printed.count("\nhost ") >= 2
     assert load_mesh(out / "shape.obj").num_faces > 0
     assert (out / "views.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _latencies(cell: str) -> list[float]:
+    """'p50 [p10, p90]' -> [p50, p10, p90]."""
+    return [float(x) for x in cell.replace("[", " ").replace("]", " ").replace(",", " ").split()]
+
+
+def test_export_benchmark_tiny(manifest, cpp_host, tmp_path):
+    """``benchmarks.models.exports`` end to end on the CPU over this session's tiny packages and host: a
+    build row with its load time per chain package, eager / torch.compile / package latencies of the
+    compared networks (the package matching eager), the chain three ways, the targets and the CSV rows."""
+    from benchmarks.models.export_report import parse_tables
+    from benchmarks.models.exports import main
+
+    out = tmp_path / "out"
+    main(["--preset", "tiny", "--device", "cpu", "--packages", str(manifest), "--host", str(cpp_host),
+          "--networks", "dinov2,meshgen_coarse_context", "--chain-repeats", "2",
+          "--scratch", str(tmp_path / "scratch"), "--out-dir", str(out)])
+    tables = parse_tables((out / "exports_tiny_cpu.md").read_text())
+    section = {title.split(" ")[0]: rows for title, rows in tables.items()}
+
+    builds = {r["network"]: r for r in section["Package"]}
+    assert set(builds) == set(CHAIN)
+    for row in builds.values():
+        assert 0 < float(row["load to first inference s"]) < 10 and row["<= 10 s"] == "yes", row
+    nets = {r["network"]: r for r in section["Per"]}
+    assert list(nets) == ["dinov2", "meshgen_coarse_context"]          # the priority order
+    for row in nets.values():
+        for column in ("eager ms", "torch.compile ms", "package ms"):
+            p50, p10, p90 = _latencies(row[column])
+            assert 0 < p10 <= p50 <= p90, (column, row[column])
+        assert float(row["package / compile"]) > 0 and row["within 5 %"] in ("yes", "no")
+        assert float(row["package vs eager rel. err"]) <= TOL
+    chain = {r["variant"].split(" ")[0]: r for r in section["Network"]}
+    assert set(chain) == {"Python", "PackagedNetworks", "C++"}
+    for variant, row in chain.items():
+        assert _latencies(row["chain s"])[0] > 0
+        assert variant == "Python" or float(row["chain / engine"]) > 0
+    targets = {r["target"].split(" ")[0]: r["verdict"] for r in section["Issue"]}
+    assert set(targets) == {"every", "package", "C++"} and set(targets.values()) <= {"met", "not met"}
+
+    csv = (out / "cpu.csv").read_text().splitlines()
+    assert csv[0].startswith("name,variant,metric")
+    assert any(line.startswith("export_chain_tiny,cpp,chain,s,grid16,") for line in csv)
+    assert any(line.startswith("export_dinov2,fp32.package,latency,s,") for line in csv)

@@ -14,9 +14,12 @@ the bucket's sampler settings from ``PresetPlan.scalars`` and one "package <netw
 and a ``.json`` twin with every package's tensor names and shapes and its build times.
 
 Precision: "fp32" (the parity oracle: packages match eager within 1e-3 relative) and "bf16" (what ships on
-a GPU). Recipe: only "norecipe" today -- no quantisation recipe file exists yet (``quant/recipes/``), so no
-FP8 package is built; ``--recipe`` fails with that message instead of building an unquantised package
-under a quantised name.
+a GPU). Recipe: "norecipe", or a quantisation family ("fp8") whose per-network recipe files
+``quant/recipes/<network>.<family>.<arch>.json`` (``quant.analyse``) are applied to the bundle before
+export, exactly as the engine's ``--precision fp8`` does (``QuantLinear`` layers, ``torch._scaled_mm``).
+A network whose module holds a quantised layer carries the family in its name; the rest stay "norecipe".
+With a family but no recipe file for any requested network the build fails naming the command that makes
+one, instead of building unquantised packages under a quantised name.
 """
 
 from __future__ import annotations
@@ -31,10 +34,19 @@ from pathlib import Path
 
 import torch
 
-from trt_builds.export_spec import CHAIN, PRESETS, ExportSpec, export_module, export_specs, preset_plan
+from trt_builds.export_spec import (
+    CHAIN,
+    PRESETS,
+    ExportSpec,
+    export_module,
+    export_specs,
+    preset_plan,
+    side_of,
+)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 NO_RECIPE = "norecipe"
+RECIPE_NETWORKS = ("meshgen_coarse", "meshgen_refine", "texturegen")  # the networks quant.analyse measures
 
 
 def torch_tag() -> str:
@@ -86,28 +98,73 @@ def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.
     return BuildResult(spec.network, path.name, t1 - t0, time.perf_counter() - t1)
 
 
-def _bundles(preset: str, precision: str, seed: int, weights: str | None, device: str):
+def load_bundles(preset: str, precision: str, seed: int = 0, weights: str | None = None, device: str = "cpu",
+                 sides: tuple[str, ...] = ("shape", "texture")):
+    """(plan, (shape bundle, texture bundle)) of a bucket; a side not in ``sides`` is None."""
     from engine.stages.shape_networks import load_meshgen
     from engine.stages.texture_networks import load_texturegen
     from trt_builds.export_spec import random_bundles
 
     plan, dtype = preset_plan(preset), PRECISIONS[precision]
     if weights is None:
-        return plan, random_bundles(plan, dtype, seed=seed, device=device)
-    return plan, (load_meshgen(weights, device, dtype), load_texturegen(weights, device, dtype))
+        return plan, random_bundles(plan, dtype, seed=seed, device=device, sides=sides)
+    return plan, (load_meshgen(weights, device, dtype) if "shape" in sides else None,
+                  load_texturegen(weights, device, dtype) if "texture" in sides else None)
+
+
+def recipe_path(network: str, family: str, arch: str, folder: Path | None = None) -> Path:
+    """``quant/recipes/<network>.<family>.<arch>.json`` (or in ``folder``)."""
+    from quant.recipe import RECIPES, recipe_name
+
+    return (folder or RECIPES) / f"{recipe_name(network, family, arch)}.json"
+
+
+def quantise_bundles(shape_nets, texture_nets, family: str, arch: str,
+                     networks: tuple[str, ...] = RECIPE_NETWORKS, folder: Path | None = None
+                     ) -> dict[str, str]:
+    """Apply ``<network>.<family>.<arch>.json`` to each of ``networks`` (of ``RECIPE_NETWORKS``) that has
+    one, in place (every network built from that module then runs it quantised, as in the engine);
+    returns network -> what was done."""
+    from quant.recipe import Recipe, apply_recipe
+
+    sn, tn = shape_nets, texture_nets
+    modules = {"meshgen_coarse": sn and sn.coarse, "meshgen_refine": sn and sn.refine,
+               "texturegen": tn and tn.dit}
+    done = {}
+    for net in networks:
+        path = recipe_path(net, family, arch, folder)
+        if modules.get(net) is None:
+            continue
+        if not path.is_file():
+            done[net] = f"no recipe {path.name}"
+            continue
+        done[net] = f"{path.name}: {apply_recipe(modules[net], Recipe.load(path))}"
+    return done
+
+
+def recipe_tag(module: torch.nn.Module, family: str | None) -> str:
+    """The recipe field of an artifact name: ``family`` when ``module`` runs a quantised layer."""
+    from quant.linear import QuantLinear
+
+    quantised = family not in (None, NO_RECIPE) and any(isinstance(m, QuantLinear) for m in module.modules())
+    return family if quantised else NO_RECIPE
 
 
 def _build_some(job: tuple) -> list[BuildResult]:
-    """Worker: build ``networks`` of one bucket into ``out`` (own seeded bundles, identical per worker)."""
-    preset, precision, networks, out, seed, weights, device, wrapper_opt = job
+    """Worker: build ``networks`` of one bucket into ``out`` (own seeded bundles of the sides it needs,
+    identical per worker)."""
+    preset, precision, networks, out, seed, weights, device, wrapper_opt, recipe = job
     torch.set_num_threads(1)
-    plan, (shape_nets, texture_nets) = _bundles(preset, precision, seed, weights, device)
-    specs = export_specs(plan, shape_nets, texture_nets)
+    sides = tuple(sorted({side_of(n) for n in networks}))
+    plan, (shape_nets, texture_nets) = load_bundles(preset, precision, seed, weights, device, sides)
     arch = arch_tag(device)
+    if recipe is not None:
+        quantise_bundles(shape_nets, texture_nets, recipe, arch)
+    specs = export_specs(plan, shape_nets, texture_nets)
     results = []
     for net in networks:
         module = export_module(net, plan, shape_nets, texture_nets)
-        path = Path(out) / artifact_name(net, preset, precision, arch)
+        path = Path(out) / artifact_name(net, preset, precision, arch, recipe_tag(module, recipe))
         results.append(build_package(module, specs[net], PRECISIONS[precision], path, wrapper_opt))
     return results
 
@@ -117,35 +174,42 @@ def build_packages(preset: str, out: str | Path, precision: str = "fp32",
                    device: str = "cpu", jobs: int = 1, wrapper_opt: str = "O1",
                    recipe: str | None = None) -> Path:
     """Build the bucket's packages into ``out`` and write its manifest; returns the manifest path.
-    ``networks`` None: every network of the preset. ``jobs`` > 1 compiles in that many processes."""
-    if recipe not in (None, NO_RECIPE):
-        raise ValueError(f"recipe {recipe!r}: no quantisation recipe files exist yet (quant/recipes/), so "
-                         "no quantised package can be built; build without --recipe")
+    ``networks`` None: every network of the preset. ``jobs`` > 1 compiles in that many processes.
+    ``recipe``: a quantisation family ("fp8") applied where its recipe files exist (module docstring)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    recipe = None if recipe in (None, NO_RECIPE) else recipe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan, (shape_nets, texture_nets) = _bundles(preset, precision, seed, weights, device)
+    plan, (shape_nets, texture_nets) = load_bundles(preset, precision, seed, weights, device)
     specs = export_specs(plan, shape_nets, texture_nets)
     names = tuple(specs) if networks is None else tuple(networks)
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ValueError(f"networks {unknown} are not in preset {preset!r}: {', '.join(specs)}")
+    if recipe is not None:
+        paths = [recipe_path(n, recipe, arch_tag(device)) for n in RECIPE_NETWORKS if n in names]
+        if not any(p.is_file() for p in paths):
+            files = ", ".join(p.name for p in paths) or "(no quantisable network requested)"
+            raise ValueError(f"recipe family {recipe!r}: none of {files} exists; run python -m quant.analyse "
+                             "--network <name> on that GPU, or build without --recipe")
     groups = [names[i::jobs] for i in range(max(1, jobs))]
-    job_args = [(preset, precision, g, str(out), seed, weights, device, wrapper_opt) for g in groups if g]
+    job_args = [(preset, precision, g, str(out), seed, weights, device, wrapper_opt, recipe)
+                for g in groups if g]
     if len(job_args) == 1:
         results = _build_some(job_args[0])
     else:
         with ProcessPoolExecutor(len(job_args), mp_context=get_context("spawn")) as pool:
             results = [r for part in pool.map(_build_some, job_args) for r in part]
     results.sort(key=lambda r: names.index(r.network))
-    return _write_manifest(out, plan, precision, shape_nets, texture_nets, specs, results)
+    return write_manifest(out, plan, precision, shape_nets, texture_nets, specs, results, recipe or NO_RECIPE)
 
 
-def _write_manifest(out: Path, plan, precision: str, shape_nets, texture_nets, specs: dict,
-                    results: list[BuildResult]) -> Path:
-    stem = manifest_stem(plan.preset, precision)
-    scalars = {"precision": precision, "recipe": NO_RECIPE, **plan.scalars(shape_nets, texture_nets)}
+def write_manifest(out: Path, plan, precision: str, shape_nets, texture_nets, specs: dict,
+                   results: list[BuildResult], recipe: str = NO_RECIPE) -> Path:
+    """``assetgen.<preset>.<precision>.<recipe>.manifest`` and its ``.json`` twin for ``results``."""
+    stem = manifest_stem(plan.preset, precision, recipe)
+    scalars = {"precision": precision, "recipe": recipe, **plan.scalars(shape_nets, texture_nets)}
     lines = ["# AssetGen AOTInductor packages: key value; 'package <network> <file>' per package"]
     lines += [f"{k} {v}" for k, v in scalars.items()]
     lines += [f"package {r.network} {r.file}" for r in results]
@@ -171,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--jobs", type=int, default=1, help="compile processes")
-    ap.add_argument("--recipe", default=None, help="quantisation recipe (none exists yet)")
+    ap.add_argument("--recipe", default=None,
+                    help="quantisation family, e.g. fp8: quant/recipes/<network>.fp8.<arch>.json applied")
     args = ap.parse_args(argv)
     nets = None if args.networks is None else (CHAIN if args.networks == "chain" else
                                                tuple(args.networks.split(",")))

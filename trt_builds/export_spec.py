@@ -189,12 +189,19 @@ def _texture_specs(plan: PresetPlan, nets) -> list[ExportSpec]:
 
 
 def export_specs(plan: PresetPlan, shape_nets, texture_nets) -> dict[str, ExportSpec]:
-    """Every network of the preset's bucket -> its spec (sizes read from the bundles' configs)."""
-    specs = _shape_specs(plan, shape_nets, refine=False)
-    if plan.shape.refine and shape_nets.has_refine:
+    """Every network of the preset's bucket -> its spec (sizes read from the bundles' configs). A bundle
+    passed as None leaves its side's networks out (a build worker that holds one side only)."""
+    specs = [] if shape_nets is None else _shape_specs(plan, shape_nets, refine=False)
+    if shape_nets is not None and plan.shape.refine and shape_nets.has_refine:
         specs += _shape_specs(plan, shape_nets, refine=True)
-    specs += _texture_specs(plan, texture_nets)
+    if texture_nets is not None:
+        specs += _texture_specs(plan, texture_nets)
     return {s.network: s for s in specs}
+
+
+def side_of(network: str) -> str:
+    """"shape" (MeshGen bundle) or "texture" (TextureGen bundle): the bundle ``network`` is built from."""
+    return "shape" if network in SHAPE_CHAIN + REFINE else "texture"
 
 
 def export_module(network: str, plan: PresetPlan, shape_nets, texture_nets) -> nn.Module:
@@ -203,7 +210,7 @@ def export_module(network: str, plan: PresetPlan, shape_nets, texture_nets) -> n
 
     sn, tn = shape_nets, texture_nets
     vae_topk = lambda vae: vae.cfg.default_topk  # noqa: E731  (the engine's decode_mesh setting)
-    hw = plan.texture.view_resolution // tn.vae.cfg.downsample
+    hw = lambda: plan.texture.view_resolution // tn.vae.cfg.downsample  # noqa: E731
     makers: dict[str, Callable[[], nn.Module]] = {
         "dinov2": lambda: em.DinoTokens(sn.dino), "dinov2_refine": lambda: em.DinoTokens(sn.dino),
         "meshgen_coarse_context": lambda: em.MeshGenContextKV(sn.coarse),
@@ -216,7 +223,7 @@ def export_module(network: str, plan: PresetPlan, shape_nets, texture_nets) -> n
         "shape_vae_refine_query": lambda: em.ShapeQuery(sn.refine_vae, vae_topk(sn.refine_vae), plan.chunk),
         "image_vae_encode": lambda: em.ImageEncode(tn.vae),
         "texturegen_prepare": lambda: em.TexturePrepare(tn.dit, tn.text_context, plan.branches),
-        "texturegen": lambda: em.TextureStep(tn.dit, (hw, hw)),
+        "texturegen": lambda: em.TextureStep(tn.dit, (hw(), hw())),
         "image_vae_decode": lambda: em.ImageDecode(tn.vae),
         "super_resolution": lambda: em.Upscale(tn.sr),
     }
@@ -225,12 +232,17 @@ def export_module(network: str, plan: PresetPlan, shape_nets, texture_nets) -> n
     return makers[network]().eval()
 
 
-def random_bundles(plan: PresetPlan, dtype: torch.dtype, seed: int = 0, device: str = "cpu"):
-    """(MeshGenNetworks, TextureNetworks) with seeded random weights at the preset's scale."""
+def random_bundles(plan: PresetPlan, dtype: torch.dtype, seed: int = 0, device: str = "cpu",
+                   sides: tuple[str, ...] = ("shape", "texture")):
+    """(MeshGenNetworks, TextureNetworks) with seeded random weights at the preset's scale; a side not in
+    ``sides`` is None (each network is seeded on its own, so one side alone has the same weights)."""
     from engine.stages.shape_networks import random_meshgen
     from engine.stages.texture_networks import random_texturegen
 
-    shape = random_meshgen(plan.scale, device, dtype, seed=seed, refine=plan.shape.refine)
-    texture = random_texturegen(plan.scale, device, dtype, seed=seed,
-                                super_resolution=plan.texture.super_resolution)
+    shape = texture = None
+    if "shape" in sides:
+        shape = random_meshgen(plan.scale, device, dtype, seed=seed, refine=plan.shape.refine)
+    if "texture" in sides:
+        texture = random_texturegen(plan.scale, device, dtype, seed=seed,
+                                    super_resolution=plan.texture.super_resolution)
     return shape, texture

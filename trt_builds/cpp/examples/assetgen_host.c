@@ -1,13 +1,16 @@
 /* Example host, in plain C against assetgen.h: a shape (latents + SDF grid) and texture views from a
  * folder of AOTInductor packages.
  *
- *   assetgen_host PACKAGES PICTURE.u8 SIZE NORMALS.f32 POSITIONS.f32 SEED OUT_DIR
+ *   assetgen_host PACKAGES PICTURE.u8 SIZE NORMALS.f32 POSITIONS.f32 SEED OUT_DIR [DEVICE [REPEATS]]
  *
  * PICTURE.u8: raw uint8 [SIZE, SIZE, 3] RGB on white; NORMALS.f32 / POSITIONS.f32: raw float32
  * [K, R, R, 3] condition maps in [0, 1] (the Python engine renders them: engine/texture/render_conditions.py).
+ * DEVICE: "cpu" (default) or "cuda:0", the device the packages were compiled for. REPEATS (default 1):
+ * the shape and texture calls run that many times on the same inputs (the first run warms up), each run's
+ * wall time printed as "run I: shape S s, texture T s, chain C s" (benchmarks/models/exports.py reads it).
  * Writes raw float32 files to OUT_DIR: latents.f32 [N, D], field.f32 [(G+1)^3], view_latents.f32
- * [K, C, h, h], views.f32 [K, 3, R, R]; prints the timings. Marching cubes on field.f32 and fusing the
- * views into a texture are the Python engine's stages (engine/geometry, engine/texture).
+ * [K, C, h, h], views.f32 [K, 3, R, R] (of the last run); prints the timings. Marching cubes on field.f32
+ * and fusing the views into a texture are the Python engine's stages (engine/geometry, engine/texture).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,16 +54,23 @@ static void check(assetgen_status status, const char* what) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 8) {
-    fprintf(stderr, "usage: %s PACKAGES PICTURE.u8 SIZE NORMALS.f32 POSITIONS.f32 SEED OUT_DIR\n", argv[0]);
+  if (argc < 8 || argc > 10) {
+    fprintf(stderr, "usage: %s PACKAGES PICTURE.u8 SIZE NORMALS.f32 POSITIONS.f32 SEED OUT_DIR "
+            "[DEVICE [REPEATS]]\n", argv[0]);
     return 2;
   }
   const int size = atoi(argv[3]);
   const uint64_t seed = strtoull(argv[6], NULL, 10);
   const char* out = argv[7];
+  const char* device = argc > 8 ? argv[8] : "cpu";
+  const int repeats = argc > 9 ? atoi(argv[9]) : 1;
+  if (repeats < 1) {
+    fprintf(stderr, "REPEATS must be >= 1\n");
+    return 2;
+  }
   double t0 = now();
   assetgen_engine* engine = NULL;
-  check(assetgen_create(argv[1], "cpu", &engine), "assetgen_create");
+  check(assetgen_create(argv[1], device, &engine), "assetgen_create");
   assetgen_info info;
   check(assetgen_get_info(engine, &info), "assetgen_get_info");
   double t1 = now();
@@ -77,19 +87,26 @@ int main(int argc, char** argv) {
   float* views = malloc(n_maps * sizeof(float));
   float* view_latents = malloc(n_vlat * sizeof(float));
 
-  check(assetgen_run_shape(engine, picture, size, seed, latents, n_lat, field, n_field), "assetgen_run_shape");
-  double t2 = now();
-  check(assetgen_run_texture(engine, picture, size, normals, positions, seed, views, n_maps, view_latents,
-                             n_vlat), "assetgen_run_texture");
-  double t3 = now();
+  double shape_s = 0.0, texture_s = 0.0;  /* of the first run */
+  for (int run = 0; run < repeats; ++run) {
+    double a = now();
+    check(assetgen_run_shape(engine, picture, size, seed, latents, n_lat, field, n_field),
+          "assetgen_run_shape");
+    double b = now();
+    check(assetgen_run_texture(engine, picture, size, normals, positions, seed, views, n_maps, view_latents,
+                               n_vlat), "assetgen_run_texture");
+    double c = now();
+    if (run == 0) shape_s = b - a, texture_s = c - b;
+    if (repeats > 1) printf("run %d: shape %.6f s, texture %.6f s, chain %.6f s\n", run, b - a, c - b, c - a);
+  }
 
   write_file(out, "latents.f32", latents, n_lat);
   write_file(out, "field.f32", field, n_field);
   write_file(out, "view_latents.f32", view_latents, n_vlat);
   write_file(out, "views.f32", views, n_maps);
   printf("load %.3f s, shape (%d DDIM steps + %zu^3 field) %.3f s, texture (%d views, %d flow steps, %d "
-         "branches) %.3f s\n", t1 - t0, info.coarse_steps, nodes, t2 - t1, info.num_views,
-         info.texture_steps, info.guidance_branches, t3 - t2);
+         "branches) %.3f s\n", t1 - t0, info.coarse_steps, nodes, shape_s, info.num_views,
+         info.texture_steps, info.guidance_branches, texture_s);
 
   assetgen_status bad = assetgen_run_shape(engine, NULL, 0, seed, latents, n_lat, NULL, 0);
   printf("error path: %s (%s)\n", assetgen_status_name(bad), assetgen_last_error());
