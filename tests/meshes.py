@@ -65,3 +65,19 @@ def check_unwrap_contract(mesh, out, report, size: int) -> np.ndarray:
     fid, _ = rasterize_uv(out.uvs, out.faces, size)
     assert report.utilisation == pytest.approx((fid >= 0).mean())
     return fid
+
+
+def torus(n_major: int = 24, n_minor: int = 12, major: float = 1.0, minor: float = 0.35
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Closed CCW (outward) torus around +Y, genus 1: float32 [n_major n_minor, 3], int32
+    [2 n_major n_minor, 3]."""
+    i, j = np.meshgrid(np.arange(n_major), np.arange(n_minor), indexing="ij")
+    u, w = 2 * np.pi * i / n_major, 2 * np.pi * j / n_minor
+    r = major + minor * np.cos(w)
+    v = np.stack([r * np.cos(u), minor * np.sin(w), r * np.sin(u)], -1).reshape(-1, 3)
+    a = (i * n_minor + j).reshape(-1)
+    b = (((i + 1) % n_major) * n_minor + j).reshape(-1)
+    c = (i * n_minor + (j + 1) % n_minor).reshape(-1)
+    d = (((i + 1) % n_major) * n_minor + (j + 1) % n_minor).reshape(-1)
+    faces = np.concatenate([np.stack([a, c, d], 1), np.stack([a, d, b], 1)])
+    return v.astype(np.float32), faces.astype(np.int32)

@@ -188,13 +188,6 @@ def test_jobs_through_the_ray_deployments_equal_the_local_engines(ray_server, tm
         assert glb["faces"] > 0      # the face budget itself is the simplifier's test (test_simplify*)
         assert glb["faces"] == view["result"]["faces"] and path.stat().st_size == view["result"]["bytes"]
         assert all(glb[k] for k in ("has_uv", "has_tangents", "has_normal_map", "has_base_color"))
-        if options.faces == 600:
-            # The lantern at 600 faces takes the simplifier's budget-not-reached path; its bytes differed
-            # from the local engine's in CI on 2026-12-07 (suspected: that path depends on the numba thread
-            # count, 1 CPU per Ray replica vs 2 here). Byte equality there waits for the exact-budget
-            # simplifier (issue 14 item 5); the face count must still agree.
-            assert glb["faces"] == read_glb_summary_bytes(local[i])["faces"]
-            continue
         assert path.read_bytes() == local[i], f"job {i}: the Ray result differs from the local engine's"
     stages = set(done[0]["timings"]["stages"])                        # both halves' stages, by name
     assert {"preprocess", "shape (MeshGen)", "normal bake", "texture views (TextureGen)",
@@ -214,13 +207,3 @@ def test_cancel_stops_at_a_stage_boundary_and_the_replicas_serve_on(ray_server):
         assert not (srv.data_dir / "jobs" / running["id"] / "result.glb").exists()
         after = client.submit(LANTERN, faces=700)
         assert client.wait(after["id"], timeout=60)["state"] == "succeeded"
-
-
-def read_glb_summary_bytes(data: bytes) -> dict:
-    """read_glb_summary of GLB bytes (written to a temporary file)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "x.glb"
-        path.write_bytes(data)
-        return read_glb_summary(path)

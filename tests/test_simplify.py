@@ -134,8 +134,9 @@ def test_placement_singular_quadric_falls_back_to_midpoint():
 def test_sphere_reaches_exact_budget_manifold_outward(target, placement):
     m = uv_sphere(60)                                              # 14160 faces
     out, rep = simplify_qem(m, target, placement)
-    assert rep.reached and rep.reason == ""
     assert out.num_faces in (target, target - 1) and rep.faces_out == out.num_faces
+    assert rep.reached and rep.reason == ("" if out.num_faces == target else
+                                          "one face under the budget: every collapse removes 2 faces")
     assert_manifold_oriented(out)
     assert 2 * out.num_vertices - 4 == out.num_faces                # still a closed genus-0 surface
     centroid = out.vertices[out.faces].mean(axis=1)
@@ -158,12 +159,18 @@ def test_open_plane_keeps_boundary_and_stays_up():
     assert (face_normals(out.vertices, out.faces)[:, 1] > 0).all()  # nothing flipped under the bump
 
 
-def test_unreachable_budget_is_reported_not_silent():
+def test_unreachable_budget_raises_with_a_usable_fix():
     m = grid_plane(12)                                             # 48 fixed boundary vertices
-    out, rep = simplify_qem(m, 10)
-    assert not rep.reached and "manifold" in rep.reason
-    assert out.num_faces > 10 and out.num_faces < m.num_faces
+    with pytest.raises(ConfigError, match=r"use --faces (\d+) or more") as err:
+        simplify_qem(m, 10)
+    msg = str(err.value)
+    assert "\n" not in msg and "48 boundary edges kept fixed" in msg
+    need = int(msg.rsplit("use --faces ", 1)[1].split()[0])
+    assert 46 <= need < m.num_faces                                # a disk with 48 fixed edges keeps >= 46
+    out, rep = simplify_qem(m, need)                               # the suggested budget works
+    assert rep.reached and out.num_faces <= need
     assert_manifold_oriented(out)
+    assert len(boundary_vertices(out)) == 48
 
 
 def test_non_manifold_edge_is_locked():

@@ -153,16 +153,22 @@ def _place(pos, qv, fixed, a, b, out, mode):
 
 
 @njit(cache=True)
-def _tri_normal_quality(p0, p1, p2):
-    ux, uy, uz = p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2]
-    wx, wy, wz = p2[0] - p0[0], p2[1] - p0[1], p2[2] - p0[2]
+def _normal_quality(x0, y0, z0, x1, y1, z1, x2, y2, z2):
+    """(unit normal x, y, z (0 when degenerate), quality 4 sqrt3 area / sum l^2) of a triangle."""
+    ux, uy, uz = x1 - x0, y1 - y0, z1 - z0
+    wx, wy, wz = x2 - x0, y2 - y0, z2 - z0
     nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
     dbl = np.sqrt(nx * nx + ny * ny + nz * nz)
-    sx, sy, sz = p2[0] - p1[0], p2[1] - p1[1], p2[2] - p1[2]
+    sx, sy, sz = x2 - x1, y2 - y1, z2 - z1
     ssum = ux * ux + uy * uy + uz * uz + wx * wx + wy * wy + wz * wz + sx * sx + sy * sy + sz * sz
-    quality = 2.0 * np.sqrt(3.0) * dbl / ssum if ssum > 0.0 else 0.0    # 4 sqrt3 area / sum l^2
+    quality = 2.0 * np.sqrt(3.0) * dbl / ssum if ssum > 0.0 else 0.0
     inv = 1.0 / dbl if dbl > 0.0 else 0.0
     return nx * inv, ny * inv, nz * inv, quality
+
+
+@njit(cache=True)
+def _tri_normal_quality(p0, p1, p2):
+    return _normal_quality(p0[0], p0[1], p0[2], p1[0], p1[1], p1[2], p2[0], p2[1], p2[2])
 
 
 @njit(cache=True)

@@ -31,12 +31,35 @@ skipped when popped. A popped collapse is rejected when it would
     sliver: quality 4 sqrt(3) area / sum(edge^2) below 0.01 and lower than before. (A 90-degree limit left
     25-70 back-facing pixels over 24 views of 256 px on the bunny at 5K faces; 60 degrees left 0, with the
     same Chamfer distance.)
-Every collapse removes exactly 2 faces, so the result has ``target`` or ``target - 1`` faces when the
-budget is reachable. Rejected edges are retried in later passes (the heap is rebuilt from all live edges)
-until a pass makes no collapse; then ``SimplifyReport.reached`` is False with the reason.
+Every collapse removes exactly 2 faces, so the result has ``target`` or ``target - 1`` faces.
+Rejected edges are retried in later passes (the heap is rebuilt from all live edges) until a pass makes
+no collapse.
+
+Budget guarantee (``--faces N`` never yields more than N faces). A collapse whose QEM point fails the
+guards above may use the cheapest of its endpoints and midpoint that passes (``simplify_guards``: this
+fallback is what keeps dense marching-cubes meshes from stalling: the 512^3 bunny and bob stopped at
+5938 and 6212 faces for a 5000 budget without it, and far from MeshLab's quality). A third strict guard
+comes with it: no face may newly fold against an edge neighbour (their normals more than 120 degrees
+apart), since the per-collapse turn limit alone lets a face turn over in steps (the fallback points made
+that happen: a face folded flat showed its back on the 256^3 bunny and trellis_T at 5K faces). When the
+passes still stall above the budget, the guards are relaxed, only then, level by level
+(``GUARD_LEVELS``):
+  1. faces may turn by up to 90 degrees, quality floor 1e-3, folds allowed;
+  2. up to 120 degrees, quality floor 1e-5 (never a degenerate face).
+The link condition and the fixed vertices are never relaxed: they keep the surface manifold, its
+topology and its boundary loops. When every level stalls above the budget, ``simplify_qem`` raises a
+one-line ``ConfigError`` before anything is written: it names the fewest faces reached, the ``--faces``
+to use, and the floor the mesh's topology puts under any collapse (``simplify_topology.face_floor``: 4
+faces for a closed sphere-like part, 14 for a torus, B - 2 for a disk bounded by B fixed edges, ...).
+``SimplifyReport.reason`` says why a result has fewer faces than asked (input already within the
+budget, cleaning dropped faces, the 2-faces-per-collapse parity) and which relaxed level was needed.
+The GPU path (``simplify_gpu``) keeps the same guarantee, but its parallel passes test only the QEM
+point at the strict turn and quality guards (``QEM_POINT_ONLY``: no fallback points, no fold guard);
+when they stall above the budget, this module's serial loop finishes the mesh on the host with all
+of the levels above (``collapse_to_budget``).
 
 Limits: geometry only (attributes are dropped; re-bake them afterwards); serial, O(F log F); boundary
-and non-manifold vertices never move, so a mesh with B boundary edges cannot go far below ~B faces.
+and non-manifold vertices never move, so a mesh with B boundary edges cannot go below ~B faces.
 Code: the serial pieces the GPU collapse shares (quadrics, placement, link and flip checks, their numpy
 references, ``Placement``) live in ``triton_kernels/qem_host.py`` (kernels never import from ``engine/``)
 and are re-exported here; this module keeps the greedy heap loop and the launcher.
@@ -54,24 +77,25 @@ from numba import njit
 
 from engine.errors import ConfigError
 from engine.geometry.mesh import TriMesh, clean_mesh, validate_mesh
+from engine.geometry.simplify_guards import GUARD_LEVELS as GUARD_LEVELS  # re-exported
+from engine.geometry.simplify_guards import _valid_placement, budget_reason, unreachable_budget
+from engine.geometry.simplify_topology import face_floor
+from engine.geometry.simplify_topology import fixed_vertices as fixed_vertices  # re-exported
 from triton_kernels.qem_host import _MODE as _MODE  # re-exported with the serial pieces below
 from triton_kernels.qem_host import MAX_TURN_COS as MAX_TURN_COS
 from triton_kernels.qem_host import MIN_QUALITY as MIN_QUALITY
 from triton_kernels.qem_host import Placement as Placement
-from triton_kernels.qem_host import _faces_ok, _link_ok, _place, _quadrics
+from triton_kernels.qem_host import _link_ok, _place, _quadrics
 from triton_kernels.qem_host import face_quadrics_ref as face_quadrics_ref
 from triton_kernels.qem_host import placement_ref as placement_ref
 
-_REASONS = {
-    0: "",
-    1: "no further collapse keeps the mesh manifold, unflipped and the fixed (boundary/non-manifold) "
-       "vertices in place",
-}
+MAX_PASSES = 100       # heap rebuilds per guard level (a pass with no collapse ends the level first)
 
 
 @dataclass(frozen=True)
 class SimplifyReport:
-    """What ``simplify_qem`` did; ``reached`` is False when the budget was not met, ``reason`` says why."""
+    """What ``simplify_qem`` did. ``reached`` is True for every returned result (an unreachable budget
+    raises ConfigError); ``reason`` says why ``faces_out < target`` or which relaxed guards were needed."""
 
     faces_in: int
     faces_out: int
@@ -160,10 +184,12 @@ def _grow(hc, hi, size):
 
 
 @njit(cache=True)
-def _simplify_kernel(pos, faces, fixed, target, max_passes, mode):
+def _simplify_kernel(pos, faces, fixed, target, max_passes, mode, levels):
     """Greedy QEM collapse, in place on pos (float64 [V, 3]) and faces (int32 [F, 3]).
 
-    fixed: bool [V], vertices that never move. Returns (alive bool [F], reason code: 0 reached, 1 stuck).
+    fixed: bool [V], vertices that never move. levels: float64 [L, 3] guard levels (turn_cos,
+    min_quality, alternatives 0/1), tried in order, each until its passes stall. Returns (alive bool [F],
+    the level that reached the target, or -1 when every level stalled above it).
     """
     nv, nf = pos.shape[0], faces.shape[0]
     qv = _quadrics(pos, faces)
@@ -185,167 +211,124 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes, mode):
     stamp = 0
     fa = np.empty(64, dtype=np.int64)
     fb = np.empty(64, dtype=np.int64)
+    ring = np.empty(128, dtype=np.int64)                  # fold-guard scratch (simplify_guards._ring)
+    nrm = np.empty((128, 7))
     hc = np.empty(3 * nf + 16)
     hi = np.empty((3 * nf + 16, 4), dtype=np.int32)
     top = np.empty(4, dtype=np.int64)
     p = np.empty(3)
     n_alive = nf
-    for _ in range(max_passes):
-        if n_alive <= target:
-            break
-        size = 0
-        for f in range(nf):
-            if not alive[f]:
-                continue
-            for k in range(3):
-                a, b = faces[f, k], faces[f, (k + 1) % 3]
-                if a < b:
-                    cost = _place(pos, qv, fixed, a, b, p, mode)
-                    if cost >= 0.0:
-                        size = _heap_push(hc, hi, size, cost, a, b, ver[a], ver[b])
-        collapses = 0
-        while size > 0 and n_alive > target:
-            cost, size = _heap_pop(hc, hi, size, top)
-            a, b = top[0], top[1]
-            if dead[a] or dead[b] or ver[a] != top[2] or ver[b] != top[3]:
-                continue                                     # stale entry
-            na = _gather(a, head, nxt, tail, alive, fa)
-            if na > fa.shape[0]:
-                fa = np.empty(2 * na, dtype=np.int64)
-                na = _gather(a, head, nxt, tail, alive, fa)
-            nb = _gather(b, head, nxt, tail, alive, fb)
-            if nb > fb.shape[0]:
-                fb = np.empty(2 * nb, dtype=np.int64)
-                nb = _gather(b, head, nxt, tail, alive, fb)
-            stamp += 1
-            if not _link_ok(faces, fa, na, fb, nb, a, b, mark, mark2, stamp):
-                continue
-            _place(pos, qv, fixed, a, b, p, mode)
-            if not (_faces_ok(pos, faces, fa, na, a, b, p) and _faces_ok(pos, faces, fb, nb, a, b, p)):
-                continue
-            s, u = (b, a) if fixed[b] else (a, b)            # survivor s, removed u
-            fu, nu = (fa, na) if u == a else (fb, nb)
-            for i in range(nu):
-                f = fu[i]
-                if faces[f, 0] == s or faces[f, 1] == s or faces[f, 2] == s:
-                    alive[f] = False
-                    n_alive -= 1
-                else:
-                    for k in range(3):
-                        if faces[f, k] == u:
-                            faces[f, k] = s
-            if head[u] != -1:                                 # splice u's corner list onto s's
-                if head[s] == -1:
-                    head[s] = head[u]
-                else:
-                    nxt[tail[s]] = head[u]
-                tail[s] = tail[u]
-            head[u] = -1
-            dead[u] = True
-            qv[s] += qv[u]
-            pos[s, 0], pos[s, 1], pos[s, 2] = p[0], p[1], p[2]
-            ver[s] += 1
-            ver[u] += 1
-            collapses += 1
-            ns = _gather(s, head, nxt, tail, alive, fa)
-            if ns > fa.shape[0]:
-                fa = np.empty(2 * ns, dtype=np.int64)
-                ns = _gather(s, head, nxt, tail, alive, fa)
-            while size + 2 * ns + 2 > hc.shape[0]:
-                hc, hi = _grow(hc, hi, size)
-            stamp += 1
-            for i in range(ns):
-                for k in range(3):
-                    w = faces[fa[i], k]
-                    if w != s and mark[w] != stamp:
-                        mark[w] = stamp
-                        cost = _place(pos, qv, fixed, s, w, p, mode)
-                        if cost >= 0.0:
-                            size = _heap_push(hc, hi, size, cost, s, w, ver[s], ver[w])
-        if collapses == 0:
-            break
-    return alive, 0 if n_alive <= target else 1
-
-
-@njit(cache=True)
-def _nonmanifold_fans(faces, nv):
-    """bool [V]: vertices whose faces form more than one edge-connected fan (bow-ties)."""
-    deg = np.zeros(nv + 1, dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            deg[faces[f, k] + 1] += 1
-    start = np.cumsum(deg)
-    fill = start[:-1].copy()
-    vf = np.empty(3 * faces.shape[0], dtype=np.int64)
-    for f in range(faces.shape[0]):
-        for k in range(3):
-            v = faces[f, k]
-            vf[fill[v]] = f
-            fill[v] += 1
-    bad = np.zeros(nv, dtype=np.bool_)
-    seen = np.zeros(faces.shape[0], dtype=np.bool_)
-    for v in range(nv):
-        lo, hi = start[v], start[v + 1]
-        if hi - lo < 2:
-            continue
-        seen[vf[lo]] = True
-        reached, changed = 1, True
-        while changed:
-            changed = False
-            for i in range(lo, hi):
-                g = vf[i]
-                if seen[g]:
+    for level in range(levels.shape[0]):
+        for _ in range(max_passes):
+            if n_alive <= target:
+                return alive, level
+            size = 0
+            for f in range(nf):
+                if not alive[f]:
                     continue
-                for j in range(lo, hi):
-                    h = vf[j]
-                    if not seen[h]:
-                        continue
-                    shared = 0
+                for k in range(3):
+                    a, b = faces[f, k], faces[f, (k + 1) % 3]
+                    if a < b:
+                        cost = _place(pos, qv, fixed, a, b, p, mode)
+                        if cost >= 0.0:
+                            size = _heap_push(hc, hi, size, cost, a, b, ver[a], ver[b])
+            collapses = 0
+            while size > 0 and n_alive > target:
+                cost, size = _heap_pop(hc, hi, size, top)
+                a, b = top[0], top[1]
+                if dead[a] or dead[b] or ver[a] != top[2] or ver[b] != top[3]:
+                    continue                                     # stale entry
+                na = _gather(a, head, nxt, tail, alive, fa)
+                if na > fa.shape[0]:
+                    fa = np.empty(2 * na, dtype=np.int64)
+                    na = _gather(a, head, nxt, tail, alive, fa)
+                nb = _gather(b, head, nxt, tail, alive, fb)
+                if nb > fb.shape[0]:
+                    fb = np.empty(2 * nb, dtype=np.int64)
+                    nb = _gather(b, head, nxt, tail, alive, fb)
+                stamp += 1
+                if not _link_ok(faces, fa, na, fb, nb, a, b, mark, mark2, stamp):
+                    continue
+                if na + nb > ring.shape[0]:
+                    ring = np.empty(2 * (na + nb), dtype=np.int64)
+                    nrm = np.empty((2 * (na + nb), 7))
+                alt = _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode, levels[level],
+                                       head, nxt, alive, ring, nrm)
+                if alt < 0.0:
+                    continue
+                if alt > cost * (1.0 + 1e-9) + 1e-300:          # a costlier fallback point: back in order
+                    size = _heap_push(hc, hi, size, alt, a, b, ver[a], ver[b])
+                    continue
+                s, u = (b, a) if fixed[b] else (a, b)            # survivor s, removed u
+                fu, nu = (fa, na) if u == a else (fb, nb)
+                for i in range(nu):
+                    f = fu[i]
+                    if faces[f, 0] == s or faces[f, 1] == s or faces[f, 2] == s:
+                        alive[f] = False
+                        n_alive -= 1
+                    else:
+                        for k in range(3):
+                            if faces[f, k] == u:
+                                faces[f, k] = s
+                if head[u] != -1:                                 # splice u's corner list onto s's
+                    if head[s] == -1:
+                        head[s] = head[u]
+                    else:
+                        nxt[tail[s]] = head[u]
+                    tail[s] = tail[u]
+                head[u] = -1
+                dead[u] = True
+                qv[s] += qv[u]
+                pos[s, 0], pos[s, 1], pos[s, 2] = p[0], p[1], p[2]
+                ver[s] += 1
+                ver[u] += 1
+                collapses += 1
+                ns = _gather(s, head, nxt, tail, alive, fa)
+                if ns > fa.shape[0]:
+                    fa = np.empty(2 * ns, dtype=np.int64)
+                    ns = _gather(s, head, nxt, tail, alive, fa)
+                while size + 2 * ns + 2 > hc.shape[0]:
+                    hc, hi = _grow(hc, hi, size)
+                stamp += 1
+                for i in range(ns):
                     for k in range(3):
-                        w = faces[g, k]
-                        if w != v and (faces[h, 0] == w or faces[h, 1] == w or faces[h, 2] == w):
-                            shared += 1
-                    if shared > 0:
-                        seen[g] = True
-                        reached += 1
-                        changed = True
-                        break
-        bad[v] = reached != hi - lo
-        for i in range(lo, hi):
-            seen[vf[i]] = False
-    return bad
+                        w = faces[fa[i], k]
+                        if w != s and mark[w] != stamp:
+                            mark[w] = stamp
+                            cost = _place(pos, qv, fixed, s, w, p, mode)
+                            if cost >= 0.0:
+                                size = _heap_push(hc, hi, size, cost, s, w, ver[s], ver[w])
+            if collapses == 0:
+                break
+        if n_alive <= target:
+            return alive, level
+    return alive, -1
 
 
 # ----------------------------------------------------------------------------------------------------
 # Public launcher.
 
-def fixed_vertices(faces: np.ndarray, num_vertices: int) -> np.ndarray:
-    """bool [V]: vertices that must not move -- on a boundary edge (1 face), a non-manifold edge (> 2
-    faces), an inconsistently oriented edge (both faces traverse it the same way) or a bow-tie vertex."""
-    f = np.asarray(faces, dtype=np.int64)
-    d = np.stack([f, np.roll(f, -1, axis=1)], axis=2).reshape(-1, 2)   # [3F, 2] directed edges
-    lo, hi = d.min(axis=1), d.max(axis=1)
-    keys, inv, counts = np.unique(lo * num_vertices + hi, return_inverse=True, return_counts=True)
-    forward = np.bincount(inv.reshape(-1), weights=(d[:, 0] < d[:, 1]), minlength=keys.size)
-    bad = (counts != 2) | (forward != 1)
-    fixed = np.zeros(num_vertices, dtype=bool)
-    fixed[keys[bad] // num_vertices] = True
-    fixed[keys[bad] % num_vertices] = True
-    return fixed | _nonmanifold_fans(f.astype(np.int32), num_vertices)
+def collapse_to_budget(pos: np.ndarray, faces: np.ndarray, fixed: np.ndarray, target: int,
+                       placement: Placement, first_level: int = 0) -> tuple[np.ndarray, int]:
+    """Run the serial collapse in place on pos float64 [V, 3] / faces int32 [F, 3] (fixed bool [V]),
+    guard levels ``first_level`` onwards. Returns (alive bool [F], level that reached the target or -1)."""
+    alive, level = _simplify_kernel(pos, faces, fixed, target, MAX_PASSES, _MODE[placement],
+                                    GUARD_LEVELS[first_level:])
+    return alive, (level + first_level if level >= 0 else -1)
 
 
 def simplify_qem(mesh: TriMesh, target_faces: int,
                  placement: Placement = Placement.ON_EDGE) -> tuple[TriMesh, SimplifyReport]:
-    """Simplify ``mesh`` to at most ``target_faces`` faces (``target_faces`` or one fewer when reachable).
+    """Simplify ``mesh`` to ``target_faces`` faces or one fewer; never more (see "Budget guarantee").
 
     mesh: TriMesh, float32 [V, 3] positions, int32 [F, 3] CCW faces. Coincident positions are welded and
         degenerate/duplicate faces dropped first (``clean_mesh``); attributes are not carried.
     target_faces: the face budget, >= 4.
     placement: interior-edge placement rule; the paper's ON_EDGE by default.
-    Returns (compacted geometry-only TriMesh, SimplifyReport). When the budget cannot be met without
-    breaking manifoldness, flipping faces or moving fixed (boundary / non-manifold) vertices, the best
-    reachable mesh is returned with ``reached=False`` and the reason -- the caller must report it.
-    When ``target_faces`` >= the input's face count the input is returned unchanged (a copy).
+    Returns (compacted geometry-only TriMesh, SimplifyReport; its ``reason`` says why the result has
+    fewer faces than asked or needed relaxed guards). When ``target_faces`` >= the input's face count the
+    input is returned unchanged (a copy). Raises ConfigError when no valid collapse sequence reaches the
+    budget (it names the fewest faces reached).
     """
     validate_mesh(mesh)
     if int(target_faces) != target_faces or target_faces < 4:
@@ -354,19 +337,20 @@ def simplify_qem(mesh: TriMesh, target_faces: int,
     t0 = time.perf_counter()
     if target >= mesh.num_faces:
         return mesh.copy(), SimplifyReport(mesh.num_faces, mesh.num_faces, target, True,
-                                           "target >= input face count: mesh returned unchanged",
+                                           budget_reason(mesh.num_faces, mesh.num_faces, mesh.num_faces,
+                                                         target, 0),
                                            time.perf_counter() - t0)
     clean = clean_mesh(mesh)
     pos = clean.vertices.astype(np.float64)
     faces = clean.faces.copy()
+    level = 0
     if target < clean.num_faces:
-        fixed = fixed_vertices(faces, clean.num_vertices)
-        alive, code = _simplify_kernel(pos, faces, fixed, target, 100, _MODE[placement])
+        alive, level = collapse_to_budget(pos, faces, fixed_vertices(faces, clean.num_vertices), target,
+                                          placement)
         faces = faces[alive]
-    else:
-        code = 0
+        if level < 0:
+            raise unreachable_budget(target, faces.shape[0], face_floor(faces, clean.num_vertices))
     used, remap = np.unique(faces, return_inverse=True)
     out = TriMesh(pos[used].astype(np.float32), remap.reshape(-1, 3).astype(np.int32), meta=dict(mesh.meta))
-    reason = _REASONS[code] if code else ""
-    return out, SimplifyReport(mesh.num_faces, out.num_faces, target, code == 0, reason,
-                               time.perf_counter() - t0)
+    reason = budget_reason(mesh.num_faces, clean.num_faces, out.num_faces, target, level)
+    return out, SimplifyReport(mesh.num_faces, out.num_faces, target, True, reason, time.perf_counter() - t0)

@@ -8,9 +8,14 @@ The loop here: a pass computes its winners (one host sync: their count n; on CUD
 phases are replayed CUDA graphs from the second pass on, see ``CollapsePasses``); if n exceeds the collapses
 still needed, ``(F - target + 1) // 2``, only the cheapest ``needed`` are applied, so the result has
 ``target`` or ``target - 1`` faces (every collapse removes exactly 2 faces, so the new face count is known
-on the host). A pass with no winner means no valid candidate is left (the cheapest valid candidate always
-wins): then ``reached=False`` with the reference's reason. Each pass removes ~10 % of the faces: ~35
-passes from 1.6M faces to 20K (serial emulation of the kernels on the 512^3 bunny).
+on the host). A pass with no winner means no valid candidate is left at the strict guards (the cheapest
+valid candidate always wins): the passes have stalled, and the mesh -- small by then, a few thousand
+faces -- is finished on the host by the reference's serial collapse through its relaxed guard levels
+(``simplify.collapse_to_budget``; "Budget guarantee" in ``engine.geometry.simplify``), then uploaded
+again. So the budget is kept exactly as on the CPU path: ``target`` or ``target - 1`` faces, or the same
+one-line ConfigError naming the fewest faces reachable. (On the H100 the 512^3 bunny and bob stalled at
+5592 and 5850 faces for a 5K budget before this finish existed.) Each pass removes ~10 % of the faces:
+~35 passes from 1.6M faces to 20K (serial emulation of the kernels on the 512^3 bunny).
 
 Writing: our own implementation (no code from CuMesh or other GPU simplifiers).
 """
@@ -25,11 +30,13 @@ import torch
 from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh, compact_vertices, first_of_groups, lexsort_rows
 from engine.geometry.mesh import TriMesh, clean_mesh, validate_mesh
-from engine.geometry.simplify import _MODE, _REASONS, Placement, SimplifyReport
+from engine.geometry.simplify import _MODE, Placement, SimplifyReport, collapse_to_budget
+from engine.geometry.simplify_guards import budget_reason, unreachable_budget
+from engine.geometry.simplify_topology import face_floor
 from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.qem_collapse import ROUNDS, CollapsePasses, fixed_vertices_device
 
-MAX_PASSES = 1000      # a safety cap: every pass collapses >= 1 edge, ~35 passes are typical
+MAX_PASSES = 1000      # safety cap (each pass collapses >= 1 edge, ~35 are typical); then the host finishes
 
 
 def clean_device(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,23 +74,35 @@ def _validate_device(mesh: DeviceMesh) -> None:
 
 
 def _passes(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target: int, mode: int,
-            rounds: int, graphs: bool = True) -> tuple[torch.Tensor, str, int, bool, str]:
-    """Collapse passes in place on pos float64 [V, 3]; returns (faces int32 [F', 3], reason ("" when the
-    budget was reached), passes, whether CUDA graphs replayed the passes, why capture failed or "")."""
+            rounds: int, graphs: bool = True) -> tuple[torch.Tensor, bool, int, bool, str]:
+    """Collapse passes in place on pos float64 [V, 3]; returns (faces int32 [F', 3], whether they stalled
+    above the target, passes, whether CUDA graphs replayed the passes, why capture failed or "")."""
     state = CollapsePasses(pos, faces, fixed, mode, rounds, graphs=graphs)
-    reason, passes = "", 0
-    while state.nf > target:
-        if passes == MAX_PASSES:
-            reason = f"stopped after {MAX_PASSES} passes (each collapsed too few edges)"
-            break
+    stalled, passes = False, 0
+    while state.nf > target and passes < MAX_PASSES:
         passes += 1
         n = state.select()
         if n == 0:
-            reason = _REASONS[1]
+            stalled = True
             break
         state.apply(n, (state.nf - target + 1) // 2)
     state.finish()
-    return state.faces, reason, passes, state.graphs and passes >= 2, state.graph_error
+    return state.faces, stalled or state.nf > target, passes, state.graphs and passes >= 2, state.graph_error
+
+
+def finish_on_host(pos: torch.Tensor, faces: torch.Tensor, fixed: torch.Tensor, target: int,
+                   placement: Placement) -> tuple[torch.Tensor, int]:
+    """The serial reference's guard levels on a stalled mesh: pos float64 [V, 3] (updated in place),
+    faces int32 [F, 3], fixed bool [V] on the device. Returns (faces int32 [F', 3] on the device, the
+    guard level that reached the target). Raises the reference's ConfigError when none does."""
+    p = pos.cpu().numpy().copy()
+    f = faces.cpu().numpy().astype(np.int32).copy()
+    alive, level = collapse_to_budget(p, f, fixed.cpu().numpy(), target, placement)
+    f = f[alive]
+    if level < 0:
+        raise unreachable_budget(target, f.shape[0], face_floor(f, p.shape[0]))
+    pos.copy_(torch.from_numpy(p))
+    return torch.from_numpy(f).to(faces.device), level
 
 
 def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: Placement = Placement.ON_EDGE,
@@ -98,8 +117,9 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     (on CUDA; the same launches, the same result; off = eager launches, for benchmarks).
     Returns (geometry-only mesh of the input's type, ``meta["simplify_passes"]`` = passes run,
     ``meta["simplify_cuda_graphs"]`` = whether graphs replayed the passes, and the
-    SimplifyReport); ``reached=False`` with the reason
-    when no further collapse keeps the mesh manifold, unflipped and the fixed vertices in place.
+    SimplifyReport, whose ``reason`` says why the result has fewer faces than asked or which relaxed
+    guard level the host finish needed). Raises ConfigError when no valid collapse sequence reaches the
+    budget, like ``simplify_qem``.
     """
     if int(target_faces) != target_faces or target_faces < 4:
         raise ConfigError(f"face budget {target_faces} is below 4", "use a face budget of 4 or more")
@@ -115,7 +135,7 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     if target >= mesh.num_faces:
         out = mesh.copy() if host else DeviceMesh(mesh.vertices.clone(), mesh.faces.clone(), dict(mesh.meta))
         return out, SimplifyReport(mesh.num_faces, mesh.num_faces, target, True,
-                                   "target >= input face count: mesh returned unchanged",
+                                   budget_reason(mesh.num_faces, mesh.num_faces, mesh.num_faces, target, 0),
                                    time.perf_counter() - t0)
     dev = kernel_device()
     if host:
@@ -125,15 +145,20 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     else:
         verts, faces = clean_device(mesh.vertices.to(dev), mesh.faces.to(dev))
     pos = verts.to(torch.float64).contiguous()
-    reason, passes, graphed, graph_error = "", 0, False, ""
+    n_clean = int(faces.shape[0])
+    passes, graphed, graph_error, level = 0, False, "", 0
     if target < faces.shape[0]:
         fixed = fixed_vertices_device(faces, pos.shape[0])
-        faces, reason, passes, graphed, graph_error = _passes(pos, faces, fixed, target, _MODE[placement],
-                                                              rounds, cuda_graphs)
+        faces, stalled, passes, graphed, graph_error = _passes(pos, faces, fixed, target, _MODE[placement],
+                                                               rounds, cuda_graphs)
+        if stalled:
+            faces, level = finish_on_host(pos, faces, fixed, target, placement)
     v_out, f_out = compact_vertices(pos, faces)
     meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed,
                 simplify_graph_error=graph_error)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
-    return out, SimplifyReport(mesh.num_faces, int(f_out.shape[0]), target, reason == "", reason,
+    faces_out = int(f_out.shape[0])
+    return out, SimplifyReport(mesh.num_faces, faces_out, target, True,
+                               budget_reason(mesh.num_faces, n_clean, faces_out, target, level),
                                time.perf_counter() - t0)
