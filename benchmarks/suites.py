@@ -159,6 +159,15 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_flash_fp8_compiled", 240, e2e("flash", "--pictures", "6", "--throughput-pictures", "4",
                                             "--precision", "fp8", "--compile")),
     ],
+    # the same comparison end to end on one card (when the call may land on another kind than the
+    # committed tables): flash FP8 plain, then compiled (DiTs + image VAE)
+    "compile-e2e": [
+        quant_tests(60),
+        ("e2e_flash_fp8", 160, e2e("flash", "--pictures", "4", "--throughput-pictures", "0",
+                                   "--precision", "fp8")),
+        ("e2e_flash_fp8_compiled", 260, e2e("flash", "--pictures", "4", "--throughput-pictures", "0",
+                                            "--precision", "fp8", "--compile")),
+    ],
 }
 # smaller quant calls for short device budgets: quant-one without its end-to-end step; without the
 # TextureGen analysis (its sampler is still measured, all eligible layers FP8); the GPU tests with the
