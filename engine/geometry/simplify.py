@@ -38,7 +38,8 @@ no collapse.
 Budget guarantee (``--faces N`` never yields more than N faces). A collapse whose QEM point fails the
 guards above may use the cheapest of its endpoints and midpoint that passes (``simplify_guards``: this
 fallback is what keeps dense marching-cubes meshes from stalling: the 512^3 bunny and bob stopped at
-5938 and 6212 faces for a 5000 budget without it, and far from MeshLab's quality). A third strict guard
+5938 and 6212 faces for a 5000 budget without it, and far from MeshLab's quality); a fallback may not leave
+more than 24 faces around the survivor (flat regions grew slow fans otherwise). A third strict guard
 comes with it: no face may newly fold against an edge neighbour (their normals more than 120 degrees
 apart), since the per-collapse turn limit alone lets a face turn over in steps (the fallback points made
 that happen: a face folded flat showed its back on the 256^3 bunny and trellis_T at 5K faces). When the
@@ -187,8 +188,8 @@ def _grow(hc, hi, size):
 def _simplify_kernel(pos, faces, fixed, target, max_passes, mode, levels):
     """Greedy QEM collapse, in place on pos (float64 [V, 3]) and faces (int32 [F, 3]).
 
-    fixed: bool [V], vertices that never move. levels: float64 [L, 3] guard levels (turn_cos,
-    min_quality, alternatives 0/1), tried in order, each until its passes stall. Returns (alive bool [F],
+    fixed: bool [V], vertices that never move. levels: float64 [L, 5] guard levels
+    (``simplify_guards.GUARD_LEVELS``), tried in order, each until its passes stall. Returns (alive bool [F],
     the level that reached the target, or -1 when every level stalled above it).
     """
     nv, nf = pos.shape[0], faces.shape[0]

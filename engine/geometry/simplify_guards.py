@@ -1,8 +1,8 @@
 """The QEM simplifier's collapse guards, their relaxation levels and its budget messages
 (``engine.geometry.simplify``; its module docstring's "Budget guarantee" states the policy).
 
-A collapse (a, b) -> p is valid at a guard level (turn_cos, min_quality, alternatives, fold_cos) when,
-over the faces around a or b that survive it (``_ring``, ``_guards_ok``):
+A collapse (a, b) -> p is valid at a guard level (turn_cos, min_quality, fallbacks, fold_cos, max ring)
+when, over the faces around a or b that survive it (``_ring``, ``_guards_ok``):
   * none turns by more than acos(turn_cos), and none ends with quality 4 sqrt(3) area / sum(edge^2)
     below ``min_quality`` while it was better before (at the strict thresholds this is
     ``triton_kernels.qem_host._faces_ok``, which the GPU passes use);
@@ -10,12 +10,16 @@ over the faces around a or b that survive it (``_ring``, ``_guards_ok``):
     unit normals may not drop below fold_cos, or, where an input crease already is below it, not drop
     further. The turn limit bounds one collapse; over several collapses a face can turn over in steps
     of < 60 degrees and lie folded flat on its neighbours, its back showing.
-With ``alternatives``, a collapse whose QEM placement fails may use the cheapest (by quadric energy) of its
-two endpoints and its midpoint that passes (``_valid_placement``); an edge with a fixed endpoint always
+With fallback placements, a collapse whose QEM placement fails may use the cheapest (by quadric energy) of
+its two endpoints and its midpoint that passes (``_valid_placement``); an edge with a fixed endpoint always
 goes to that endpoint. The greedy order stays the energy order: the simplifier puts such an edge back
-into its heap at the alternative's (higher) energy and collapses it when it comes up again.
+into its heap at the fallback's (higher) energy and collapses it when it comes up again. A fallback is
+refused where the survivor would be left with more than ``FALLBACK_MAX_RING`` faces around it: on flat
+regions (singular quadrics, every energy 0) the endpoints win every tie and fans grew to ~50 faces a
+vertex, which made every later check there slow (texcoordtest at 256^3 -> 5K faces: 44 s, 5 s with the
+cap; 4.8 s before fallbacks existed; bunny and bob at 512^3 still reach 5K at the first level).
 
-Why alternatives from the first level (issue 14): with the QEM point only (``QEM_POINT_ONLY``, the rule
+Why fallbacks from the first level (issue 14): with the QEM point only (``QEM_POINT_ONLY``, the rule
 before), a cheap collapse whose optimum would fold a face was skipped outright; on dense marching-cubes
 meshes the greedy order then leaves high-valence sliver fans behind and spends its budget on costlier
 collapses elsewhere, until nothing is valid: the 512^3 bunny (1.6M faces) stalled at 5938 faces for a
@@ -44,14 +48,17 @@ from triton_kernels.qem_host import (
 
 FOLD_COS = -0.5         # a moved face may not newly fold against an edge neighbour beyond 120 degrees
 NO_FOLD_GUARD = -2.0    # fold_cos that never rejects
-# Guard levels (turn_cos, min_quality, alternative placements 0/1, fold_cos), tried in order while stalled.
-GUARD_LEVELS = np.array([[MAX_TURN_COS, MIN_QUALITY, 1.0, FOLD_COS], [0.0, 1e-3, 1.0, NO_FOLD_GUARD],
-                         [-0.5, 1e-5, 1.0, NO_FOLD_GUARD]])
+FALLBACK_MAX_RING = 24  # a fallback placement may leave at most this many faces around the survivor
+# Guard levels (turn_cos, min_quality, fallback placements 0/1, fold_cos, fallback max ring), tried in order
+# while stalled.
+GUARD_LEVELS = np.array([[MAX_TURN_COS, MIN_QUALITY, 1.0, FOLD_COS, FALLBACK_MAX_RING],
+                         [0.0, 1e-3, 1.0, NO_FOLD_GUARD, np.inf],
+                         [-0.5, 1e-5, 1.0, NO_FOLD_GUARD, np.inf]])
 GUARD_NAMES = ("60-degree turn, quality 0.01, no new fold (endpoint or midpoint where the QEM point fails)",
                "faces may turn up to 90 degrees, quality floor 1e-3, folds allowed",
                "faces may turn up to 120 degrees, quality floor 1e-5, folds allowed")
 # The rule before issue 14 and of the GPU passes' candidates: strict guards on the QEM point only.
-QEM_POINT_ONLY = np.array([[MAX_TURN_COS, MIN_QUALITY, 0.0, NO_FOLD_GUARD]])
+QEM_POINT_ONLY = np.array([[MAX_TURN_COS, MIN_QUALITY, 0.0, NO_FOLD_GUARD, np.inf]])
 
 
 @njit(cache=True)
@@ -137,7 +144,7 @@ def _folds_ok(pos, faces, a, b, head, nxt, alive, fold_cos, ring, nrm, m):
 
 @njit(cache=True)
 def _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
-    """The guards of ``level`` (float64 [4]) for collapse (a, b) -> p[3] over the ring (``_ring``):
+    """The guards of ``level`` (float64 [5]) for collapse (a, b) -> p[3] over the ring (``_ring``):
     turn, quality, then (when level[3] >= -1) the fold guard."""
     for i in range(m):
         nx, ny, nz, quality = _moved_normal_quality(pos, faces, ring[i], a, b, p)
@@ -152,7 +159,7 @@ def _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
 @njit(cache=True)
 def _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode, level, head, nxt, alive, ring,
                      nrm):
-    """Place collapse (a, b) into p[3] and check the guards of ``level`` (float64 [4]). fa[:na] / fb[:nb]:
+    """Place collapse (a, b) into p[3] and check the guards of ``level`` (float64 [5]). fa[:na] / fb[:nb]:
     the faces around a / b; head, nxt, alive: the simplifier's corner lists; ring int64 [>= na + nb] and
     nrm float64 [>= na + nb, 7]: scratch. Returns -1.0 when no placement is valid, 0.0 when the QEM
     placement is, else the quadric energy of the alternative written into p (module docstring)."""
@@ -160,7 +167,7 @@ def _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode, level
     _place(pos, qv, fixed, a, b, p, mode)
     if _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
         return 0.0
-    if level[2] <= 0.0 or fixed[a] or fixed[b]:
+    if level[2] <= 0.0 or fixed[a] or fixed[b] or m > level[4]:
         return -1.0
     q = qv[a] + qv[b]
     best = np.inf
