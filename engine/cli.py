@@ -30,6 +30,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         seed=getattr(args, "seed", None),
         placement=args.placement,
         uv_method=getattr(args, "uv", None),
+        hidden_faces=getattr(args, "hidden_faces", None),
         shape_model=getattr(args, "shape_model", None),
         weights=getattr(args, "weights", None),
         random_networks=getattr(args, "random_networks", None),
@@ -274,6 +275,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="QEM survivor placement: the paper's on-edge rule or the bounded quadric optimum")
     p.add_argument("--uv", default=None, choices=["charts", "xatlas"],
                    help="UV atlas: projection charts + one bitmap packing (default) or xatlas")
+    p.add_argument("--hidden-faces", default=None, choices=["flood_fill", "escape_rays"],
+                   help="faces the visibility views miss: the paper's normal-gated flood fill (default) or "
+                   "escape rays, which keep every face visible from outside (slower on meshes with "
+                   "concavities or interiors)")
     p.add_argument("--timings", action="store_true",
                    help="print a per-stage timing table with the critical path (wall) beside the sum")
     p.add_argument("--cache-dir", default=None, metavar="DIR",

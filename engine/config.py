@@ -38,6 +38,13 @@ class Placement(enum.Enum):
     BOUNDED_OPTIMAL = "bounded_optimal"  # the quadric optimum when within one edge length of the midpoint
 
 
+class HiddenFaces(enum.Enum):
+    """How hidden-face removal decides the faces its views miss (engine/geometry/hidden_faces.py)."""
+
+    FLOOD_FILL = "flood_fill"  # paper 6.2: normal-gated flood fill from the faces the views hit
+    ESCAPE_RAYS = "escape_rays"  # rays that escape prove a face visible: keeps every visible face, slower
+
+
 class RandomNetworks(enum.Enum):
     """Networks built in memory with random weights (benchmarks, tests: speed does not depend on values)."""
 
@@ -99,6 +106,7 @@ class GeometryConfig:
     input_floater_fraction: float = 0.0  # ``process`` (--remove-floaters): 0 keeps every part of the mesh
     visibility_views: int = 512  # hidden-face removal viewpoints on a sphere (paper 6.2)
     visibility_resolution: int = 1024  # rays per view side
+    hidden_faces: HiddenFaces = HiddenFaces.FLOOD_FILL  # faces the views miss (--hidden-faces)
     normal_map_size: int = 1024  # tangent-space normal map edge (paper Table 4)
     bake_max_distance: float = 0.01  # closest-point filter, share of the bounding-box diagonal
     placement: Placement = Placement.BOUNDED_OPTIMAL  # QEM survivor placement (--placement; paper: on_edge)
@@ -235,6 +243,7 @@ class PipelineConfig:
         seed: int | None = None,
         placement: str | None = None,
         uv_method: str | None = None,
+        hidden_faces: str | None = None,
         shape_model: str | None = None,
         weights: str | None = None,
         random_networks: str | None = None,
@@ -260,6 +269,10 @@ class PipelineConfig:
         if uv_method is not None:
             geometry = replace(geometry, uv_method=_choice(UvMethod, uv_method, "UV method",
                                                            "use --uv charts or --uv xatlas"))
+        if hidden_faces is not None:
+            geometry = replace(geometry, hidden_faces=_choice(
+                HiddenFaces, hidden_faces, "hidden-face method",
+                "use --hidden-faces flood_fill or --hidden-faces escape_rays"))
         if texture_size is not None:
             texture = replace(texture, atlas_size=texture_size)
         if device is not None:

@@ -116,6 +116,28 @@ def test_axis_aligned_rays_on_grid_hit_cube_everywhere():
     np.testing.assert_allclose(h.t, 2.0, atol=1e-6)
 
 
+def _nested_scene() -> tuple[np.ndarray, np.ndarray]:
+    """Two nested spheres and a stray triangle: rays from inside, outside and between the shells."""
+    v, f = icosphere(2)
+    vi, fi = icosphere(1, 0.4)
+    tri = np.array([[1.5, 0, 0], [1.5, 1, 0], [1.5, 0, 1]], np.float32)
+    faces = np.concatenate([f, fi + v.shape[0], [[0, 1, 2]] + np.int32(v.shape[0] + vi.shape[0])])
+    return np.concatenate([v, vi, tri]), faces.astype(np.int32)
+
+
+def test_any_hit_answers_whether_a_ray_hits_exactly():
+    verts, faces = _nested_scene()
+    rng = np.random.default_rng(3)
+    o, d = rng.uniform(-2, 2, (4000, 3)), rng.normal(size=(4000, 3))
+    bvh = build_bvh(verts, faces)
+    for t_max in (np.inf, 0.3):
+        got = bvh.ray_cast(o, d, t_max, any_hit=True)
+        np.testing.assert_array_equal(got.face_id >= 0, ray_cast_ref(verts, faces, o, d, t_max).face_id >= 0)
+        hit = got.face_id >= 0
+        assert 0.02 < hit.mean() < 0.9                                   # both answers are common
+    assert (bvh.ray_cast(np.zeros((500, 3)), d[:500], any_hit=True).face_id >= 0).all()   # enclosed
+
+
 def test_closest_point_parity_sphere_and_max_distance():
     rng = np.random.default_rng(1)
     v, f = icosphere(3)

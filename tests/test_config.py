@@ -1,6 +1,6 @@
 import pytest
 
-from engine.config import Device, PipelineConfig, Placement, Preset, TextureGuidance
+from engine.config import Device, HiddenFaces, PipelineConfig, Placement, Preset, TextureGuidance
 from engine.errors import ConfigError
 
 
@@ -42,3 +42,11 @@ def test_placement_override():
     assert config.geometry.placement is Placement.BOUNDED_OPTIMAL
     with pytest.raises(ConfigError, match="unknown placement"):
         PipelineConfig.from_name("default").with_overrides(placement="midpoint")
+
+
+def test_hidden_faces_override():
+    assert PipelineConfig.from_name("default").geometry.hidden_faces is HiddenFaces.FLOOD_FILL
+    config = PipelineConfig.from_name("default").with_overrides(hidden_faces="escape_rays")
+    assert config.geometry.hidden_faces is HiddenFaces.ESCAPE_RAYS
+    with pytest.raises(ConfigError, match="unknown hidden-face method"):
+        PipelineConfig.from_name("default").with_overrides(hidden_faces="raster")

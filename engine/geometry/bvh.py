@@ -320,11 +320,39 @@ def _ray_box(lo: np.ndarray, hi: np.ndarray, node: int, o: np.ndarray, inv: np.n
     return tn if tn <= tf else np.inf
 
 
+@njit(cache=True, inline="always")
+def _tri_hit(vertices, faces, f, o, d, cull):
+    """Moller-Trumbore in float64, barycentric edge tolerance ``_EDGE_EPS``: (t, u, v) of ray o + t d on
+    face f, t = -1.0 when it misses (or, with ``cull``, meets the back side)."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    ax, ay, az = vertices[i0, 0], vertices[i0, 1], vertices[i0, 2]
+    e1x, e1y, e1z = vertices[i1, 0] - ax, vertices[i1, 1] - ay, vertices[i1, 2] - az
+    e2x, e2y, e2z = vertices[i2, 0] - ax, vertices[i2, 1] - ay, vertices[i2, 2] - az
+    px = d[1] * e2z - d[2] * e2y
+    py = d[2] * e2x - d[0] * e2z
+    pz = d[0] * e2y - d[1] * e2x
+    det = e1x * px + e1y * py + e1z * pz
+    if det == 0.0 or (cull and det < 0.0):
+        return -1.0, 0.0, 0.0
+    idet = 1.0 / det
+    tx, ty, tz = o[0] - ax, o[1] - ay, o[2] - az
+    u = (tx * px + ty * py + tz * pz) * idet
+    if u < -_EDGE_EPS or u > 1.0 + _EDGE_EPS:
+        return -1.0, 0.0, 0.0
+    qx = ty * e1z - tz * e1y
+    qy = tz * e1x - tx * e1z
+    qz = tx * e1y - ty * e1x
+    v = (d[0] * qx + d[1] * qy + d[2] * qz) * idet
+    if v < -_EDGE_EPS or u + v > 1.0 + _EDGE_EPS:
+        return -1.0, 0.0, 0.0
+    return (e2x * qx + e2y * qy + e2z * qz) * idet, u, v
+
+
 @njit(parallel=True, cache=True)
-def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, t_max, cull,
+def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, t_max, cull, any_hit,
                 out_face, out_t, out_bary):
     """origins, dirs float64 [R, 3] (dirs unit); writes out_face int32 [R], out_t float32 [R],
-    out_bary float32 [R, 3] (pre-filled with miss values)."""
+    out_bary float32 [R, 3] (pre-filled with miss values). With any_hit a ray stops at its first hit."""
     n = leaf_face.shape[0]
     n_rays = origins.shape[0]
     for c in prange((n_rays + _CHUNK - 1) // _CHUNK):
@@ -348,30 +376,11 @@ def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, 
                 node = stack[sp]
                 if node >= n - 1:
                     f = leaf_face[node - (n - 1)]
-                    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-                    ax, ay, az = vertices[i0, 0], vertices[i0, 1], vertices[i0, 2]
-                    e1x, e1y, e1z = vertices[i1, 0] - ax, vertices[i1, 1] - ay, vertices[i1, 2] - az
-                    e2x, e2y, e2z = vertices[i2, 0] - ax, vertices[i2, 1] - ay, vertices[i2, 2] - az
-                    px = d[1] * e2z - d[2] * e2y
-                    py = d[2] * e2x - d[0] * e2z
-                    pz = d[0] * e2y - d[1] * e2x
-                    det = e1x * px + e1y * py + e1z * pz
-                    if det == 0.0 or (cull and det < 0.0):
-                        continue
-                    idet = 1.0 / det
-                    tx, ty, tz = o[0] - ax, o[1] - ay, o[2] - az
-                    u = (tx * px + ty * py + tz * pz) * idet
-                    if u < -_EDGE_EPS or u > 1.0 + _EDGE_EPS:
-                        continue
-                    qx = ty * e1z - tz * e1y
-                    qy = tz * e1x - tx * e1z
-                    qz = tx * e1y - ty * e1x
-                    v = (d[0] * qx + d[1] * qy + d[2] * qz) * idet
-                    if v < -_EDGE_EPS or u + v > 1.0 + _EDGE_EPS:
-                        continue
-                    t = (e2x * qx + e2y * qy + e2z * qz) * idet
+                    t, u, v = _tri_hit(vertices, faces, f, o, d, cull)
                     if t > 0.0 and (t < best_t or (best_f < 0 and t <= best_t)):
                         best_t, best_f, best_u, best_v = t, f, u, v
+                        if any_hit:
+                            break
                     continue
                 lc, rc = left[node], right[node]
                 tl = _ray_box(lo, hi, lc, o, inv, best_t)
@@ -494,10 +503,12 @@ class Bvh:
     leaf_face: np.ndarray
 
     def ray_cast(self, origins: np.ndarray, directions: np.ndarray, t_max: float = np.inf,
-                 cull_backfaces: bool = False) -> RayHits:
+                 cull_backfaces: bool = False, any_hit: bool = False) -> RayHits:
         """Nearest hit per ray. origins [R, 3], directions [R, 3] (any non-zero length; normalised here,
         so ``t`` is a distance in mesh units). Hits satisfy 0 < t <= t_max. With ``cull_backfaces`` only
-        front faces (dot(face normal, direction) < 0, CCW winding) are hit."""
+        front faces (dot(face normal, direction) < 0, CCW winding) are hit. With ``any_hit`` a ray stops at
+        the first face it meets (an occlusion query: ``face_id >= 0`` is exact, the face need not be the
+        nearest); rays that hit cost a fraction of a nearest-hit query."""
         o = _query_array(origins, "origins")
         d = _query_array(directions, "directions")
         if o.shape != d.shape:
@@ -514,8 +525,8 @@ class Bvh:
                        np.zeros((r_count, 3), np.float32))
         if r_count:
             _ray_kernel(self.vertices, self.faces, self.leaf_face, self.left, self.right, self.aabb_lo,
-                        self.aabb_hi, o, d, float(t_max), bool(cull_backfaces), hits.face_id, hits.t,
-                        hits.bary)
+                        self.aabb_hi, o, d, float(t_max), bool(cull_backfaces), bool(any_hit), hits.face_id,
+                        hits.t, hits.bary)
         return hits
 
     def closest_point(self, points: np.ndarray, max_distance: float = np.inf) -> ClosestHits:

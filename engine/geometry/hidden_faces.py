@@ -1,37 +1,70 @@
-"""Hidden-face removal (paper 6.2): ray visibility from a sphere of views, then a normal-gated flood fill.
+"""Hidden-face removal (paper 6.2): a face is kept when some ray from outside reaches it.
 
-1. Visibility. ``views`` directions are spread evenly on the unit sphere (Fibonacci lattice). For each, an
+Criterion: a face is visible when a ray from outside the mesh's bounding sphere reaches a point of it
+unobstructed, on either side (no culling: a back face seen through a hole is visible). Everything else is
+removed. Two steps decide it (the GPU path, ``hidden_faces_gpu``, takes the same steps):
+
+1. Views. ``views`` directions are spread evenly on the unit sphere (Fibonacci lattice). For each, an
    orthographic grid of ``resolution x resolution`` parallel rays covers the mesh's bounding sphere (centre
    = bounding-box centre, radius = farthest referenced vertex, pixel pitch ``2 R / resolution``, rays start
-   outside the sphere and point at it). The nearest hit of each ray (either side of the face, no culling:
-   a back face seen through a hole is visible) marks its face visible; hits are counted per face. One BVH
-   is built and reused for all views. Cost: ``views * resolution^2`` rays.
-2. Flood fill. Rays miss exterior faces that are thinner than a pixel or shadowed in crevices. A
-   breadth-first search from every ray-visible face crosses shared edges (non-manifold edges connect all
-   their faces) and promotes a hidden neighbour when ``dot(n_seed, n_neighbour) > NORMAL_AGREEMENT``
-   (0.5: within 60 degrees), where ``n_seed`` is the unit normal of the ray-visible face the front started
-   from (promoted faces pass their seed on). Comparing against the seed rather than the previous face
-   stops a front from drifting round a smooth fold into an enclosed interior; interior shells that share no
-   edge with the exterior are never reached.
+   outside the sphere and point at it). The nearest hit of each ray marks its face visible. One BVH is
+   built and reused for all views. Cost: ``views * resolution^2`` rays.
+2. The faces no view ray hit, by ``method`` (``HiddenFaceMethod``):
+   * ``FLOOD_FILL`` (the paper's, the default): a breadth-first search from every view-hit face crosses
+     shared edges (non-manifold edges connect all their faces) and promotes a hidden neighbour when
+     ``dot(n_seed, n_neighbour) > NORMAL_AGREEMENT`` (0.5), ``n_seed`` the unit normal of the view-hit
+     face the front started from (promoted faces pass their seed on, so a front cannot drift round a
+     smooth fold into an enclosed interior). Interior shells that share no edge with the exterior are
+     never reached. Cost: O(F).
+   * ``ESCAPE_RAYS`` (issue 14): escape rays (``hidden_faces_escape``) from points of each such face
+     towards many directions (rotated Fibonacci sets, then points on the escape rays of faces already
+     proved visible -- the openings -- and a denser set next to visible faces); one ray that hits nothing
+     proves the face visible.
 
-Limits: interior faces that share an edge with a visible face and face the same way as it (within 60
-degrees) are kept. Zero-area faces have zero normals and are never promoted by the fill.
+Why ``ESCAPE_RAYS`` (issue 14): with views alone, a face is found only when one of the fixed view
+directions lies in the cone of directions it can be seen from. Deep in a concavity that cone is narrow:
+an open mouth, a cup's inside, a room behind a window (on a character with an open mouth 512 views x
+1024 px removed 289 visible faces). The flood fill recovers only faces facing like a view-hit neighbour
+(a cavity's walls turn away from its rim) and keeps hidden faces that do (an interior face co-oriented
+with an exterior neighbour). At 96 views x 256 px, over the test shapes of tests/meshes.py and the 16
+shared assets, the flood fill removed 503 visible faces (349 on trellis_T, 68 on suzanne) and kept 540
+hidden ones; escape rays removed 7 visible faces, each one that at most ~1e-4 of random (point,
+direction) rays escape from, and kept no hidden one (benchmarks/results/hidden_faces_recall_cpu.md).
+Why not the default: its cost grows with the faces the views miss and are hidden. On the meshes
+``generate`` makes (silhouette-prior shapes at 20K faces: tens of faces missed, all visible) it adds
+0.1-0.25 s to the 2.6 s stage on 2 cores (``generate --example``); on artists' meshes with
+concavities or interiors (``process``) it takes 2.5-5x the flood fill's time (helmet 22.7 s vs 4.4 s,
+trellis_T 9.8 vs 3.9 s at 96 x 256); on the GPU it is not yet measured.
+
+Limits: the escape test samples directions; a face visible only through a cone narrower than its
+sampling can still be removed (benchmarks/results/hidden_faces_recall_cpu.md measures recall against a
+16 x 4096-ray oracle). Zero-area faces are never visible and never promoted.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 from numba import njit
 
 from engine.errors import ConfigError
-from engine.geometry.bvh import build_bvh
+from engine.geometry.bvh import Bvh, build_bvh
+from engine.geometry.hidden_faces_escape import ESCAPE_DIRECTIONS, FRONTIER_FACTOR, escape_visibility
 from engine.geometry.mesh import TriMesh, face_normals, validate_mesh
 
 NORMAL_AGREEMENT = 0.5
 _RAYS_PER_BATCH = 1 << 19
+
+
+class HiddenFaceMethod(enum.Enum):
+    """How the faces the views missed are decided (module docstring, step 2)."""
+
+    FLOOD_FILL = "flood_fill"      # paper 6.2: normal-gated flood fill from the view-hit faces
+    ESCAPE_RAYS = "escape_rays"    # escape rays: keeps every visible face; slower where views miss many
 
 
 @dataclass
@@ -40,8 +73,9 @@ class HiddenFaceReport:
 
     faces_in: int
     faces_out: int
-    visible_by_rays: int
-    added_by_flood_fill: int
+    visible_by_rays: int              # reached by a view ray (step 1)
+    added: int                        # kept by step 2 after the views missed them
+    method: HiddenFaceMethod          # step 2's method
     seconds: float
     note: str = ""
 
@@ -85,9 +119,8 @@ def bounding_sphere(mesh: TriMesh) -> tuple[np.ndarray, float]:
     return center, max(radius * 1.001, 1e-12)
 
 
-def ray_hit_counts(mesh: TriMesh, views: int, resolution: int) -> np.ndarray:
-    """Per-face count int64 [F] of view rays whose nearest hit is that face (see module docstring)."""
-    bvh = build_bvh(mesh.vertices, mesh.faces)
+def view_hit_counts(bvh: Bvh, mesh: TriMesh, views: int, resolution: int) -> np.ndarray:
+    """``ray_hit_counts`` on a prebuilt BVH of ``mesh``."""
     center, radius = bounding_sphere(mesh)
     counts = np.zeros(mesh.num_faces, np.int64)
     per_view = resolution * resolution
@@ -100,6 +133,11 @@ def ray_hit_counts(mesh: TriMesh, views: int, resolution: int) -> np.ndarray:
         fid = bvh.ray_cast(origins, directions).face_id
         counts += np.bincount(fid[fid >= 0], minlength=mesh.num_faces)
     return counts
+
+
+def ray_hit_counts(mesh: TriMesh, views: int, resolution: int) -> np.ndarray:
+    """Per-face count int64 [F] of view rays whose nearest hit is that face (see module docstring)."""
+    return view_hit_counts(build_bvh(mesh.vertices, mesh.faces), mesh, views, resolution)
 
 
 def face_adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,16 +203,42 @@ def _flood_fill(visible: np.ndarray, normals: np.ndarray, offsets: np.ndarray, n
     return out
 
 
-def _check_args(mesh: TriMesh, views: int, resolution: int) -> None:
+def _check_args(mesh: TriMesh, views: int, resolution: int, directions: int) -> None:
     validate_mesh(mesh, "mesh for hidden-face removal")
+    if directions < 1:
+        raise ConfigError(f"hidden-face removal needs >= 1 escape direction, got {directions}",
+                          f"use e.g. {ESCAPE_DIRECTIONS}")
     if views < 1:
         raise ConfigError(f"hidden-face removal needs >= 1 view, got {views}", "use e.g. 96 or 512 views")
     if not 2 <= resolution <= 8192:
         raise ConfigError(f"hidden-face resolution {resolution} out of range", "use a value in [2, 8192]")
 
 
-def _visible_and_rays(mesh: TriMesh, views: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    by_rays = ray_hit_counts(mesh, views, resolution) > 0
+def escape_directions(directions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit directions float64 of the base [D, 3] and frontier [FRONTIER_FACTOR D, 3] escape tests."""
+    return (torch.from_numpy(fibonacci_sphere(directions)),
+            torch.from_numpy(fibonacci_sphere(FRONTIER_FACTOR * directions)))
+
+
+def _escape(bvh: Bvh, mesh: TriMesh, by_rays: np.ndarray, directions: int) -> np.ndarray:
+    """Step 2 by escape rays: bool [F], ``by_rays`` plus the faces an escaping ray proves visible."""
+
+    def query(origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(bvh.ray_cast(origins.numpy(), dirs.numpy(), any_hit=True).face_id >= 0)
+
+    verts = torch.from_numpy(mesh.vertices.astype(np.float64))
+    faces = torch.from_numpy(mesh.faces.astype(np.int64))
+    base, dense = escape_directions(directions)
+    return escape_visibility(query, verts, faces, torch.from_numpy(by_rays), bounding_sphere(mesh)[1],
+                             base, dense).numpy()
+
+
+def _visible_and_rays(mesh: TriMesh, views: int, resolution: int, method: HiddenFaceMethod,
+                      directions: int) -> tuple[np.ndarray, np.ndarray]:
+    bvh = build_bvh(mesh.vertices, mesh.faces)
+    by_rays = view_hit_counts(bvh, mesh, views, resolution) > 0
+    if method is HiddenFaceMethod.ESCAPE_RAYS:
+        return _escape(bvh, mesh, by_rays, directions), by_rays
     if not by_rays.any():
         return by_rays, by_rays
     offsets, nbrs = face_adjacency(mesh.faces)
@@ -182,13 +246,16 @@ def _visible_and_rays(mesh: TriMesh, views: int, resolution: int) -> tuple[np.nd
     return _flood_fill(by_rays, normals, offsets, nbrs, NORMAL_AGREEMENT), by_rays
 
 
-def find_visible_faces(mesh: TriMesh, views: int, resolution: int) -> np.ndarray:
-    """bool [F]: faces hit by at least one view ray, plus those the normal-gated flood fill promotes.
+def find_visible_faces(mesh: TriMesh, views: int, resolution: int,
+                       method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                       directions: int = ESCAPE_DIRECTIONS) -> np.ndarray:
+    """bool [F]: faces hit by a view ray or kept by step 2's ``method`` (module docstring).
 
-    mesh: TriMesh (glTF convention); views: number of Fibonacci viewpoints; resolution: rays per view side.
+    mesh: TriMesh (glTF convention); views: number of Fibonacci viewpoints; resolution: rays per view side;
+    directions: escape directions per sample point of the escape rays' base test.
     """
-    _check_args(mesh, views, resolution)
-    return _visible_and_rays(mesh, views, resolution)[0]
+    _check_args(mesh, views, resolution, directions)
+    return _visible_and_rays(mesh, views, resolution, method, directions)[0]
 
 
 def compact_faces(mesh: TriMesh, keep: np.ndarray) -> TriMesh:
@@ -210,21 +277,22 @@ def compact_faces(mesh: TriMesh, keep: np.ndarray) -> TriMesh:
                      colors=pick(mesh.colors), meta=meta)
 
 
-def remove_hidden_faces(mesh: TriMesh, views: int, resolution: int) -> tuple[TriMesh, HiddenFaceReport]:
-    """Drop faces no view ray reaches (after the flood fill). Returns (compacted mesh, report).
+def remove_hidden_faces(mesh: TriMesh, views: int, resolution: int,
+                        method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                        directions: int = ESCAPE_DIRECTIONS) -> tuple[TriMesh, HiddenFaceReport]:
+    """Drop the faces neither a view ray nor step 2's ``method`` keeps. Returns (compacted mesh, report).
 
     If no face is visible at all (e.g. every face has zero area), the input mesh is returned unchanged and
     the report's ``note`` says so.
     """
     start = time.perf_counter()
-    _check_args(mesh, views, resolution)
-    visible, by_rays = _visible_and_rays(mesh, views, resolution)
+    _check_args(mesh, views, resolution, directions)
+    visible, by_rays = _visible_and_rays(mesh, views, resolution, method, directions)
     n_rays = int(by_rays.sum())
-    if n_rays == 0:
-        report = HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, time.perf_counter() - start,
-                                  "no face was hit by any view ray; mesh kept unchanged")
-        return mesh, report
+    if not visible.any():
+        return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, method,
+                                      time.perf_counter() - start,
+                                      "no face is visible (no ray reached any); mesh kept unchanged")
     out = compact_faces(mesh, visible)
-    report = HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, int(visible.sum()) - n_rays,
-                              time.perf_counter() - start)
-    return out, report
+    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, int(visible.sum()) - n_rays, method,
+                                 time.perf_counter() - start)

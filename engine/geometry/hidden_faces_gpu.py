@@ -1,5 +1,5 @@
 """Hidden-face removal on the GPU (paper 6.2): z-buffer visibility from a sphere of views, then a
-normal-gated flood fill, both on ``kernel_device()``. Same semantics and report as
+normal-gated flood fill or escape rays, all on ``kernel_device()``. Same semantics and report as
 ``engine.geometry.hidden_faces.remove_hidden_faces`` (the reference; read its docstring).
 
 1. Visibility. The reference casts ``resolution^2`` parallel rays per Fibonacci view and keeps each ray's
@@ -15,24 +15,32 @@ normal-gated flood fill, both on ``kernel_device()``. Same semantics and report 
    Equal to the rays except where a ray passes exactly through a shared edge or vertex (the rasteriser
    gives the pixel to one face by the top-left rule, the ray caster to the nearer or first-found one) or
    where two faces' depths tie to float32 rounding.
-2. Flood fill (``triton_kernels.face_flood_fill``). Face adjacency comes from the sorted undirected edge keys
-   (torch sort): faces grouped per edge and, per face, its three edge groups. A breadth-first search from the
-   ray-visible faces, level by level: a face of the frontier promotes each not-yet-visible face sharing one
-   of its edges whose normal agrees with the frontier face's seed normal (``dot > NORMAL_AGREEMENT``),
-   claiming it with an atomic compare-and-swap of the seed and appending (face, seed) to the next frontier.
-   Level 0 is one grid launch over all faces; the remaining levels run in a single block that loops until a
-   level promotes nothing (barriers between levels, frontier sizes in shared memory): the whole fill is two
-   launches and never waits on the host. The reference's BFS is order-dependent (a face reachable from two
-   fronts takes the first front's seed) and so is this parallel version, differently. The invariants both
-   keep, and the tests check: every promoted face has a ray-visible seed whose normal agrees with it (dot >
-   0.5) and is reachable from that seed through faces carrying the same seed; no kept face could promote a
-   discarded neighbour (fixed point); faces sharing no edge with a visible one (interior shells) are never
-   promoted. Zero-area faces have zero normals and are never promoted.
+2. ``HiddenFaceMethod.FLOOD_FILL`` (the default; ``triton_kernels.face_flood_fill``). Face adjacency comes
+   from the sorted undirected edge keys (torch sort): faces grouped per edge and, per face, its three edge
+   groups. A breadth-first search from the ray-visible faces, level by level: a face of the frontier promotes
+   each not-yet-visible face sharing one of its edges whose normal agrees with the frontier face's seed normal
+   (``dot > NORMAL_AGREEMENT``), claiming it with an atomic compare-and-swap of the seed and appending (face,
+   seed) to the next frontier. Level 0 is one grid launch over all faces; the remaining levels run in a single
+   block that loops until a level promotes nothing (barriers between levels, frontier sizes in shared memory):
+   the whole fill is two launches and never waits on the host. The reference's BFS is order-dependent (a face
+   reachable from two fronts takes the first front's seed) and so is this parallel version, differently. The
+   invariants both keep, and the tests check: every promoted face has a ray-visible seed whose normal agrees
+   with it (dot > 0.5) and is reachable from that seed through faces carrying the same seed; no kept face
+   could promote a discarded neighbour (fixed point); faces sharing no edge with a visible one (interior
+   shells) are never promoted. Zero-area faces have zero normals and are never promoted.
+   ``HiddenFaceMethod.ESCAPE_RAYS``: escape rays (``engine.geometry.hidden_faces_escape``, the reference's
+   own code: torch ray generation, counter-hashed rotations and portal picks) for every face the views
+   missed, with the GPU BVH (``engine.geometry.bvh_gpu``, LBVH kernels in ``triton_kernels/lbvh.py``)
+   answering hit / miss instead of the host any-hit kernel: the same rays, so the same faces, up to BVH
+   ties on shared edges. Tested against the reference only in numba's CUDA simulator (tiny inputs); its
+   cost on a GPU is not measured yet.
 
 Cost: views x F triangle setups (x3: count, fill, raster), views x (covered tile pixels) shared-memory
 depth tests, ~12 B of global traffic per (view, tile, face) entry, and F-sized torch passes plus two
-launches for the fill. Host syncs: input checks, the bounding sphere, one per-view entry total read, the
-edge grouping (nonzero) and the report counts -- none per view, tile or fill level.
+launches for the fill; escape rays instead: one LBVH build and the rays of the faces the views missed (a
+few per visible face, ~1-12K per hidden face: the reference's docstring). Host syncs: input checks, the
+bounding sphere, one per-view entry total read, the edge grouping (nonzero) and the report counts -- none
+per view, tile or fill level; escape rays add one per direction chunk and round.
 """
 
 from __future__ import annotations
@@ -43,14 +51,18 @@ import numpy as np
 import torch
 
 from engine.errors import ConfigError, MeshError
+from engine.geometry.bvh_gpu import build_bvh_gpu
 from engine.geometry.device_mesh import DeviceMesh
 from engine.geometry.hidden_faces import (
     NORMAL_AGREEMENT,
+    HiddenFaceMethod,
     HiddenFaceReport,
     _ortho_basis,
     compact_faces,
+    escape_directions,
     fibonacci_sphere,
 )
+from engine.geometry.hidden_faces_escape import ESCAPE_DIRECTIONS, escape_visibility
 from engine.geometry.mesh import TriMesh, validate_mesh
 from triton_kernels.face_flood_fill import FILL_THREADS as FILL_THREADS  # re-exported
 from triton_kernels.face_flood_fill import edge_groups as edge_groups  # re-exported
@@ -134,7 +146,7 @@ def flood_fill_gpu(by_rays: torch.Tensor, vertices: torch.Tensor, faces: torch.T
 # Public API
 # --------------------------------------------------------------------------------------------------
 
-def _check_device_mesh(mesh: DeviceMesh, views: int, resolution: int) -> None:
+def _check_device_mesh(mesh: DeviceMesh, views: int, resolution: int, directions: int) -> None:
     if mesh.num_faces == 0:
         raise MeshError("mesh for hidden-face removal has no faces", "give a mesh with at least one triangle")
     if not bool(torch.isfinite(mesh.vertices).all()):
@@ -147,13 +159,32 @@ def _check_device_mesh(mesh: DeviceMesh, views: int, resolution: int) -> None:
         raise ConfigError(f"hidden-face removal needs >= 1 view, got {views}", "use e.g. 96 or 512 views")
     if not 2 <= resolution <= 8192:
         raise ConfigError(f"hidden-face resolution {resolution} out of range", "use a value in [2, 8192]")
+    if directions < 1:
+        raise ConfigError(f"hidden-face removal needs >= 1 escape direction, got {directions}",
+                          f"use e.g. {ESCAPE_DIRECTIONS}")
 
 
-def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int = 1024
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def escape_visible_gpu(mesh: DeviceMesh, by_views: torch.Tensor, directions: int = ESCAPE_DIRECTIONS
+                       ) -> torch.Tensor:
+    """bool [F]: ``by_views`` plus the faces the escape rays prove visible, with the GPU BVH."""
+    bvh = build_bvh_gpu(mesh.vertices, mesh.faces)
+
+    def query(origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+        return bvh.ray_cast(origins, dirs)[0] >= 0
+
+    base, dense = (d.to(mesh.device) for d in escape_directions(directions))
+    return escape_visibility(query, mesh.vertices.double(), mesh.faces.long(), by_views,
+                             bounding_sphere_device(mesh)[1], base, dense)
+
+
+def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int = 1024,
+                           method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                           directions: int = ESCAPE_DIRECTIONS) -> tuple[torch.Tensor, torch.Tensor]:
     """(visible bool [F], visible_by_views bool [F]) on the mesh's device; see the module docstring."""
-    _check_device_mesh(mesh, views, resolution)
+    _check_device_mesh(mesh, views, resolution, directions)
     by_rays = views_visible_gpu(mesh, views, resolution)
+    if method is HiddenFaceMethod.ESCAPE_RAYS:
+        return escape_visible_gpu(mesh, by_rays, directions), by_rays
     if not bool(by_rays.any()):
         return by_rays, by_rays
     return flood_fill_gpu(by_rays, mesh.vertices, mesh.faces)[0], by_rays
@@ -172,8 +203,9 @@ def compact_device_mesh(mesh: DeviceMesh, keep: torch.Tensor) -> DeviceMesh:
     return DeviceMesh(mesh.vertices[used], remap.reshape(-1, 3).to(torch.int32), meta)
 
 
-def remove_hidden_faces_device(mesh: DeviceMesh, views: int = 512, resolution: int = 1024
-                               ) -> tuple[DeviceMesh, HiddenFaceReport]:
+def remove_hidden_faces_device(mesh: DeviceMesh, views: int = 512, resolution: int = 1024,
+                               method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                               directions: int = ESCAPE_DIRECTIONS) -> tuple[DeviceMesh, HiddenFaceReport]:
     """GPU ``remove_hidden_faces`` for the pipeline: DeviceMesh in, compacted DeviceMesh out.
 
     If no face is visible at all (e.g. every face has zero area) the input is returned unchanged and the
@@ -183,32 +215,35 @@ def remove_hidden_faces_device(mesh: DeviceMesh, views: int = 512, resolution: i
     if mesh.device != kernel_device():
         raise ConfigError(f"device mesh on {mesh.device}, kernels run on {kernel_device()}",
                           "build it with DeviceMesh.from_trimesh(mesh, kernel_device())")
-    visible, by_rays = find_visible_faces_gpu(mesh, views, resolution)
-    n_rays = int(by_rays.sum())
-    if n_rays == 0:
-        return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, time.perf_counter() - start,
-                                      "no face was hit by any view ray; mesh kept unchanged")
+    visible, by_rays = find_visible_faces_gpu(mesh, views, resolution, method, directions)
+    n_rays, n_visible = int(by_rays.sum()), int(visible.sum())
+    if n_visible == 0:
+        return mesh, _nothing_visible(mesh.num_faces, method, start)
     out = compact_device_mesh(mesh, visible)
-    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays,
+    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays, method,
                                  time.perf_counter() - start)
 
 
-def remove_hidden_faces_gpu(mesh: TriMesh | DeviceMesh, views: int = 512, resolution: int = 1024
-                            ) -> tuple[TriMesh, HiddenFaceReport]:
-    """``remove_hidden_faces`` with visibility and fill on the GPU. A TriMesh keeps its attributes
+def _nothing_visible(num_faces: int, method: HiddenFaceMethod, start: float) -> HiddenFaceReport:
+    return HiddenFaceReport(num_faces, num_faces, 0, 0, method, time.perf_counter() - start,
+                            "no face is visible (no ray reached any); mesh kept unchanged")
+
+
+def remove_hidden_faces_gpu(mesh: TriMesh | DeviceMesh, views: int = 512, resolution: int = 1024,
+                            method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                            directions: int = ESCAPE_DIRECTIONS) -> tuple[TriMesh, HiddenFaceReport]:
+    """``remove_hidden_faces`` with views and step 2 on the GPU. A TriMesh keeps its attributes
     (normals, UVs, ``face_*`` meta) through ``compact_faces``; a DeviceMesh comes back geometry-only."""
     if isinstance(mesh, DeviceMesh):
-        out, report = remove_hidden_faces_device(mesh, views, resolution)
+        out, report = remove_hidden_faces_device(mesh, views, resolution, method, directions)
         return out.to_trimesh(), report
     start = time.perf_counter()
     validate_mesh(mesh, "mesh for hidden-face removal")
     dev_mesh = DeviceMesh.from_trimesh(mesh, kernel_device())
-    visible, by_rays = find_visible_faces_gpu(dev_mesh, views, resolution)
-    n_rays = int(by_rays.sum())
-    if n_rays == 0:
-        return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, time.perf_counter() - start,
-                                      "no face was hit by any view ray; mesh kept unchanged")
-    keep = visible.cpu().numpy()
-    out = compact_faces(mesh, keep)
-    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays,
+    visible, by_rays = find_visible_faces_gpu(dev_mesh, views, resolution, method, directions)
+    n_rays, n_visible = int(by_rays.sum()), int(visible.sum())
+    if n_visible == 0:
+        return mesh, _nothing_visible(mesh.num_faces, method, start)
+    out = compact_faces(mesh, visible.cpu().numpy())
+    return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays, method,
                                  time.perf_counter() - start)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import Device, Placement
+from engine.config import Device, HiddenFaces, Placement
 
 
 # ----------------------------------------------------------------------------------------- CPU reference
@@ -58,10 +58,10 @@ def _cpu_simplify(mesh, faces: int, placement: Placement):
     return simplify_qem(mesh, faces, SimplifyPlacement(placement.value))
 
 
-def _cpu_hidden_faces(mesh, views: int, resolution: int):
-    from engine.geometry.hidden_faces import remove_hidden_faces
+def _cpu_hidden_faces(mesh, views: int, resolution: int, method: HiddenFaces):
+    from engine.geometry.hidden_faces import HiddenFaceMethod, remove_hidden_faces
 
-    return remove_hidden_faces(mesh, views, resolution)
+    return remove_hidden_faces(mesh, views, resolution, HiddenFaceMethod(method.value))
 
 
 def _cpu_normal_bake(low, dense, size: int, max_distance: float):
@@ -146,10 +146,11 @@ def _gpu_simplify(mesh, faces: int, placement: Placement):
     return simplify_qem_gpu(mesh, faces, SimplifyPlacement(placement.value))
 
 
-def _gpu_hidden_faces(mesh, views: int, resolution: int):
+def _gpu_hidden_faces(mesh, views: int, resolution: int, method: HiddenFaces):
+    from engine.geometry.hidden_faces import HiddenFaceMethod
     from engine.geometry.hidden_faces_gpu import remove_hidden_faces_gpu
 
-    return remove_hidden_faces_gpu(mesh, views, resolution)
+    return remove_hidden_faces_gpu(mesh, views, resolution, HiddenFaceMethod(method.value))
 
 
 def _gpu_normal_bake(low, dense, size: int, max_distance: float):
@@ -197,7 +198,7 @@ class Backends:
     extract(SdfGrid) -> stage mesh                       marching cubes
     floaters(mesh, min_area_fraction) -> (mesh, removed)
     simplify(mesh, faces, Placement) -> (mesh, SimplifyReport)
-    hidden_faces(mesh, views, resolution) -> (TriMesh, report)
+    hidden_faces(mesh, views, resolution, HiddenFaces) -> (TriMesh, report)
     normal_bake(low TriMesh with uvs/tangents, dense mesh, size, max_distance) -> (uint8 map, report)
     watertight(TriMesh, resolution) -> stage mesh        repair of a broken input (paper 5.1)
     coverage(rig TriMesh, cameras, resolution) -> bool [K, R, R] numpy: pixels the mesh covers per view

@@ -49,10 +49,12 @@ def simplify(dense, *, geometry: GeometryConfig, backends: Backends, floater_fra
 
 
 def hidden_faces(low, *, geometry: GeometryConfig, backends: Backends) -> dict:
-    visible, report = backends.hidden_faces(low, geometry.visibility_views, geometry.visibility_resolution)
+    visible, report = backends.hidden_faces(low, geometry.visibility_views, geometry.visibility_resolution,
+                                            geometry.hidden_faces)
     removed = report.faces_in - report.faces_out
     return {"visible": visible, "_note": f"{removed} hidden faces removed ({geometry.visibility_views} views "
-                                         f"at {geometry.visibility_resolution} px)"}
+                                         f"at {geometry.visibility_resolution} px, then "
+                                         f"{geometry.hidden_faces.value.replace('_', ' ')})"}
 
 
 def uv_unwrap(visible: TriMesh, *, texture: TextureConfig, unwrapper) -> dict:
