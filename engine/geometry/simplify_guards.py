@@ -23,8 +23,8 @@ Why fallbacks from the first level (issue 14): with the QEM point only (``QEM_PO
 before), a cheap collapse whose optimum would fold a face was skipped outright; on dense marching-cubes
 meshes the greedy order then leaves high-valence sliver fans behind and spends its budget on costlier
 collapses elsewhere, until nothing is valid: the 512^3 bunny (1.6M faces) stalled at 5938 faces for a
-5000 budget, at Chamfer 349e-5 / Hausdorff 46e-3 (MeshLab at 5000: 76 / 9.0). Falling back to the
-endpoints or the midpoint of such edges reaches 5000 at Chamfer 60e-5 / Hausdorff 8.7e-3
+5000 budget, at Chamfer 350e-5 / Hausdorff 46e-3 (MeshLab at 5000: 76 / 8.5). Falling back to the
+endpoints or the midpoint of such edges reaches 5000 at Chamfer 49e-5 / Hausdorff 4.1e-3
 (benchmarks/results/simplify_budget_cpu.md). Why the fold guard: with the fallback points and no fold
 guard, one folded face showed its back on the 256^3 bunny at 5K faces (6 flipped-normal pixels over 24
 views at 256 px, MeshLab 0) and 11 on trellis_T (161 px); with it, 0 on both.
