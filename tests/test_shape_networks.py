@@ -182,7 +182,7 @@ def test_generate_runs_a_hunyuan_snapshot_end_to_end(tmp_path, capsys):
     save_file(state, str(snap / "model.fp16.safetensors"))
     out = tmp_path / "h.glb"
     code = main(["generate", str(IMAGES / "typical_misc_crate.png"), "-o", str(out), "--shape-model",
-                 str(tmp_path), "--faces", "400", "--texture-size", "256", "--normal-map-size", "256"])
+                 str(tmp_path), "--faces", "2000", "--texture-size", "256", "--normal-map-size", "256"])
     printed = capsys.readouterr()
     assert code == 0 and out.is_file() and out.stat().st_size > 1000, printed.err[-2000:]
     assert "shape source: Hunyuan3D-2 snapshot hunyuan3d-dit-v2-0" in printed.out + printed.err
