@@ -57,6 +57,15 @@ class TextureGuidance(enum.Enum):
     DISTILLED = "distilled"  # guidance folded into one conditional pass (flash preset)
 
 
+class InpaintFill(enum.Enum):
+    """What fills the texels no view saw (engine/texture/inpaint.py): ``knn`` the UV rings then the
+    k-nearest texels in 3D (flat patches); ``harmonic`` then the harmonic (Laplace) fill over the surface
+    from the seen texels (engine/texture/harmonic_fill.py; CPU reference only, the GPU fusion keeps knn)."""
+
+    KNN = "knn"
+    HARMONIC = "harmonic"
+
+
 def _require(cond: bool, problem: str, fix: str) -> None:
     if not cond:
         raise ConfigError(problem, fix)
@@ -148,6 +157,7 @@ class TextureConfig:
     blend_sharpness: float = 4.0  # alpha in the incidence weighting (paper 7.4)
     inpaint_neighbours: int = 8  # k nearest known texels per unknown texel
     mirror_back: bool = True  # weight-free path on the silhouette prior: the back takes the mirrored picture
+    inpaint_fill: InpaintFill = InpaintFill.HARMONIC  # unseen texels: smooth fill over the surface (CPU)
 
     def __post_init__(self) -> None:
         _require(

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.config import PipelineConfig
+from engine.config import Device, InpaintFill, PipelineConfig
 from engine.geometry.mesh import TriMesh
 from engine.runtime.backends import Backends
 from engine.runtime.scheduler import Stage, StageGraph
@@ -39,13 +39,14 @@ SHAPE_SOURCE_PRIOR = (
 )
 TEXTURE_SOURCE_PROJECTION = (
     "reference projection (weight-free: front-view backprojection of the input picture "
-    "+ 3D inpainting: UV rings, then k nearest texels in 3D)"
+    "+ 3D inpainting: UV rings, then k nearest texels in 3D{harmonic})"
 )
 TEXTURE_SOURCE_MIRRORED = (
     "reference projection (weight-free: the input picture backprojected onto the front and, mirrored, "
     "onto the back of the mirror-symmetric shape prior, cross-faded across the silhouette "
-    "+ 3D inpainting of the rest: UV rings, then k nearest texels in 3D)"
+    "+ 3D inpainting of the rest: UV rings, then k nearest texels in 3D{harmonic})"
 )
+TEXTURE_SOURCE_HARMONIC = ", then a harmonic fill over the surface"
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,9 @@ def generate_sources(env: dict, config: PipelineConfig) -> dict[str, str]:
     ``texture_source`` where networks ran) and its config."""
     mirrored = "shape_source" not in env and config.texture.mirror_back   # the prior, with its mirror
     projection = TEXTURE_SOURCE_MIRRORED if mirrored else TEXTURE_SOURCE_PROJECTION
+    harmonic = (config.texture.inpaint_fill is InpaintFill.HARMONIC
+                and config.runtime.device is Device.CPU)                       # the GPU fusion: knn only
+    projection = projection.format(harmonic=TEXTURE_SOURCE_HARMONIC if harmonic else "")
     return {"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
             "texture": env.get("texture_source", projection)}
 

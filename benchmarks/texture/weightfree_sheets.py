@@ -1,11 +1,12 @@
-"""Turntable sheets of the weight-free texture, before and after the mirrored back (issue 14 item 2).
+"""Turntable sheets of the weight-free texture, before and after the harmonic fill (issue 14 item 2).
 
-For every picture in ``../shared/images``: ``generate`` on the CPU reference path twice in one resident
-engine per setting (``TextureConfig.mirror_back`` False = before: the picture projected on the front only,
-the rest inpainted in 3D; True = after: its mirror on the back of the silhouette prior, cross-faded across
-the silhouette), then 8 lit turntable frames of each asset by the report's rasteriser
+For every picture in ``../shared/images``: ``generate`` on the CPU reference path twice, in one resident
+engine per setting, both with the picture's mirror on the back of the silhouette prior
+(``TextureConfig.mirror_back``): before, ``TextureConfig.inpaint_fill`` = knn (the texels neither view
+saw filled by UV rings then k-nearest texels in 3D); after, harmonic (their harmonic fill over the
+surface). Then 8 lit turntable frames of each asset by the report's rasteriser
 (``engine/report/render.py``), before above after, one JPEG per picture, and a markdown index with the
-texel coverage each setting reached. Usage:
+texture fuse stage's note (coverage, smoothness of the filled region) and seconds. Usage:
 
     .venv/bin/python -m benchmarks.texture.weightfree_sheets --out benchmarks/results/weightfree_texture
 """
@@ -40,7 +41,7 @@ def _frames(glb: Path, tile: int) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
-    from engine.config import PipelineConfig
+    from engine.config import InpaintFill, PipelineConfig
     from engine.runtime.engine import Engine
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,25 +58,29 @@ def main(argv: list[str] | None = None) -> int:
         faces=args.faces, texture_size=args.texture_size, normal_map_size=512).for_device()
     rows: dict[str, dict] = {p.stem: {} for p in pictures}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, mirror in (("before", False), ("after", True)):
-            config = replace(base, texture=replace(base.texture, mirror_back=mirror))
+        for label, fill in (("before", InpaintFill.KNN), ("after", InpaintFill.HARMONIC)):
+            config = replace(base, texture=replace(base.texture, mirror_back=True, inpaint_fill=fill))
             with Engine(config) as engine:
                 for picture in pictures:
                     t0 = time.perf_counter()
                     glb = Path(tmp) / f"{picture.stem}_{label}.glb"
-                    result = engine.generate(picture, glb)
+                    result = engine.generate(picture, glb, overlap=False)   # stage seconds alone
                     fuse = next(t for t in result.timer.timings if t.name == "texture fuse")
-                    rows[picture.stem][label] = (_frames(glb, args.tile), fuse.note, time.perf_counter() - t0)
-    lines = ["# Weight-free texture: before / after the mirrored back", "",
+                    rows[picture.stem][label] = (_frames(glb, args.tile), fuse.note, fuse.seconds,
+                                                 time.perf_counter() - t0)
+    lines = ["# Weight-free texture: before / after the harmonic fill of the unseen texels", "",
              f"CPU reference path, flash preset, {args.faces} faces, {args.texture_size}^2 atlas; "
              "each sheet: "
              "8 lit turntable frames (azimuth 0, 45, ..., 315 deg, elevation 20 deg; our rasteriser), "
-             "before (front projection + 3D inpainting) above after (the picture's mirror on the back).", "",
-             "| picture | before: texture fuse | after: texture fuse | sheet |", "|---|---|---|---|"]
+             "before (k-nearest fill) above after (harmonic fill), both with the picture's mirror on the "
+             "back.",
+             "", "| picture | before: texture fuse | s | after: texture fuse | s | sheet |",
+             "|---|---|---|---|---|---|"]
     for name, r in rows.items():
         sheet = np.concatenate([r["before"][0], r["after"][0]], axis=0)
         Image.fromarray(sheet).save(args.out / f"{name}.jpg", quality=88)
-        lines.append(f"| {name} | {r['before'][1]} | {r['after'][1]} | [{name}.jpg]({name}.jpg) |")
+        b, a = r["before"], r["after"]
+        lines.append(f"| {name} | {b[1]} | {b[2]:.2f} | {a[1]} | {a[2]:.2f} | [{name}.jpg]({name}.jpg) |")
     (args.out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

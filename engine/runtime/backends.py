@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.config import Device, HiddenFaces, Placement
+from engine.config import Device, HiddenFaces, InpaintFill, Placement
 
 
 # ----------------------------------------------------------------------------------------- CPU reference
@@ -77,10 +77,10 @@ def _cpu_watertight(mesh, resolution: int):
 
 
 def _cpu_fusion_plan(mesh, cameras, atlas_size: int, view_resolution: int, masks, min_incidence: float,
-                     neighbours: int):
+                     neighbours: int, fill: InpaintFill = InpaintFill.KNN):
     """The CPU reference fuses in one step: the plan only carries its arguments."""
     return dict(mesh=mesh, cameras=list(cameras), atlas_size=atlas_size, masks=masks,
-                min_incidence=min_incidence, neighbours=neighbours)
+                min_incidence=min_incidence, neighbours=neighbours, harmonic=fill is InpaintFill.HARMONIC)
 
 
 def _cpu_coverage(mesh, cameras, resolution: int) -> np.ndarray:
@@ -94,7 +94,7 @@ def _cpu_fuse(plan, images: np.ndarray) -> tuple[np.ndarray, dict]:
 
     p = plan
     return fuse_views(p["mesh"], p["cameras"], images, p["atlas_size"], masks=p["masks"],
-                      min_incidence=p["min_incidence"], neighbours=p["neighbours"])
+                      min_incidence=p["min_incidence"], neighbours=p["neighbours"], harmonic=p["harmonic"])
 
 
 # -------------------------------------------------------------------------------------- device (CUDA)
@@ -166,7 +166,8 @@ def _gpu_watertight(mesh, resolution: int):
 
 
 def _gpu_fusion_plan(mesh, cameras, atlas_size: int, view_resolution: int, masks, min_incidence: float,
-                     neighbours: int):
+                     neighbours: int, fill: InpaintFill = InpaintFill.KNN):
+    """``fill``: the GPU fusion has the k-nearest fill only (``InpaintFill``); HARMONIC runs it too."""
     from engine.texture.fusion_gpu import FusionConfig, plan_fusion
 
     cfg = FusionConfig(min_incidence=min_incidence, neighbours=neighbours)
@@ -202,7 +203,8 @@ class Backends:
     normal_bake(low TriMesh with uvs/tangents, dense mesh, size, max_distance) -> (uint8 map, report)
     watertight(TriMesh, resolution) -> stage mesh        repair of a broken input (paper 5.1)
     coverage(rig TriMesh, cameras, resolution) -> bool [K, R, R] numpy: pixels the mesh covers per view
-    fusion_plan(rig TriMesh, cameras, atlas_size, view_resolution, masks, min_incidence, neighbours) -> plan
+    fusion_plan(rig TriMesh, cameras, atlas_size, view_resolution, masks, min_incidence, neighbours,
+                fill InpaintFill) -> plan
     fuse(plan, views uint8 [K, R, R, 3]) -> (atlas uint8 [S, S, 3] on the host, stats)
     """
 

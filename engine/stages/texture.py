@@ -47,7 +47,7 @@ def reference_plan(unwrapped: TriMesh, prepared, *, texture: TextureConfig, back
     prior, so its back is the mirror of its front."""
     cams, images, masks = _reference_views(prepared, mirror)
     plan = backends.fusion_plan(unwrapped, cams, texture.atlas_size, images.shape[1], masks,
-                                REFERENCE_MIN_INCIDENCE, texture.inpaint_neighbours)
+                                REFERENCE_MIN_INCIDENCE, texture.inpaint_neighbours, texture.inpaint_fill)
     views = "front view and its mirror as the back" if mirror else "front view"
     return {"fusion_plan": plan, "_note": f"{views} at {images.shape[1]} px"}
 
@@ -58,7 +58,14 @@ def reference_fuse(fusion_plan, prepared, *, texture: TextureConfig, backends: B
     atlas, stats = backends.fuse(fusion_plan, images)
     seen = "the picture and its mirror" if mirror else "the front"
     note = (f"{texture.atlas_size}^2, {stats['known_texels']} of {stats['valid_texels']} texels seen from "
-            f"{seen}, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled)")
+            f"{seen}, rest inpainted in 3D ({stats.get('inpaint_unfilled', 0)} unfilled")
+    if "harmonic_texels" in stats:
+        note += (f"; {stats['harmonic_texels']} harmonic, {stats['harmonic_iterations']} CG iterations, "
+                 f"{stats['seconds_harmonic']:.2f} s")
+    note += ")"
+    if "fill_gradient" in stats:
+        note += (f"; filled region: mean step {stats['fill_gradient']:.2f}/255, RMS {stats['fill_rms']:.2f}, "
+                 f"{100 * stats['fill_jumps']:.2f} % steps > 10")
     return {"base_color": atlas, "_note": note}
 
 
@@ -78,7 +85,7 @@ def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, 
     res = texture.view_resolution * upscale
     with substep("fusion plan"):
         plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
-                                    texture.inpaint_neighbours)
+                                    texture.inpaint_neighbours, texture.inpaint_fill)
     return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}
 
 

@@ -161,15 +161,19 @@ def sample_views(texels: TexelGeometry, cameras: list[OrthoCamera], images: np.n
 
 def fuse_views(mesh: TriMesh, cameras: list[OrthoCamera], images: np.ndarray, atlas_size: int,
                masks: np.ndarray | None = None, alpha: float = DEFAULT_ALPHA, min_incidence: float = 0.05,
-               neighbours: int = 8, gutter: int | None = 16) -> tuple[np.ndarray, dict]:
-    """Full fusion: backproject K views, blend (``blend_views``), inpaint in 3D (``inpaint_3d``) and
-    dilate the gutter. mesh must already be in the cameras' frame (scaled into the rig sphere).
+               neighbours: int = 8, gutter: int | None = 16, harmonic: bool = False
+               ) -> tuple[np.ndarray, dict]:
+    """Full fusion: backproject K views, blend (``blend_views``), inpaint in 3D (``inpaint_3d``; with
+    ``harmonic`` its harmonic fill of the unobserved texels) and dilate the gutter. mesh must already be
+    in the cameras' frame (scaled into the rig sphere).
 
     images [K, R, R, 3] uint8 or float [0, 1]; masks optional bool [K, R, R] (pixels that may be used).
-    Returns (atlas uint8 [H, W, 3], stats dict with texel counts and stage seconds).
+    Returns (atlas uint8 [H, W, 3], stats dict with texel counts, stage seconds and the filled region's
+    smoothness ``fill_gradient`` / ``fill_jumps``, see ``fill_smoothness``).
     """
     from engine.texture.blend import blend_views
-    from engine.texture.inpaint import dilate_gutter, inpaint_3d
+    from engine.texture.harmonic_fill import fill_smoothness
+    from engine.texture.inpaint import dilate_gutter, inpaint_3d, texel_world_size
 
     t0 = time.perf_counter()
     texels = texel_geometry(mesh, atlas_size)
@@ -185,9 +189,11 @@ def fuse_views(mesh: TriMesh, cameras: list[OrthoCamera], images: np.ndarray, at
     atlas, known = blend_views(colours, inc, priors, alpha)
     t3 = time.perf_counter()
     stats: dict = {}
-    atlas = inpaint_3d(atlas, known, texels, k=neighbours, stats=stats)
-    atlas = dilate_gutter(atlas, texels.valid, gutter)
+    atlas = inpaint_3d(atlas, known, texels, k=neighbours, stats=stats, harmonic=harmonic)
     t4 = time.perf_counter()
+    stats.update(fill_smoothness(atlas, texels.valid & ~known, texels.valid, texels.position,
+                                 texel_world_size(texels.position, texels.valid)))
+    atlas = dilate_gutter(atlas, texels.valid, gutter)
     stats.update(valid_texels=int(texels.valid.sum()), known_texels=int((known & texels.valid).sum()),
                  seconds_geometry=t1 - t0, seconds_backproject=t2 - t1, seconds_blend=t3 - t2,
                  seconds_inpaint=t4 - t3)

@@ -21,6 +21,10 @@ round gets filled). A target takes
   c = sum_i w_i c_i / sum_i w_i,   w_i = (max(0, n . n_i)^p + eps) / (|x - x_i| + delta)
 (inverse distance times normal alignment, p = ``normal_power``, eps = 1e-3 keeps a purely distance-based
 weight when all normals disagree, delta = one texel width avoids the pole). No valid texel stays unfilled.
+With ``harmonic`` (``TextureConfig.inpaint_fill`` = harmonic, the CPU default) the values of every
+unobserved texel are then replaced by the harmonic (Laplace) fill over the surface with the observed
+texels as boundary values (``engine.texture.harmonic_fill``), which this fill starts: the front-by-front
+rounds leave flat patches with jumps between them, the harmonic fill has neither.
 If no texel at all is known, all valid texels get ``NEUTRAL_COLOUR`` (mid grey, sRGB 0.5) and
 ``stats["neutral_fill"]`` is set: a flat, visible default rather than a black or transparent hole.
 
@@ -79,8 +83,8 @@ def uv_ring_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, positi
 
 
 def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_power: float = 2.0,
-               max_rounds: int = 12, stats: dict | None = None, uv_rings: int = 16, uv_gate: float = 3.0
-               ) -> np.ndarray:
+               max_rounds: int = 12, stats: dict | None = None, uv_rings: int = 16, uv_gate: float = 3.0,
+               harmonic: bool = False) -> np.ndarray:
     """Fill every valid, unknown texel from known texels nearby on the surface (see module docstring).
 
     atlas:  float32 [H, W, C] colours (values at unknown texels are ignored).
@@ -88,6 +92,8 @@ def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_
     texels: ``TexelGeometry`` (position, normal, valid [H, W]).
     Returns a new float32 [H, W, C] atlas; texels outside ``texels.valid`` are left unchanged.
     ``stats`` (optional dict) receives rounds, filled counts and ``neutral_fill``.
+    ``harmonic``: then replace the values of every unobserved texel by the harmonic (Laplace) fill over
+    the surface (``engine.texture.harmonic_fill``), starting from this fill.
     """
     from scipy.spatial import cKDTree
 
@@ -115,7 +121,7 @@ def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_
     tgt = valid & ~src
     if not tgt.any():
         st["inpaint_unfilled"] = 0
-        return out
+        return _harmonic(out, known & valid, texels, delta, st) if harmonic else out
     flat_col = out.reshape(-1, out.shape[-1])
     flat_pos, flat_nrm = texels.position.reshape(-1, 3), texels.normal.reshape(-1, 3)
     src_idx, tgt_idx = np.flatnonzero(src), np.flatnonzero(tgt)            # flat texel indices
@@ -141,6 +147,17 @@ def inpaint_3d(atlas: np.ndarray, known: np.ndarray, texels, k: int = 8, normal_
         front = todo
         st["inpaint_rounds"] = j + 1
     st["inpaint_unfilled"] = int((valid & ~filled).sum())
+    return _harmonic(out, known & valid, texels, delta, st) if harmonic else out
+
+
+def _harmonic(atlas: np.ndarray, observed: np.ndarray, texels, delta: float, stats: dict) -> np.ndarray:
+    import time
+
+    from engine.texture.harmonic_fill import harmonic_fill
+
+    t0 = time.perf_counter()
+    out = harmonic_fill(atlas, observed, texels.valid, texels.position, delta, stats=stats)
+    stats["seconds_harmonic"] = time.perf_counter() - t0
     return out
 
 
