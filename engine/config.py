@@ -158,6 +158,7 @@ class TextureConfig:
     inpaint_neighbours: int = 8  # k nearest known texels per unknown texel
     mirror_back: bool = True  # weight-free path on the silhouette prior: the back takes the mirrored picture
     inpaint_fill: InpaintFill = InpaintFill.HARMONIC  # unseen texels: smooth fill over the surface (CPU)
+    harmonise_views: bool = True  # TextureGen's views: per-view gain + sub-pixel shift before the blend
 
     def __post_init__(self) -> None:
         _require(

@@ -27,6 +27,7 @@ from engine.geometry.mesh import TriMesh, validate_mesh
 from engine.geometry.rasterize import interpolate, rasterize_uv
 from engine.texture.blend import DEFAULT_ALPHA
 from engine.texture.render_conditions import ViewRenders, render_views, smooth_normals
+from engine.texture.view_harmonisation import HarmoniseConfig
 from engine.texture.views import OrthoCamera
 
 
@@ -132,24 +133,29 @@ def visibility(texels: TexelGeometry, cameras: list[OrthoCamera], renders: ViewR
 
 
 def sample_views(texels: TexelGeometry, cameras: list[OrthoCamera], images: np.ndarray,
-                 where: np.ndarray | None = None) -> np.ndarray:
-    """Bilinear colours of every valid texel in every view: float32 [K, H, W, 3] in [0, 1].
+                 where: np.ndarray | None = None, shifts: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear colours of every valid texel in every view: float32 [K, H, W, C] in [0, 1].
 
-    images: [K, R, R, 3] uint8 (divided by 255) or float in [0, 1]; pixel (r, c) centre at (c+.5, r+.5).
+    images: [K, R, R, C] uint8 (divided by 255) or float in [0, 1], C = 3 (RGB) or any channel count >= 1;
+            pixel (r, c) centre at (c+.5, r+.5).
     where:  optional bool [K, H, W]; only those texels are sampled (others stay 0) to save time.
-    One bilinear tap per texel (clamp-to-edge); the anisotropic filter comes in a later issue.
+    shifts: optional float [K, 2] pixels added to every texel's projection in view k (x right, y down;
+            ``view_harmonisation``: view k shows at p + shift what the geometry puts at p).
+    One bilinear tap per texel (clamp-to-edge); the anisotropic filter is the GPU fusion's.
     """
     imgs = np.asarray(images)
     k = len(cameras)
-    if imgs.ndim != 4 or imgs.shape[0] != k or imgs.shape[1] != imgs.shape[2] or imgs.shape[3] != 3:
+    if imgs.ndim != 4 or imgs.shape[0] != k or imgs.shape[1] != imgs.shape[2] or imgs.shape[3] < 1:
         raise InputImageError(f"view images must be [K={k}, R, R, 3], got {imgs.shape}",
                               "pass one square RGB image per camera")
     scale = 1.0 / 255.0 if imgs.dtype == np.uint8 else 1.0
-    r = imgs.shape[1]
-    out = np.zeros((k,) + texels.valid.shape + (3,), np.float32)
+    r, c = imgs.shape[1], imgs.shape[3]
+    out = np.zeros((k,) + texels.valid.shape + (c,), np.float32)
     for i, cam in enumerate(cameras):
         sel = texels.valid if where is None else texels.valid & where[i]
         px, _ = cam.world_to_pixel(texels.position[sel], r)
+        if shifts is not None:
+            px = px + np.asarray(shifts[i], np.float32)
         x0, y0, x1, y1, fx, fy = _taps(px, r)
         img = imgs[i].astype(np.float32) * scale
         fx, fy = fx[:, None], fy[:, None]
@@ -159,13 +165,51 @@ def sample_views(texels: TexelGeometry, cameras: list[OrthoCamera], images: np.n
     return out
 
 
+def harmonised_samples(texels: TexelGeometry, cameras: list[OrthoCamera], images: np.ndarray,
+                       incidence: np.ndarray, config: HarmoniseConfig
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Colours of harmonised views (``view_harmonisation``: per-view gains and shifts estimated on the
+    texels two views see, then corrected views sampled at the shifted projections).
+
+    images [K, R, R, 3] uint8 or float [0, 1]; incidence float32 [K, H, W] (0 = unseen).
+    Returns (colours float32 [K, H, W, 3], confidence float32 [K, H, W], floor float32 [H, W, 3]: the
+    censored lower bound of each texel, stats: gains [K][3], shifts [K][2], harmonise_* counts).
+    """
+    import torch
+
+    from engine.texture.view_harmonisation import censored_floor, correct_views, harmonise_views
+
+    imgs = np.asarray(images)
+    x = torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2).float()
+    if imgs.dtype == np.uint8:
+        x = x / 255.0
+    r = imgs.shape[1]
+    valid = texels.valid
+    pos = texels.position[valid]                                               # [N, 3]
+    pixel = np.stack([cam.world_to_pixel(pos, r)[0] for cam in cameras])       # [K, N, 2]
+    corr = harmonise_views(x, torch.from_numpy(pixel), torch.from_numpy(incidence[:, valid]), cameras,
+                           config)
+    rgb, aux = correct_views(x, corr, config)                                   # [K, 3 | 4, R, R]
+    both = torch.cat([rgb, aux], 1).permute(0, 2, 3, 1).contiguous().numpy()  # [K, R, R, 7]
+    shifts = corr.shifts.numpy()
+    smp = sample_views(texels, cameras, both, where=incidence > 0, shifts=shifts)   # [K, H, W, 7]
+    seen = incidence[:, valid] > 0
+    floor = np.zeros(valid.shape + (3,), np.float32)
+    floor[valid] = censored_floor(torch.zeros(int(valid.sum()), 3), torch.from_numpy(smp[:, valid, 4:]),
+                                  torch.from_numpy(seen)).numpy()
+    stats = dict(corr.stats, gains=corr.gains.tolist(), shifts=corr.shifts.tolist())
+    return smp[..., :3], np.maximum(smp[..., 3], 1e-6), floor, stats
+
+
 def fuse_views(mesh: TriMesh, cameras: list[OrthoCamera], images: np.ndarray, atlas_size: int,
                masks: np.ndarray | None = None, alpha: float = DEFAULT_ALPHA, min_incidence: float = 0.05,
-               neighbours: int = 8, gutter: int | None = 16, harmonic: bool = False
-               ) -> tuple[np.ndarray, dict]:
+               neighbours: int = 8, gutter: int | None = 16, harmonic: bool = False,
+               harmonise: HarmoniseConfig | None = None) -> tuple[np.ndarray, dict]:
     """Full fusion: backproject K views, blend (``blend_views``), inpaint in 3D (``inpaint_3d``; with
     ``harmonic`` its harmonic fill of the unobserved texels) and dilate the gutter. mesh must already be
-    in the cameras' frame (scaled into the rig sphere).
+    in the cameras' frame (scaled into the rig sphere). With ``harmonise`` (and K >= 2) the views are
+    first harmonised (``harmonised_samples``: per-view gains and sub-pixel shifts; clipped samples
+    down-weighted, the blend raised to their censored lower bound).
 
     images [K, R, R, 3] uint8 or float [0, 1]; masks optional bool [K, R, R] (pixels that may be used).
     Returns (atlas uint8 [H, W, 3], stats dict with texel counts, stage seconds and the filled region's
@@ -183,12 +227,19 @@ def fuse_views(mesh: TriMesh, cameras: list[OrthoCamera], images: np.ndarray, at
     t1 = time.perf_counter()
     inc = visibility(texels, cameras, renders, edges=edge_mask(renders), pixel_mask=masks)
     inc[inc < min_incidence] = 0.0
-    colours = sample_views(texels, cameras, images, where=inc > 0)
+    stats: dict = {}
+    conf = floor = None
+    if harmonise is not None and len(cameras) >= 2:
+        colours, conf, floor, hstats = harmonised_samples(texels, cameras, images, inc, harmonise)
+        stats.update(hstats)
+    else:
+        colours = sample_views(texels, cameras, images, where=inc > 0)
     t2 = time.perf_counter()
     priors = np.asarray([c.prior_weight for c in cameras], np.float32)
-    atlas, known = blend_views(colours, inc, priors, alpha)
+    atlas, known = blend_views(colours, inc, priors, alpha, confidence=conf)
+    if floor is not None:
+        atlas = np.where(known[..., None], np.maximum(atlas, floor), atlas)
     t3 = time.perf_counter()
-    stats: dict = {}
     atlas = inpaint_3d(atlas, known, texels, k=neighbours, stats=stats, harmonic=harmonic)
     t4 = time.perf_counter()
     stats.update(fill_smoothness(atlas, texels.valid & ~known, texels.valid, texels.position,

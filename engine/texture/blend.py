@@ -35,13 +35,15 @@ def blend_views_ref(colours: np.ndarray, incidence: np.ndarray, priors: np.ndarr
 
 
 def blend_views(colours: np.ndarray, incidence: np.ndarray, priors: np.ndarray, alpha: float = DEFAULT_ALPHA,
-                eps: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+                eps: float = 1e-8, confidence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Blend partial atlases.
 
-    colours:   float32 [K, H, W, C] per-view colours (values where incidence is 0 are ignored).
-    incidence: float32 [K, H, W] in [0, 1].
-    priors:    float [K] view priors w_k >= 0.
-    alpha:     sharpness >= 0.
+    colours:    float32 [K, H, W, C] per-view colours (values where incidence is 0 are ignored).
+    incidence:  float32 [K, H, W] in [0, 1].
+    priors:     float [K] view priors w_k >= 0.
+    alpha:      sharpness >= 0.
+    confidence: optional float [K, H, W] in (0, 1], a per-sample factor of the weight (e.g. clipped
+                samples of harmonised views, ``view_harmonisation.correct_views``).
     Returns (atlas float32 [H, W, C], 0 where unknown; known bool [H, W]).
     """
     colours = np.asarray(colours)
@@ -60,6 +62,9 @@ def blend_views(colours: np.ndarray, incidence: np.ndarray, priors: np.ndarray, 
         logw = np.log(priors)[:, None] + alpha * np.log(inc.astype(np.float64))   # [K, N]
     if alpha == 0:
         logw = np.where(inc > 0, np.log(priors)[:, None], -np.inf)
+    if confidence is not None:
+        with np.errstate(divide="ignore"):
+            logw = logw + np.log(np.asarray(confidence, np.float64)[:, seen])
     top = logw.max(0)                                                       # [N]
     finite = np.isfinite(top)
     shifted = np.exp(logw[:, finite] - top[finite])                         # [K, M] in [0, 1]

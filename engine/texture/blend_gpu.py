@@ -64,17 +64,21 @@ def blend_log_weights(incidence: torch.Tensor, priors: torch.Tensor, alpha: floa
 
 
 def blend_views_gpu(colours: torch.Tensor, incidence: torch.Tensor, priors: torch.Tensor | Sequence[float],
-                    alpha: float = DEFAULT_ALPHA, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+                    alpha: float = DEFAULT_ALPHA, eps: float = 1e-8, confidence: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend K packed partial atlases (module docstring).
 
     colours float32 [K, T, C], incidence float32 [K, T] in [0, 1], priors [K] >= 0 (tensor or
-    numbers), alpha >= 0 sharpness, eps >= 0. Returns (atlas float32 [T, C], 0 where unknown; known bool
-    [T]) on the inputs' device. No host sync on CUDA (prior signs are checked only for host tensors).
+    numbers), alpha >= 0 sharpness, eps >= 0, confidence optional float32 [K, T] in (0, 1]: a per-sample
+    factor of the weight (``blend.blend_views``). Returns (atlas float32 [T, C], 0 where unknown; known
+    bool [T]) on the inputs' device. No host sync on CUDA (prior signs are checked only for host tensors).
     """
     if not isinstance(priors, torch.Tensor):
         priors = torch.tensor([float(p) for p in priors], dtype=torch.float32, device=incidence.device)
     _check(colours, incidence, priors, alpha, eps)
     logw = blend_log_weights(incidence, priors, alpha)                         # [K, T]
+    if confidence is not None:
+        logw = logw + torch.log(confidence.float())
     lse = torch.logsumexp(logw, dim=0)                                         # [T], -inf if unseen
     known = lse >= math.log(eps) if eps > 0 else torch.isfinite(lse)
     wts = torch.exp(logw - torch.where(known, lse, torch.zeros_like(lse)))     # softmax over views

@@ -64,6 +64,13 @@ from engine.texture.fusion_precompute import (
 )
 from engine.texture.inpaint_gpu import InpaintPlan, apply_inpaint, dilate_gutter_gpu, plan_inpaint
 from engine.texture.render_conditions_gpu import TexturedDeviceMesh, ViewRendersGPU
+from engine.texture.view_harmonisation import (
+    HarmoniseConfig,
+    censored_floor,
+    correct_views,
+    harmonise_views,
+    sample_bilinear,
+)
 from engine.texture.views import OrthoCamera
 from triton_kernels.numba_cuda import kernel_device
 from triton_kernels.rasterize_uv import rasterize_uv_gpu
@@ -82,6 +89,8 @@ class FusionConfig:
       own xatlas unwraps left 0.21 % on the helmet (5K faces; oracle run on the H100), a cosmetic
       defect reported in the stats; overlapping charts beyond 1 % are refused.
     aniso: the anisotropic filter (paper: 8 taps, LOD bias -0.5).
+    harmonise: per-view gain and sub-pixel shift estimation before sampling (``view_harmonisation``;
+      None = off, as for the reference picture; TextureGen's views: on, ``TextureConfig.harmonise_views``).
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -92,6 +101,7 @@ class FusionConfig:
     edge_threshold_px: float = 4.0
     max_uv_overlap: float = 0.01
     aniso: AnisoConfig = field(default_factory=AnisoConfig)
+    harmonise: HarmoniseConfig | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
@@ -263,17 +273,50 @@ def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, 
     inc, allowed, inpaint, missed = pre.incidence, plan.allowed, plan.inpaint, plan.unplanned
     if late is not None:                                                       # colour-dependent masks
         inc, allowed = mask_incidence(pre, late), allowed & late
-    mips = build_mip_chain(x, allowed, cfg.aniso)                              # premultiplied, 4 channels
-    colours = sample_anisotropic(mips, pre.pixel, plan.footprint, where=inc > 0)   # [K, N, 3]
-    packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha, BLEND_EPS)   # [N, 3], [N]
+    hstats: dict = {}
+    if cfg.harmonise is not None and plan.num_views >= 2:
+        colours, conf, lower, hstats = _harmonised_colours(plan, x, inc, allowed)
+        packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha, BLEND_EPS, confidence=conf)
+        packed = torch.where(known[:, None], censored_floor(packed, lower, inc > 0), packed)
+    else:
+        mips = build_mip_chain(x, allowed, cfg.aniso)                          # premultiplied, 4 channels
+        colours = sample_anisotropic(mips, pre.pixel, plan.footprint, where=inc > 0)   # [K, N, 3]
+        packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha, BLEND_EPS)   # [N, 3], [N]
     if late is not None:
         inpaint, missed = _plan_inpaint(pre, known, cfg)
     t = pre.texels
     atlas, stats = apply_inpaint(inpaint, t.scatter(packed, channels=True))   # [S, S, 3]
     atlas = dilate_gutter_gpu(atlas, t.valid, cfg.gutter)
     stats.update(valid_texels=t.count, known_texels=int(known.sum()), nonfinite_pixels=n_bad,
-                 inpaint_unfilled=missed)
+                 inpaint_unfilled=missed, **hstats)
     return torch.round(atlas * 255.0).clamp_(0, 255).to(torch.uint8), stats
+
+
+def shift_mask(allowed: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """float32 [K, R, R] mask in the frame of shifted views: content pixel q of view k shows the geometry's
+    pixel q - shift_k (bilinear, 0 beyond the image). allowed bool [K, R, R], shifts [K, 2] pixels."""
+    k, r = allowed.shape[0], allowed.shape[1]
+    c = torch.arange(r, dtype=torch.float32, device=allowed.device) + 0.5
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    q = torch.stack([xx, yy], -1).view(1, r * r, 2) - shifts[:, None, :].float()     # [K, R*R, 2]
+    m = allowed.float()[:, None]                                                      # [K, 1, R, R]
+    inside = ((q >= 0) & (q <= r)).all(-1)                                            # [K, R*R]
+    return (sample_bilinear(m, q)[..., 0] * inside).view(k, r, r)
+
+
+def _harmonised_colours(plan: FusionPlan, x: torch.Tensor, inc: torch.Tensor, allowed: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Anisotropic colours [K, N, 3] of the harmonised views (``view_harmonisation``), their blend
+    confidence [K, N], censored lower bounds [K, N, 3] and stats. x float32 [K, 3, R, R]; inc [K, N]."""
+    pre, cfg = plan.pre, plan.config
+    corr = harmonise_views(x, pre.pixel, inc, pre.cameras, cfg.harmonise)
+    rgb, aux = correct_views(x, corr, cfg.harmonise)                           # [K, 3 | 4, R, R]
+    px = pre.pixel + corr.shifts[:, None, :]                                   # [K, N, 2]
+    mips = build_mip_chain(rgb, shift_mask(allowed, corr.shifts), cfg.aniso)
+    colours = sample_anisotropic(mips, px, plan.footprint, where=inc > 0)      # [K, N, 3]
+    side = sample_bilinear(aux, px)                                            # [K, N, 4]
+    stats = dict(corr.stats, gains=corr.gains.tolist(), shifts=corr.shifts.tolist())
+    return colours, side[..., 0].clamp_min(1e-6), side[..., 1:], stats
 
 
 def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.ndarray, atlas_size: int,
