@@ -55,3 +55,29 @@ def baseline_fuse(plan: FusionPlan, images, masks=None, gutter: int | None = 16)
     filled[~valid] = 0
     out = dilate_gutter(filled, valid, gutter)
     return out, {"valid_texels": int(valid.sum()), "known_texels": int((known_d & valid).sum())}
+
+
+def baseline_fuse_host(mesh, cameras, images, atlas_size: int, masks=None, min_incidence: float = 0.05,
+                       gutter: int | None = 16) -> tuple[np.ndarray, dict]:
+    """The same baseline on the host, on the plan of the CPU reference ``backproject.fuse_views`` (texel
+    geometry, z-buffer visibility, edge mask, min incidence, the views' pixel masks): one bilinear tap per
+    (view, texel) (``sample_views``), cos^4 without view priors (``blend_views``, priors 1, alpha 4),
+    OpenCV Telea in UV space, the same gutter. images [K, R, R, 3] uint8 / float [0, 1]; masks bool
+    [K, R, R] or None. Returns (atlas uint8 [S, S, 3], stats: valid_texels, known_texels)."""
+    from engine.texture.backproject import edge_mask, sample_views, texel_geometry, visibility
+    from engine.texture.blend import blend_views
+    from engine.texture.render_conditions import render_views
+
+    texels = texel_geometry(mesh, atlas_size)
+    renders = render_views(mesh, list(cameras), np.asarray(images).shape[1], normal_map=False)
+    inc = visibility(texels, list(cameras), renders, edges=edge_mask(renders), pixel_mask=masks)
+    inc[inc < min_incidence] = 0.0
+    colours = sample_views(texels, list(cameras), images, where=inc > 0)
+    atlas, known = blend_views(colours, inc, np.ones(len(cameras), np.float32), COS_POWER)
+    u8 = np.clip(np.rint(atlas * 255.0), 0, 255).astype(np.uint8)
+    holes = (~known).astype(np.uint8) * 255
+    filled = cv2.inpaint(np.ascontiguousarray(u8), holes, TELEA_RADIUS, cv2.INPAINT_TELEA)
+    valid = texels.valid
+    filled[~valid] = 0
+    out = dilate_gutter(filled, valid, gutter)
+    return out, {"valid_texels": int(valid.sum()), "known_texels": int((known & valid).sum())}

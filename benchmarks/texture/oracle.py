@@ -22,6 +22,15 @@ For each textured asset (``/work/shared/assets``: glTF/OBJ with base-colour text
      CUDA events, median (p20/p80) of ``--repeats`` after one warm-up. Baseline and CPU reference: wall.
 Outputs: markdown table at ``--out``, rows at ``--csv`` (``benchmarks.common.append_result``).
 Usage (GPU): python -m benchmarks.texture.oracle --device cuda --atlas 2048 --view-px 1024 --out ... --csv ...
+
+``--degrade`` (issue 14 item 6): the views are degraded as generated views are (``degrade.py``: per-view
+exposure and white-balance jitter, clipped, sub-pixel misregistration; seeded, identical for every method);
+``ours`` then harmonises them (``engine.texture.view_harmonisation``, on in the engine for TextureGen's
+views: ``TextureConfig.harmonise_views``). ``--device host``: everything on the CPU without the CUDA
+simulator (which is far too slow at full size): ``ours`` = the CPU engine's fusion of generated views
+(``backproject.fuse_views`` with the harmonic fill and the harmonisation, as ``generate --device cpu``),
+``baseline`` = ``baseline.baseline_fuse_host`` (single tap, cos^4, Telea on the CPU reference's plan),
+``cpu_ref`` = ``fuse_views`` without the harmonisation (the engine before it). Host times are wall clock.
 """
 
 from __future__ import annotations
@@ -242,18 +251,55 @@ def fuse_ours_and_baseline(low: TriMesh, views: np.ndarray, vmask: np.ndarray, a
     return out
 
 
+def fuse_host(low: TriMesh, views: np.ndarray, vmask: np.ndarray, args, row: dict) -> dict:
+    """``--device host``: the CPU engine's fusion (ours, cpu_ref) and the host baseline, wall-clock timed."""
+    from benchmarks.texture.baseline import baseline_fuse_host
+    from engine.config import TextureConfig
+    from engine.texture.backproject import fuse_views
+    from engine.texture.view_harmonisation import HarmoniseConfig
+    from engine.texture.views import camera_rig
+
+    cams, out = camera_rig(), {}
+    harmonise = HarmoniseConfig() if TextureConfig().harmonise_views else None
+    runs = {"ours": lambda: fuse_views(low, cams, views, args.atlas, masks=vmask, harmonic=True,
+                                       harmonise=harmonise),
+            "cpu_ref": lambda: fuse_views(low, cams, views, args.atlas, masks=vmask, harmonic=True),
+            "baseline": lambda: baseline_fuse_host(low, cams, views, args.atlas, masks=vmask)}
+    for name in args.methods:
+        t0 = time.perf_counter()
+        out[name], stats = runs[name]()
+        row[f"t_{name}"] = [time.perf_counter() - t0]
+        if name == "ours":
+            row["valid_texels"], row["known_texels"] = stats["valid_texels"], stats["known_texels"]
+            row["unfilled_texels"] = 0
+            for key in ("gains", "shifts", "harmonise_pairs", "seconds_backproject"):
+                if key in stats:
+                    row[f"ours_{key}"] = stats[key]
+    return out
+
+
 def run_asset(asset: str, args, shared: Path, cuda: bool) -> dict:
     from engine.texture.backproject import fuse_views
     from engine.texture.views import camera_rig
 
     low, center, scale = load_low(Path(args.cache), asset)
     source, _, _ = load_source(asset, shared, center, scale)
-    views, vmask = render_source(source, camera_rig(), args.view_px, cuda)    # the "generated" views
-    views = np.clip(np.rint(views * 255.0), 0, 255).astype(np.uint8)
     row: dict = {"asset": asset, "source_faces": source.num_faces, "low_faces": low.num_faces}
-    atlases = fuse_ours_and_baseline(low, views, vmask, args, cuda, row) \
-        if {"ours", "baseline"} & set(args.methods) else {}
-    if "cpu_ref" in args.methods:
+    if args.degrade:
+        from benchmarks.texture.degrade import degraded_views
+
+        views, vmask, gains, shifts = degraded_views(source, camera_rig(), args.view_px, asset,
+                                                     args.degradation, cuda)
+        row["true_gains"], row["true_shifts"] = gains.tolist(), shifts.tolist()
+    else:
+        views, vmask = render_source(source, camera_rig(), args.view_px, cuda)    # the "generated" views
+        views = np.clip(np.rint(views * 255.0), 0, 255).astype(np.uint8)
+    if args.device == "host":
+        atlases = fuse_host(low, views, vmask, args, row)
+    else:
+        atlases = fuse_ours_and_baseline(low, views, vmask, args, cuda, row) \
+            if {"ours", "baseline"} & set(args.methods) else {}
+    if "cpu_ref" in args.methods and args.device != "host":
         t0 = time.perf_counter()
         atlases["cpu_ref"], _ = fuse_views(low, camera_rig(), views, args.atlas, masks=vmask)
         row["t_cpu_ref"] = [time.perf_counter() - t0]
@@ -276,10 +322,13 @@ def _ms(row: dict, key: str) -> str:
 
 def write_table(rows: list[dict], args, device: str) -> list[str]:
     ok = [r for r in rows if "error" not in r]
-    lines = ["# Texture fusion oracle (issue 4 item 7)", "",
+    views = ("views DEGRADED as generated ones (" + args.degradation.describe() + "; ours harmonises "
+             "them)") if args.degrade else "true colours of the source"
+    lines = ["# Texture fusion oracle (issue 4 item 7" + (", degraded views: issue 14 item 6)" if args.degrade
+                                                        else ")"), "",
              f"`python -m benchmarks.texture.oracle` at git `{git_sha()}` on {device}, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Atlas {args.atlas}^2, 10 rig views at "
-             f"{args.view_px} px (true colours of the source), low mesh {args.faces} faces (simplify_qem + "
+             f"{args.view_px} px ({views}), low mesh {args.faces} faces (simplify_qem + "
              f"unwrap_uv), scored on 8 held-back views (+-30 deg elevation) at {args.eval_px} px against the "
              "source's renders (pixels covered in both). Baseline: bilinear single tap, cos^4, OpenCV Telea "
              "in UV space, same plan and gutter. Times: median of "
@@ -343,7 +392,9 @@ def write_csv(rows: list[dict], args, device: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    ap.add_argument("--device", choices=("cpu", "cuda", "host"), default="cuda",
+                    help="cpu: the device code in numba's CUDA simulator (tiny sizes only); host: the CPU "
+                         "engine's fusion and a host baseline (module docstring)")
     ap.add_argument("--atlas", type=int, default=2048)
     ap.add_argument("--view-px", type=int, default=1024)
     ap.add_argument("--eval-px", type=int, default=512)
@@ -352,12 +403,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--methods", nargs="*", choices=METHODS, default=list(METHODS))
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cache", default=str(DEFAULT_CACHE))
+    ap.add_argument("--degrade", action="store_true", help="degrade the views as generated ones (degrade.py)")
+    ap.add_argument("--degrade-seed", type=int, default=0)
+    ap.add_argument("--exposure-jitter", type=float, default=0.10)
+    ap.add_argument("--wb-jitter", type=float, default=0.10)
+    ap.add_argument("--max-shift-px", type=float, default=1.0)
     ap.add_argument("--prepare-only", action="store_true", help="write the low meshes to --cache and stop")
     ap.add_argument("--shared", default=None, help="folder with assets/ ($ASSETGEN_SHARED)")
     ap.add_argument("--out", default=None, help="markdown table")
     ap.add_argument("--csv", default=None, help="results CSV (append_result rows)")
     ap.add_argument("--json", default=None, help="raw per-asset rows")
     args = ap.parse_args(argv)
+    from benchmarks.texture.degrade import Degradation
+
+    args.degradation = Degradation(args.exposure_jitter, args.wb_jitter, args.max_shift_px, args.degrade_seed)
     if args.device == "cpu":                     # the device kernels then run in numba's CUDA simulator
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
     from benchmarks.geometry.dense_inputs import shared_dir
@@ -369,7 +428,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.prepare_only:
             return []
     cuda = args.device == "cuda"
-    device = "cpu"
+    device = "cpu (host fusion)" if args.device == "host" else "cpu"
     if cuda:
         import torch
 

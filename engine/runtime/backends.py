@@ -77,10 +77,11 @@ def _cpu_watertight(mesh, resolution: int):
 
 
 def _cpu_fusion_plan(mesh, cameras, atlas_size: int, view_resolution: int, masks, min_incidence: float,
-                     neighbours: int, fill: InpaintFill = InpaintFill.KNN):
+                     neighbours: int, fill: InpaintFill = InpaintFill.KNN, harmonise=None):
     """The CPU reference fuses in one step: the plan only carries its arguments."""
     return dict(mesh=mesh, cameras=list(cameras), atlas_size=atlas_size, masks=masks,
-                min_incidence=min_incidence, neighbours=neighbours, harmonic=fill is InpaintFill.HARMONIC)
+                min_incidence=min_incidence, neighbours=neighbours, harmonic=fill is InpaintFill.HARMONIC,
+                harmonise=harmonise)
 
 
 def _cpu_coverage(mesh, cameras, resolution: int) -> np.ndarray:
@@ -94,7 +95,8 @@ def _cpu_fuse(plan, images: np.ndarray) -> tuple[np.ndarray, dict]:
 
     p = plan
     return fuse_views(p["mesh"], p["cameras"], images, p["atlas_size"], masks=p["masks"],
-                      min_incidence=p["min_incidence"], neighbours=p["neighbours"], harmonic=p["harmonic"])
+                      min_incidence=p["min_incidence"], neighbours=p["neighbours"], harmonic=p["harmonic"],
+                      harmonise=p.get("harmonise"))
 
 
 # -------------------------------------------------------------------------------------- device (CUDA)
@@ -166,11 +168,12 @@ def _gpu_watertight(mesh, resolution: int):
 
 
 def _gpu_fusion_plan(mesh, cameras, atlas_size: int, view_resolution: int, masks, min_incidence: float,
-                     neighbours: int, fill: InpaintFill = InpaintFill.KNN):
-    """``fill``: the GPU fusion has the k-nearest fill only (``InpaintFill``); HARMONIC runs it too."""
+                     neighbours: int, fill: InpaintFill = InpaintFill.KNN, harmonise=None):
+    """``fill``: the GPU fusion has the k-nearest fill only (``InpaintFill``); HARMONIC runs it too.
+    ``harmonise``: ``view_harmonisation.HarmoniseConfig`` or None (off)."""
     from engine.texture.fusion_gpu import FusionConfig, plan_fusion
 
-    cfg = FusionConfig(min_incidence=min_incidence, neighbours=neighbours)
+    cfg = FusionConfig(min_incidence=min_incidence, neighbours=neighbours, harmonise=harmonise)
     return plan_fusion(mesh, cameras, atlas_size, view_resolution, "cuda", cfg, pixel_mask=masks)
 
 
@@ -204,7 +207,7 @@ class Backends:
     watertight(TriMesh, resolution) -> stage mesh        repair of a broken input (paper 5.1)
     coverage(rig TriMesh, cameras, resolution) -> bool [K, R, R] numpy: pixels the mesh covers per view
     fusion_plan(rig TriMesh, cameras, atlas_size, view_resolution, masks, min_incidence, neighbours,
-                fill InpaintFill) -> plan
+                fill InpaintFill, harmonise HarmoniseConfig | None = None) -> plan
     fuse(plan, views uint8 [K, R, R, 3]) -> (atlas uint8 [S, S, 3] on the host, stats)
     """
 

@@ -74,6 +74,7 @@ def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, 
     are geometry): the mesh scaled into the rig sphere, its coverage rendered at the diffusion resolution
     and repeated ``upscale`` times per axis (the views' final resolution after super-resolution, as the
     views themselves are upscaled)."""
+    from engine.texture.view_harmonisation import HarmoniseConfig
     from engine.texture.views import camera_rig, normalize_to_sphere
 
     cams = camera_rig()
@@ -85,7 +86,8 @@ def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, 
     res = texture.view_resolution * upscale
     with substep("fusion plan"):
         plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
-                                    texture.inpaint_neighbours, texture.inpaint_fill)
+                                    texture.inpaint_neighbours, texture.inpaint_fill,
+                                    HarmoniseConfig() if texture.harmonise_views else None)
     return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}
 
 
