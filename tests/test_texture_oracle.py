@@ -75,3 +75,27 @@ def test_oracle_benchmark_tiny_on_one_asset(tmp_path, shared_dir):
     assert {("ours:spot", "heldback_psnr"), ("baseline:spot", "heldback_ssim"),
             ("cpu_ref:spot", "heldback_psnr"), ("precompute:spot", "latency"),
             ("ours:spot", "latency"), ("ours:spot", "unfilled_share")} <= got
+
+
+def test_degraded_views_are_seeded_and_bounded():
+    from benchmarks.texture.degrade import Degradation, draws
+
+    cfg = Degradation()
+    g1, s1 = draws("spot", 10, cfg)
+    g2, s2 = draws("spot", 10, cfg)
+    assert np.array_equal(g1, g2) and np.array_equal(s1, s2)                 # both methods see the same views
+    assert not np.array_equal(draws("duck", 10, cfg)[0], g1)
+    assert np.all(np.abs(g1 - 1.0) <= 0.21) and np.all(np.linalg.norm(s1, axis=1) <= 1.0)
+
+
+def test_oracle_degraded_host_tiny_on_one_asset(tmp_path, shared_dir):
+    table = tmp_path / "oracle.md"
+    rows = oracle.main(["--device", "host", "--degrade", "--atlas", "128", "--view-px", "64",
+                        "--eval-px", "64", "--faces", "400", "--assets", "spot", "--repeats", "1",
+                        "--methods", "ours", "baseline", "--cache", str(tmp_path / "c"),
+                        "--shared", str(shared_dir), "--out", str(table)])
+    (row,) = rows
+    assert "error" not in row and len(row["true_gains"]) == 10 and len(row["ours_gains"]) == 10
+    for name in ("ours", "baseline"):
+        assert 12.0 < row[f"psnr_{name}"] < 60.0
+    assert "DEGRADED" in table.read_text()
