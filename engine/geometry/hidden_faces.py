@@ -54,6 +54,7 @@ from numba import njit
 from engine.errors import ConfigError
 from engine.geometry.bvh import Bvh, build_bvh
 from engine.geometry.hidden_faces_escape import ESCAPE_DIRECTIONS, FRONTIER_FACTOR, escape_visibility
+from engine.geometry.hidden_faces_verify import keep_provable
 from engine.geometry.mesh import TriMesh, face_normals, validate_mesh
 
 NORMAL_AGREEMENT = 0.5
@@ -78,6 +79,7 @@ class HiddenFaceReport:
     method: HiddenFaceMethod          # step 2's method
     seconds: float
     note: str = ""
+    verified: int = 0                 # of ``added``: kept by step 3 (proved visible after step 2 missed them)
 
 
 def fibonacci_sphere(n: int) -> np.ndarray:
@@ -233,29 +235,40 @@ def _escape(bvh: Bvh, mesh: TriMesh, by_rays: np.ndarray, directions: int) -> np
                              base, dense).numpy()
 
 
-def _visible_and_rays(mesh: TriMesh, views: int, resolution: int, method: HiddenFaceMethod,
-                      directions: int) -> tuple[np.ndarray, np.ndarray]:
-    bvh = build_bvh(mesh.vertices, mesh.faces)
-    by_rays = view_hit_counts(bvh, mesh, views, resolution) > 0
+def _step2(bvh: Bvh, mesh: TriMesh, by_rays: np.ndarray, method: HiddenFaceMethod,
+           directions: int) -> np.ndarray:
     if method is HiddenFaceMethod.ESCAPE_RAYS:
-        return _escape(bvh, mesh, by_rays, directions), by_rays
+        return _escape(bvh, mesh, by_rays, directions)
     if not by_rays.any():
-        return by_rays, by_rays
+        return by_rays
     offsets, nbrs = face_adjacency(mesh.faces)
     normals = face_normals(mesh.vertices, mesh.faces).astype(np.float64)
-    return _flood_fill(by_rays, normals, offsets, nbrs, NORMAL_AGREEMENT), by_rays
+    return _flood_fill(by_rays, normals, offsets, nbrs, NORMAL_AGREEMENT)
+
+
+def _visible_and_rays(mesh: TriMesh, views: int, resolution: int, method: HiddenFaceMethod,
+                      directions: int, verify: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """(visible bool [F], visible by the views bool [F], faces the verification kept)."""
+    bvh = build_bvh(mesh.vertices, mesh.faces)
+    by_rays = view_hit_counts(bvh, mesh, views, resolution) > 0
+    visible = _step2(bvh, mesh, by_rays, method, directions)
+    if not verify:
+        return visible, by_rays, 0
+    visible, verified = keep_provable(mesh, visible, bvh)
+    return visible, by_rays, verified
 
 
 def find_visible_faces(mesh: TriMesh, views: int, resolution: int,
                        method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
-                       directions: int = ESCAPE_DIRECTIONS) -> np.ndarray:
-    """bool [F]: faces hit by a view ray or kept by step 2's ``method`` (module docstring).
+                       directions: int = ESCAPE_DIRECTIONS, verify: bool = True) -> np.ndarray:
+    """bool [F]: faces hit by a view ray, kept by step 2's ``method`` or, with ``verify`` (step 3, the
+    default), proved visible by the last check (module docstring).
 
     mesh: TriMesh (glTF convention); views: number of Fibonacci viewpoints; resolution: rays per view side;
     directions: escape directions per sample point of the escape rays' base test.
     """
     _check_args(mesh, views, resolution, directions)
-    return _visible_and_rays(mesh, views, resolution, method, directions)[0]
+    return _visible_and_rays(mesh, views, resolution, method, directions, verify)[0]
 
 
 def compact_faces(mesh: TriMesh, keep: np.ndarray) -> TriMesh:
@@ -279,15 +292,17 @@ def compact_faces(mesh: TriMesh, keep: np.ndarray) -> TriMesh:
 
 def remove_hidden_faces(mesh: TriMesh, views: int, resolution: int,
                         method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
-                        directions: int = ESCAPE_DIRECTIONS) -> tuple[TriMesh, HiddenFaceReport]:
-    """Drop the faces neither a view ray nor step 2's ``method`` keeps. Returns (compacted mesh, report).
+                        directions: int = ESCAPE_DIRECTIONS, verify: bool = True
+                        ) -> tuple[TriMesh, HiddenFaceReport]:
+    """Drop the faces no view ray, step 2's ``method`` or (``verify``) step 3's proof keeps. Returns
+    (compacted mesh, report).
 
     If no face is visible at all (e.g. every face has zero area), the input mesh is returned unchanged and
     the report's ``note`` says so.
     """
     start = time.perf_counter()
     _check_args(mesh, views, resolution, directions)
-    visible, by_rays = _visible_and_rays(mesh, views, resolution, method, directions)
+    visible, by_rays, verified = _visible_and_rays(mesh, views, resolution, method, directions, verify)
     n_rays = int(by_rays.sum())
     if not visible.any():
         return mesh, HiddenFaceReport(mesh.num_faces, mesh.num_faces, 0, 0, method,
@@ -295,4 +310,4 @@ def remove_hidden_faces(mesh: TriMesh, views: int, resolution: int,
                                       "no face is visible (no ray reached any); mesh kept unchanged")
     out = compact_faces(mesh, visible)
     return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, int(visible.sum()) - n_rays, method,
-                                 time.perf_counter() - start)
+                                 time.perf_counter() - start, verified=verified)
