@@ -302,6 +302,7 @@ def _fit_boxes(vertices: np.ndarray, faces: np.ndarray, leaf_face: np.ndarray, l
 # ----------------------------------------------------------------------------------------------------
 
 _CHUNK = 256
+_F64 = np.float64
 
 
 @njit(cache=True, inline="always")
@@ -325,9 +326,12 @@ def _tri_hit(vertices, faces, f, o, d, cull):
     """Moller-Trumbore in float64, barycentric edge tolerance ``_EDGE_EPS``: (t, u, v) of ray o + t d on
     face f, t = -1.0 when it misses (or, with ``cull``, meets the back side)."""
     i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-    ax, ay, az = vertices[i0, 0], vertices[i0, 1], vertices[i0, 2]
-    e1x, e1y, e1z = vertices[i1, 0] - ax, vertices[i1, 1] - ay, vertices[i1, 2] - az
-    e2x, e2y, e2z = vertices[i2, 0] - ax, vertices[i2, 1] - ay, vertices[i2, 2] - az
+    # float64 before subtracting (float() keeps float32 in numba): float32 edge vectors round differently
+    # in the two faces of an edge and open cracks far wider than _EDGE_EPS (a ray through a shared edge
+    # then hit neither face)
+    ax, ay, az = _F64(vertices[i0, 0]), _F64(vertices[i0, 1]), _F64(vertices[i0, 2])
+    e1x, e1y, e1z = _F64(vertices[i1, 0]) - ax, _F64(vertices[i1, 1]) - ay, _F64(vertices[i1, 2]) - az
+    e2x, e2y, e2z = _F64(vertices[i2, 0]) - ax, _F64(vertices[i2, 1]) - ay, _F64(vertices[i2, 2]) - az
     px = d[1] * e2z - d[2] * e2y
     py = d[2] * e2x - d[0] * e2z
     pz = d[0] * e2y - d[1] * e2x
