@@ -2,7 +2,7 @@
 
 Criterion: a face is visible when a ray from outside the mesh's bounding sphere reaches a point of it
 unobstructed, on either side (no culling: a back face seen through a hole is visible). Everything else is
-removed. Two steps decide it (the GPU path, ``hidden_faces_gpu``, takes the same steps):
+removed. Three steps decide it (the GPU path, ``hidden_faces_gpu``, takes the same steps):
 
 1. Views. ``views`` directions are spread evenly on the unit sphere (Fibonacci lattice). For each, an
    orthographic grid of ``resolution x resolution`` parallel rays covers the mesh's bounding sphere (centre
@@ -20,25 +20,30 @@ removed. Two steps decide it (the GPU path, ``hidden_faces_gpu``, takes the same
      towards many directions (rotated Fibonacci sets, then points on the escape rays of faces already
      proved visible -- the openings -- and a denser set next to visible faces); one ray that hits nothing
      proves the face visible.
+3. The escape check (issue 14.4; ``verify=True``, the default for both methods; ``hidden_faces_verify``):
+   before a face is removed, rays from 10 points of it (a cube map of directions, then rays grazing every
+   contour edge seen from the point: the boundary of any opening it could be seen through) try to prove
+   it visible; a face is removed only when none escapes. The faces left to remove are few (tens to
+   hundreds), so this step is cheap next to the views; the GPU path runs it on the host after its device
+   passes.
 
-Why ``ESCAPE_RAYS`` (issue 14): with views alone, a face is found only when one of the fixed view
-directions lies in the cone of directions it can be seen from. Deep in a concavity that cone is narrow:
-an open mouth, a cup's inside, a room behind a window (on a character with an open mouth 512 views x
-1024 px removed 289 visible faces). The flood fill recovers only faces facing like a view-hit neighbour
-(a cavity's walls turn away from its rim) and keeps hidden faces that do (an interior face co-oriented
-with an exterior neighbour). At 96 views x 256 px, over the test shapes of tests/meshes.py and the 16
-shared assets, the flood fill removed 503 visible faces (349 on trellis_T, 68 on suzanne) and kept 540
-hidden ones; escape rays removed 7 visible faces, each one that at most ~1e-4 of random (point,
-direction) rays escape from, and kept no hidden one (benchmarks/results/hidden_faces_recall_cpu.md).
-Why not the default: its cost grows with the faces the views miss and are hidden. On the meshes
-``generate`` makes (silhouette-prior shapes at 20K faces: tens of faces missed, all visible) it adds
-0.1-0.25 s to the 2.6 s stage on 2 cores (``generate --example``); on artists' meshes with
-concavities or interiors (``process``) it takes 2.5-5x the flood fill's time (helmet 22.7 s vs 4.4 s,
-trellis_T 9.8 vs 3.9 s at 96 x 256); on the GPU it is not yet measured.
+Why step 3 (issue 14.4, "visible faces stay"): with views alone, a face is found only when one of the
+fixed view directions lies in the cone of directions it can be seen from. Deep in a concavity that cone
+is narrow: an open mouth, a cup's inside, a room behind a window, the slit between an eyeball and its
+socket. The flood fill recovers only faces facing like a view-hit neighbour (a cavity's walls turn away
+from its rim) and keeps hidden faces that do (an interior face co-oriented with an exterior neighbour);
+escape rays sample directions and can still miss a narrow cone. At 96 views x 256 px over the test
+shapes of tests/meshes.py and the 16 shared assets, the flood fill alone removed 526 visible faces (350
+on trellis_T, 75 on suzanne) and escape rays alone 7; with step 3 neither removes a face that the exact
+shapes or a 16 x 4096-ray oracle know to be visible (benchmarks/results/hidden_faces_recall_cpu.md).
+Why the flood fill stays the default: with step 3 both keep every visible face, and escape rays cost
+about 2.5x as much on the assets (their rounds test every face the views miss, the check only the faces
+left to remove). Escape rays remove more hidden faces: the flood fill keeps hidden faces co-oriented
+with a visible neighbour (128 of box_with_hole's, 78 on helmet).
 
-Limits: the escape test samples directions; a face visible only through a cone narrower than its
-sampling can still be removed (benchmarks/results/hidden_faces_recall_cpu.md measures recall against a
-16 x 4096-ray oracle). Zero-area faces are never visible and never promoted.
+Limits: the escape tests sample rays; a face visible only through an opening the check's contour rays do
+not find can still be removed (``hidden_faces_verify``). Zero-area faces are never visible and never
+promoted.
 """
 
 from __future__ import annotations
@@ -62,10 +67,10 @@ _RAYS_PER_BATCH = 1 << 19
 
 
 class HiddenFaceMethod(enum.Enum):
-    """How the faces the views missed are decided (module docstring, step 2)."""
+    """How the faces the views missed are decided (module docstring, step 2; step 3 follows either)."""
 
     FLOOD_FILL = "flood_fill"      # paper 6.2: normal-gated flood fill from the view-hit faces
-    ESCAPE_RAYS = "escape_rays"    # escape rays: keeps every visible face; slower where views miss many
+    ESCAPE_RAYS = "escape_rays"    # escape rays: fewer hidden faces kept; slower where views miss many
 
 
 @dataclass
