@@ -277,8 +277,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="UV atlas: projection charts + one bitmap packing (default) or xatlas")
     p.add_argument("--hidden-faces", default=None, choices=["flood_fill", "escape_rays"],
                    help="faces the visibility views miss: the paper's normal-gated flood fill (default) or "
-                   "escape rays, which keep every face visible from outside (slower on meshes with "
-                   "concavities or interiors)")
+                   "escape rays (fewer hidden faces kept, slower on meshes with concavities or interiors); "
+                   "either way an escape check keeps every face it can prove visible from outside")
     p.add_argument("--timings", action="store_true",
                    help="print a per-stage timing table with the critical path (wall) beside the sum")
     p.add_argument("--cache-dir", default=None, metavar="DIR",

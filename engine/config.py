@@ -42,7 +42,8 @@ class HiddenFaces(enum.Enum):
     """How hidden-face removal decides the faces its views miss (engine/geometry/hidden_faces.py)."""
 
     FLOOD_FILL = "flood_fill"  # paper 6.2: normal-gated flood fill from the faces the views hit
-    ESCAPE_RAYS = "escape_rays"  # rays that escape prove a face visible: keeps every visible face, slower
+    ESCAPE_RAYS = "escape_rays"  # rays that escape prove a face visible: fewer hidden faces kept, slower
+    # either way an escape check (engine/geometry/hidden_faces_verify.py) keeps every face it proves visible
 
 
 class RandomNetworks(enum.Enum):

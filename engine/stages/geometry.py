@@ -54,7 +54,8 @@ def hidden_faces(low, *, geometry: GeometryConfig, backends: Backends) -> dict:
     removed = report.faces_in - report.faces_out
     return {"visible": visible, "_note": f"{removed} hidden faces removed ({geometry.visibility_views} views "
                                          f"at {geometry.visibility_resolution} px, then "
-                                         f"{geometry.hidden_faces.value.replace('_', ' ')})"}
+                                         f"{geometry.hidden_faces.value.replace('_', ' ')}, then the escape "
+                                         f"check: {report.verified} kept)"}
 
 
 def uv_unwrap(visible: TriMesh, *, texture: TextureConfig, unwrapper) -> dict:
