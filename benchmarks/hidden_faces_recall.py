@@ -1,24 +1,28 @@
 """Visible faces stay (issue 14.4): recall and precision of hidden-face removal on shapes whose visible
-faces are known exactly, and on every shared asset against a brute-force oracle (CPU), for both methods
-of ``engine.geometry.hidden_faces``, with their times.
+faces are known exactly, and on every shared asset against a brute-force oracle (CPU), for the variants of
+``engine.geometry.hidden_faces``, with their times.
 
 What runs, per mesh, at ``--views`` x ``--px`` (the CPU budget; the paper's 512 x 1024 is the GPU's):
-  * ``escape``: ``find_visible_faces(..., HiddenFaceMethod.ESCAPE_RAYS)`` (views, then escape rays);
-  * ``flood fill``: ``find_visible_faces`` with the default ``FLOOD_FILL`` (the same views, then the
-    paper's normal-gated flood fill).
+  * ``flood fill`` (the default): ``find_visible_faces(mesh, ...)`` -- views, the paper's normal-gated
+    flood fill, then the escape check on the faces left to remove (``hidden_faces_verify``);
+  * ``escape``: ``find_visible_faces(..., HiddenFaceMethod.ESCAPE_RAYS)`` -- views, escape rays, the check;
+  * ``paper flood fill``: ``find_visible_faces(..., verify=False)`` -- views and flood fill alone (the
+    method before issue 14.4), as the baseline.
 Truth:
   * shapes (tests/meshes.py: a deep cup, a box with a small hole, a mouth, a hollow sphere with a
     window, a shell around hidden objects): exact, by construction;
   * assets (every folder of <shared>/assets, as ``engine.io.asset_load.load_mesh`` loads it): the oracle
     (``engine.geometry.hidden_faces_oracle``: ``--oracle-points`` random points x ``--oracle-dirs``
-    random directions per face, nearest-hit ray casts) run on every face either method removed. A face
-    escape keeps is proved visible by its own view or escape ray, so visible = kept by escape + removed
-    faces the oracle proves visible; recall = visible faces kept / visible faces; precision = removed faces
-    the oracle cannot prove visible / removed faces (both 1 when nothing is removed and nothing visible is
+    random directions per face, nearest-hit ray casts, numpy RNG ``--seed``; the engine draws no numpy
+    random numbers, its check none at all) run on every face any variant removed. A face escape keeps is
+    proved visible by its own view, escape or check ray, so visible = kept by escape + removed faces the
+    oracle proves visible; recall = visible faces kept / visible faces; precision = removed faces the
+    oracle cannot prove visible / removed faces (both 1 when nothing is removed and nothing visible is
     missed).
 Times: one call each, after a warm-up call on a small shape (JIT), wall clock, on a shared 2-core machine.
-With ``--device cuda`` both methods run their GPU paths (``hidden_faces_gpu``: rasterised views, then
-escape rays on the GPU BVH or the GPU flood fill), e.g. at the paper's 512 x 1024.
+With ``--device cuda`` the variants run their GPU paths (``hidden_faces_gpu``: rasterised views, then
+escape rays on the GPU BVH or the GPU flood fill, then the check on the host), e.g. at the paper's
+512 x 1024.
 Writes benchmarks/results/hidden_faces_recall_<cpu|h100>.md and rows in benchmarks/results/<cpu|h100>.csv.
 
 Run:  python -m benchmarks.hidden_faces_recall [--assets ...] [--views 96 --px 256] [--device cuda]
@@ -50,26 +54,33 @@ def shapes() -> dict[str, tuple[TriMesh, np.ndarray]]:
             "shell_with_inner_object": meshes.shell_with_inner_object()}
 
 
-def visible_faces(mesh: TriMesh, views: int, px: int, device: str, method: HiddenFaceMethod) -> np.ndarray:
+VARIANTS = (("flood fill", "flood_fill", HiddenFaceMethod.FLOOD_FILL, True),
+            ("escape", "escape_rays", HiddenFaceMethod.ESCAPE_RAYS, True),
+            ("paper flood fill", "flood_fill_unverified", HiddenFaceMethod.FLOOD_FILL, False))
+"""(table name, csv variant, step 2, step 3 on): the default, the option, the paper's method alone."""
+
+
+def visible_faces(mesh: TriMesh, views: int, px: int, device: str, method: HiddenFaceMethod,
+                  verify: bool = True) -> np.ndarray:
     if device == "cpu":
         from engine.geometry.hidden_faces import find_visible_faces
 
-        return find_visible_faces(mesh, views, px, method)
+        return find_visible_faces(mesh, views, px, method, verify=verify)
     from engine.geometry.device_mesh import DeviceMesh
     from engine.geometry.hidden_faces_gpu import find_visible_faces_gpu
     from triton_kernels.numba_cuda import kernel_device
 
     dm = DeviceMesh.from_trimesh(mesh, kernel_device())
-    return find_visible_faces_gpu(dm, views, px, method)[0].cpu().numpy()
+    return find_visible_faces_gpu(dm, views, px, method, verify=verify)[0].cpu().numpy()
 
 
-def timed(mesh: TriMesh, args, method: HiddenFaceMethod) -> tuple[np.ndarray, float]:
+def timed(mesh: TriMesh, args, method: HiddenFaceMethod, verify: bool) -> tuple[np.ndarray, float]:
     if args.device != "cpu":
         import torch
 
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    kept = visible_faces(mesh, args.views, args.px, args.device, method)
+    kept = visible_faces(mesh, args.views, args.px, args.device, method, verify)
     return kept, time.perf_counter() - t0
 
 
@@ -84,35 +95,36 @@ def scores(kept: np.ndarray, visible: np.ndarray) -> dict[str, float]:
 def judge(name: str, mesh: TriMesh, truth: np.ndarray | None, args) -> dict:
     from engine.geometry.hidden_faces_oracle import oracle_visible
 
-    new, seconds = timed(mesh, args, HiddenFaceMethod.ESCAPE_RAYS)
-    old, old_seconds = timed(mesh, args, HiddenFaceMethod.FLOOD_FILL)
+    kept, seconds = {}, {}
+    for label, _, method, verify in VARIANTS:
+        kept[label], seconds[label] = timed(mesh, args, method, verify)
+    proved = kept["escape"]                             # every face it keeps is proved by a ray
     oracle_s = 0.0
-    if truth is None:                                   # oracle on every face either method removed
-        ask = np.flatnonzero(~new | ~old)
+    if truth is None:                                   # oracle on every face any variant removed
+        ask = np.flatnonzero(~np.logical_and.reduce(list(kept.values())))
         t1 = time.perf_counter()
         seen = oracle_visible(mesh, ask, args.oracle_points, args.oracle_dirs, seed=args.seed)
         oracle_s = time.perf_counter() - t1
-        truth = new.copy()
-        truth[ask] = seen | new[ask]
-    row = {"mesh": name, "faces": mesh.num_faces, "visible": int(truth.sum()), "seconds": seconds,
-           "old_seconds": old_seconds, "oracle_s": oracle_s, "new": scores(new, truth),
-           "old": scores(old, truth)}
-    new_s, old_s = row["new"], row["old"]
-    print(f"{name:26s} F={mesh.num_faces:6d} vis={row['visible']:6d} | escape: removed {new_s['removed']:5d} "
-          f"missed {new_s['missed']:4d} {seconds:.1f} s | flood fill: removed {old_s['removed']:5d} missed "
-          f"{old_s['missed']:4d} {old_seconds:.1f} s | oracle {oracle_s:.1f} s", flush=True)
+        truth = proved.copy()
+        truth[ask] = seen | proved[ask]
+    row = {"mesh": name, "faces": mesh.num_faces, "visible": int(truth.sum()), "oracle_s": oracle_s,
+           "seconds": seconds, "scores": {k: scores(v, truth) for k, v in kept.items()}}
+    parts = [f"{k}: removed {m['removed']} missed {m['missed']} {seconds[k]:.1f} s"
+             for k, m in row["scores"].items()]
+    print(f"{name:26s} F={mesh.num_faces:6d} vis={row['visible']:6d} | " + " | ".join(parts)
+          + f" | oracle {oracle_s:.1f} s", flush=True)
     return row
 
 
 def table(rows: list[dict], kind: str) -> list[str]:
-    head = "removed | missed visible | hidden kept | recall | precision"
-    out = [f"| {kind} | faces | visible | escape: {head} | flood fill: {head} | escape s | flood fill s |",
-           "|---" * 15 + "|"]
+    head = "removed | missed visible | hidden kept | recall | precision | s"
+    labels = [v[0] for v in VARIANTS]
+    out = [f"| {kind} | faces | visible | " + " | ".join(f"{k}: {head}" for k in labels) + " |",
+           "|---" * (3 + 6 * len(labels)) + "|"]
     for r in rows:
         cells = [f"{m['removed']} | {m['missed']} | {m['hidden_kept']} | {m['recall']:.4f} | "
-                 f"{m['precision']:.4f}" for m in (r["new"], r["old"])]
-        out.append(f"| {r['mesh']} | {r['faces']:,} | {r['visible']:,} | {cells[0]} | {cells[1]} | "
-                   f"{r['seconds']:.1f} | {r['old_seconds']:.1f} |")
+                 f"{m['precision']:.4f} | {r['seconds'][k]:.1f}" for k, m in r["scores"].items()]
+        out.append(f"| {r['mesh']} | {r['faces']:,} | {r['visible']:,} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -121,10 +133,12 @@ def write(shape_rows: list[dict], asset_rows: list[dict], args) -> None:
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     intro = (f"Generated by `python -m benchmarks.hidden_faces_recall` at git `{git_sha()}`, {when}, "
              f"{args.device_name}. Views: {args.views} x {args.px} px (the paper's 512 x 1024 px is 537M "
-             f"rays per mesh on the CPU: the GPU's setting). escape = views + escape rays ({module}, "
-             "``--hidden-faces escape_rays``); flood fill = the same views + the paper's normal-gated flood "
-             "fill (the default). The oracle runs on the host CPU. Times: wall clock of one call each, after "
-             "a warm-up, on a shared 2-core machine.")
+             f"rays per mesh on the CPU: the GPU's setting). Variants ({module}): flood fill = views + the "
+             "paper's normal-gated flood fill + the escape check on the faces left to remove "
+             "(engine.geometry.hidden_faces_verify; the default); escape = views + escape rays + the same "
+             "check (``--hidden-faces escape_rays``); paper flood fill = views + flood fill alone (no check, "
+             "the method before issue 14.4). The check and the oracle run on the host CPU. Times: wall "
+             "clock of one call each, after a warm-up, on a 2-core machine shared with another job.")
     legend = ("recall = visible faces kept / visible faces; precision = removed faces that are hidden / "
               "removed faces; missed visible = visible faces removed; hidden kept = hidden faces kept.")
     lines = [f"# Hidden-face removal: visible faces kept, hidden ones removed ({args.tag})",
@@ -134,22 +148,23 @@ def write(shape_rows: list[dict], asset_rows: list[dict], args) -> None:
     lines += table(shape_rows, "shape")
     lines += ["", f"## Shared assets as loaded, against the oracle ({args.oracle_points} random points x "
               f"{args.oracle_dirs} random directions per removed face, seed {args.seed})", "",
-              "Visible = kept by escape (each proved by a view or escape ray) + removed faces the oracle "
-              "proves visible; the oracle ran on every face either method removed.", ""]
+              "Visible = kept by escape (each proved by a view, escape or check ray) + removed faces the "
+              "oracle proves visible; the oracle ran on every face any variant removed.", ""]
     lines += table(asset_rows, "asset")
-    total = {k: sum(r[k]["missed"] for r in shape_rows + asset_rows) for k in ("new", "old")}
-    lines += ["", f"Visible faces removed over all rows: escape {total['new']}, flood fill {total['old']}. "
-              f"Time over all rows: escape {sum(r['seconds'] for r in shape_rows + asset_rows):.0f} s, flood "
-              f"fill {sum(r['old_seconds'] for r in shape_rows + asset_rows):.0f} s. Oracle time: "
-              f"{sum(r['oracle_s'] for r in asset_rows):.0f} s."]
+    rows = shape_rows + asset_rows
+    missed = ", ".join(f"{k} {sum(r['scores'][k]['missed'] for r in rows)}" for k, *_ in VARIANTS)
+    secs = ", ".join(f"{k} {sum(r['seconds'][k] for r in rows):.0f} s" for k, *_ in VARIANTS)
+    asset_secs = ", ".join(f"{k} {sum(r['seconds'][k] for r in asset_rows):.0f} s" for k, *_ in VARIANTS)
+    lines += ["", f"Visible faces removed over all rows: {missed}. Time over all rows: {secs} (assets only: "
+              f"{asset_secs}). Oracle time: {sum(r['oracle_s'] for r in asset_rows):.0f} s."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     config = f"{args.views} views x {args.px}px; oracle {args.oracle_points}x{args.oracle_dirs}"
-    for r in shape_rows + asset_rows:
-        for method, variant in (("new", "escape_rays"), ("old", "flood_fill")):
+    for r in rows:
+        for label, variant, *_ in VARIANTS:
             for key in ("recall", "precision"):
                 append_result(args.csv or RESULTS / f"{args.tag}.csv", NAME, variant, key, "ratio",
-                              f"{r['mesh']} ({r['faces']} faces)", r[method][key], None, None, config,
-                              args.device_name)
+                              f"{r['mesh']} ({r['faces']} faces)", r["scores"][label][key], None, None,
+                              config, args.device_name)
 
 
 def main() -> None:
@@ -178,8 +193,8 @@ def main() -> None:
     args.out = args.out or str(RESULTS / f"hidden_faces_recall_{args.tag}.md")
     shared = shared_dir(args.shared)
     warm = shapes()["box_with_hole"][0]
-    for method in HiddenFaceMethod:                     # JIT compile (or cache load) outside the timings
-        visible_faces(warm, 4, 16, args.device, method)
+    for _, _, method, verify in VARIANTS:              # JIT compile (or cache load) outside the timings
+        visible_faces(warm, 4, 16, args.device, method, verify)
     shape_rows = [] if args.no_shapes else [judge(n, m, t, args) for n, (m, t) in shapes().items()]
     asset_rows = [judge(a, load_mesh(find_mesh_file(shared / "assets" / a)), None, args)
                   for a in (args.assets if args.assets is not None else all_assets(shared))]

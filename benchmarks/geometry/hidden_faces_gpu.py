@@ -9,6 +9,8 @@ Measured in one run:
   * GPU latency of ``remove_hidden_faces_device`` at --views x --px (paper: 512 x 1024), CUDA events,
     median/p20/p80 of --repeats after one compile/warm-up call (its time reported separately), with the
     binned visibility pass and the flood fill alone timed too; peak GPU memory of the call.
+    Since issue 14.4 the call ends with the escape check on the host CPU (``hidden_faces_verify``, the
+    default): rows before it lack that step.
   * Baseline in the same run: the previous visibility pass (global packed int64 z-buffer with one atomic
     min per fragment, batched under 1 GiB, then a mark pass over it); its latency, and whether its visible
     set equals the binned pass's (it must: both are bit-identical z-buffers).

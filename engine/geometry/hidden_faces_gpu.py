@@ -38,8 +38,8 @@ normal-gated flood fill or escape rays, all on ``kernel_device()``. Same semanti
 3. The escape check (``engine.geometry.hidden_faces_verify``, the reference's step 3; ``verify=True``, the
    default): the faces the GPU passes leave to remove (tens to hundreds) are tested on the host CPU with a
    host BVH after the device passes -- a CPU step on a small set, not a kernel; its cost on the GPU machine
-   is not measured yet (0.1-3 s per mesh on the 2-core CPU at 96 x 256 views, where the candidates are
-   the same kind).
+   is not measured yet (0-2.5 s per mesh on the 2-core CPU at 96 x 256 views, where the candidates are
+   of the same kind).
 
 Cost: views x F triangle setups (x3: count, fill, raster), views x (covered tile pixels) shared-memory
 depth tests, ~12 B of global traffic per (view, tile, face) entry, and F-sized torch passes plus two

@@ -29,7 +29,8 @@ removed. Deterministic: fixed points, directions and targets, no random numbers.
 Cost: a visible candidate stops at its first escape (usually within the cube map of its first point); a
 hidden one costs POINTS x (600 + 3 per unoccluded (contour edge, t) + the depth look-ups of all contour
 edges): O(candidates x POINTS x edges) contour tests, plus rays that grow with the contour edges its
-points see. On the 2-core CPU at 96 views x 256 px it adds 0.1-2 s per mesh to a 1-4 s stage
+points see. On the 2-core CPU at 96 views x 256 px it adds 0-2.5 s per mesh (none when nothing is
+left to remove) to the flood fill's 1-3.5 s: 36 s instead of 30 s over the 16 shared assets
 (benchmarks/results/hidden_faces_recall_cpu.md). The GPU path (``hidden_faces_gpu``) runs this same host
 step on its candidates after its device passes.
 
