@@ -1,6 +1,7 @@
 """GPU hidden-face removal (engine.geometry.hidden_faces_gpu) vs the CPU reference: the rasterised views
 equal the reference's view rays; with the flood fill (the default) inner shells go; the escape rays (the
-reference's own code, answered by the GPU BVH) give the same faces and report as the reference's.
+reference's own code, answered by the GPU BVH) give the same faces and report as the reference's; the
+escape check (step 3) runs on the host after the GPU passes and keeps what the reference keeps.
 
 Simulator in CI: tiny view sets (8 views at 32 px) and tiny escape tests (24 faces, 4 directions: the
 simulated BVH answers ~650 rays/s). On the GPU (marker ``gpu``): the paper's setting, and the test shapes
@@ -96,6 +97,18 @@ def test_escape_rays_match_the_reference():
     assert (rep.faces_in, rep.faces_out, rep.visible_by_rays, rep.added) == \
         (ref.faces_in, ref.faces_out, ref.visible_by_rays, ref.added)
     assert rep.added > 0 and out.num_faces == n_outer and out.num_vertices == 8
+
+
+def test_escape_check_runs_on_the_host_after_the_gpu_passes():
+    mesh, n_outer = cube_in_cube()
+    paper = find_visible_faces_gpu(_device(mesh), 1, 4, verify=False)[0].cpu().numpy()
+    assert not paper[:n_outer].all()                                     # 16 view rays + the fill miss some
+    vis = find_visible_faces_gpu(_device(mesh), 1, 4)[0].cpu().numpy()  # the check is on by default
+    np.testing.assert_array_equal(vis, find_visible_faces(mesh, 1, 4))
+    assert vis[:n_outer].all() and not vis[n_outer:].any()
+    out, rep = remove_hidden_faces_gpu(mesh, 1, 4)
+    _, ref = remove_hidden_faces(mesh, 1, 4)
+    assert rep.verified == ref.verified > 0 and out.num_faces == n_outer
 
 
 def test_real_asset_subset_matches_rays():

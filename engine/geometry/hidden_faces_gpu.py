@@ -184,23 +184,20 @@ def escape_visible_gpu(mesh: DeviceMesh, by_views: torch.Tensor, directions: int
                              bounding_sphere_device(mesh)[1], base, dense)
 
 
-def verify_on_host(mesh: DeviceMesh, visible: torch.Tensor) -> torch.Tensor:
+def verify_on_host(mesh: DeviceMesh, visible: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Step 3 (``hidden_faces_verify.keep_provable``) on the host CPU: the mesh is copied over once and a
-    host BVH built when some face with area is left to remove (a few ms to ~0.5 s for 1e4-1e5 faces);
-    returns ``visible`` (bool [F], the mesh's device) plus the faces proved visible."""
+    host BVH built when some face is left to remove (a few ms to ~0.5 s for 1e4-1e5 faces). Returns
+    (``visible`` (bool [F], the mesh's device) plus the faces proved visible, how many were added)."""
     if bool(visible.all()):
-        return visible
+        return visible, 0
     host = TriMesh(mesh.vertices.cpu().numpy(), mesh.faces.cpu().numpy().astype(np.int32))
     kept, added = keep_provable(host, visible.cpu().numpy())
-    return torch.from_numpy(kept).to(visible.device) if added else visible
+    return (torch.from_numpy(kept).to(visible.device) if added else visible), added
 
 
-def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int = 1024,
-                           method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
-                           directions: int = ESCAPE_DIRECTIONS, verify: bool = True
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(visible bool [F], visible_by_views bool [F]) on the mesh's device; see the module docstring.
-    ``verify``: step 3 on the host (``verify_on_host``)."""
+def _visible_gpu(mesh: DeviceMesh, views: int, resolution: int, method: HiddenFaceMethod, directions: int,
+                 verify: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(visible, visible by the views, faces step 3 added)."""
     _check_device_mesh(mesh, views, resolution, directions)
     by_rays = views_visible_gpu(mesh, views, resolution)
     if method is HiddenFaceMethod.ESCAPE_RAYS:
@@ -209,7 +206,19 @@ def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int =
         visible = by_rays
     else:
         visible = flood_fill_gpu(by_rays, mesh.vertices, mesh.faces)[0]
-    return (verify_on_host(mesh, visible) if verify else visible), by_rays
+    if not verify:
+        return visible, by_rays, 0
+    visible, added = verify_on_host(mesh, visible)
+    return visible, by_rays, added
+
+
+def find_visible_faces_gpu(mesh: DeviceMesh, views: int = 512, resolution: int = 1024,
+                           method: HiddenFaceMethod = HiddenFaceMethod.FLOOD_FILL,
+                           directions: int = ESCAPE_DIRECTIONS, verify: bool = True
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visible bool [F], visible_by_views bool [F]) on the mesh's device; see the module docstring.
+    ``verify``: step 3 on the host (``verify_on_host``)."""
+    return _visible_gpu(mesh, views, resolution, method, directions, verify)[:2]
 
 
 def compact_device_mesh(mesh: DeviceMesh, keep: torch.Tensor) -> DeviceMesh:
@@ -237,13 +246,13 @@ def remove_hidden_faces_device(mesh: DeviceMesh, views: int = 512, resolution: i
     if mesh.device != kernel_device():
         raise ConfigError(f"device mesh on {mesh.device}, kernels run on {kernel_device()}",
                           "build it with DeviceMesh.from_trimesh(mesh, kernel_device())")
-    visible, by_rays = find_visible_faces_gpu(mesh, views, resolution, method, directions)
+    visible, by_rays, verified = _visible_gpu(mesh, views, resolution, method, directions, True)
     n_rays, n_visible = int(by_rays.sum()), int(visible.sum())
     if n_visible == 0:
         return mesh, _nothing_visible(mesh.num_faces, method, start)
     out = compact_device_mesh(mesh, visible)
     return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays, method,
-                                 time.perf_counter() - start)
+                                 time.perf_counter() - start, verified=verified)
 
 
 def _nothing_visible(num_faces: int, method: HiddenFaceMethod, start: float) -> HiddenFaceReport:
@@ -262,10 +271,10 @@ def remove_hidden_faces_gpu(mesh: TriMesh | DeviceMesh, views: int = 512, resolu
     start = time.perf_counter()
     validate_mesh(mesh, "mesh for hidden-face removal")
     dev_mesh = DeviceMesh.from_trimesh(mesh, kernel_device())
-    visible, by_rays = find_visible_faces_gpu(dev_mesh, views, resolution, method, directions)
+    visible, by_rays, verified = _visible_gpu(dev_mesh, views, resolution, method, directions, True)
     n_rays, n_visible = int(by_rays.sum()), int(visible.sum())
     if n_visible == 0:
         return mesh, _nothing_visible(mesh.num_faces, method, start)
     out = compact_faces(mesh, visible.cpu().numpy())
     return out, HiddenFaceReport(mesh.num_faces, out.num_faces, n_rays, out.num_faces - n_rays, method,
-                                 time.perf_counter() - start)
+                                 time.perf_counter() - start, verified=verified)
