@@ -221,8 +221,10 @@ def fuse_ours_and_baseline(low: TriMesh, views: np.ndarray, vmask: np.ndarray, a
     import torch
 
     from benchmarks.texture.baseline import baseline_fuse
-    from engine.texture.fusion_gpu import fuse_views_gpu, plan_fusion
+    from engine.config import TextureConfig
+    from engine.texture.fusion_gpu import FusionConfig, fuse_views_gpu, plan_fusion
     from engine.texture.render_conditions_gpu import TexturedDeviceMesh, render_views_gpu
+    from engine.texture.view_harmonisation import HarmoniseConfig
     from engine.texture.views import camera_rig
     from triton_kernels.numba_cuda import kernel_device
 
@@ -231,8 +233,10 @@ def fuse_ours_and_baseline(low: TriMesh, views: np.ndarray, vmask: np.ndarray, a
     v_t, m_t = torch.from_numpy(views).to(dev), torch.from_numpy(vmask).to(dev)
     box: dict = {}
     row["t_conditions"] = device_times(lambda: box.__setitem__("r", render_views_gpu(dm, cams, r)), n, cuda)
-    def precompute() -> None:
-        box["plan"] = plan_fusion(dm, cams, s, r, renders=box["r"], pixel_mask=m_t)
+    cfg = FusionConfig(harmonise=HarmoniseConfig() if TextureConfig().harmonise_views else None)
+
+    def precompute() -> None:   # ours harmonises the views as the engine does for TextureGen's
+        box["plan"] = plan_fusion(dm, cams, s, r, config=cfg, renders=box["r"], pixel_mask=m_t)
 
     row["t_precompute"] = device_times(precompute, n, cuda)
     row["t_precompute_raster"] = device_times(lambda: plan_fusion(dm, cams, s, r, pixel_mask=m_t), n, cuda)
