@@ -15,7 +15,9 @@ with ``torch.empty`` before registration costs an untouched host allocation that
   * parameters and persistent buffers come from ``state`` (tensors as read from a memory-mapped
     safetensors file, already on ``device``), installed with ``load_state_dict(assign=True)``: no copy
     into a pre-allocated module; floating tensors are cast to ``dtype`` (their skeleton dtype when
-    ``dtype`` is None), integer ones keep theirs;
+    ``dtype`` is None), integer ones keep theirs; on the CPU a tensor left at an unaligned file offset
+    is copied once into aligned memory (CPU kernels pick other code paths for unaligned weights, so the
+    loaded model would differ from the same weights in fresh memory in the last bits);
   * with ``state=None`` parameters get uninitialised storage (``torch.empty``) on the device for a random
     init to fill, and persistent buffers keep their constructor values (floating ones cast to ``dtype``);
   * non-persistent buffers (constant tables) are moved to the device and KEEP their constructor dtype
@@ -76,10 +78,19 @@ def persistent_buffer_names(module: nn.Module) -> set[str]:
     return {n for n, _ in module.named_buffers()} & set(module.state_dict(keep_vars=True))
 
 
+CPU_ALIGNMENT = 64  # bytes: torch's CPU allocator alignment
+
+
 def _cast(t: torch.Tensor, like: torch.Tensor, device: torch.device, dtype: torch.dtype | None
           ) -> torch.Tensor:
     target = (dtype or like.dtype) if t.is_floating_point() else t.dtype
-    return t.to(device=device, dtype=target)
+    out = t.to(device=device, dtype=target)
+    if out.device.type == "cpu" and out.data_ptr() % CPU_ALIGNMENT:
+        # a memory-mapped safetensors tensor sits at the file's offset: CPU kernels (oneDNN convolutions)
+        # take other code paths on unaligned weights, so a loaded model would not compute bit for bit what
+        # the same weights in fresh memory compute; one copy into torch's 64-byte-aligned allocation
+        out = out.clone()
+    return out
 
 
 @torch.no_grad()
