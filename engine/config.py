@@ -61,7 +61,8 @@ class TextureGuidance(enum.Enum):
 class InpaintFill(enum.Enum):
     """What fills the texels no view saw (engine/texture/inpaint.py): ``knn`` the UV rings then the
     k-nearest texels in 3D (flat patches); ``harmonic`` then the harmonic (Laplace) fill over the surface
-    from the seen texels (engine/texture/harmonic_fill.py; CPU reference only, the GPU fusion keeps knn)."""
+    from the seen texels (engine/texture/harmonic_fill.py on the CPU, harmonic_fill_gpu.py in the GPU
+    fusion)."""
 
     KNN = "knn"
     HARMONIC = "harmonic"
@@ -158,7 +159,7 @@ class TextureConfig:
     blend_sharpness: float = 4.0  # alpha in the incidence weighting (paper 7.4)
     inpaint_neighbours: int = 8  # k nearest known texels per unknown texel
     mirror_back: bool = True  # weight-free path on the silhouette prior: the back takes the mirrored picture
-    inpaint_fill: InpaintFill = InpaintFill.HARMONIC  # unseen texels: smooth fill over the surface (CPU)
+    inpaint_fill: InpaintFill = InpaintFill.HARMONIC  # unseen texels: smooth fill over the surface
     harmonise_views: bool = True  # TextureGen's views: per-view gain + sub-pixel shift before the blend
 
     def __post_init__(self) -> None:

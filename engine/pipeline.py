@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine.config import Device, InpaintFill, PipelineConfig
+from engine.config import InpaintFill, PipelineConfig
 from engine.geometry.mesh import TriMesh
 from engine.runtime.backends import Backends
 from engine.runtime.scheduler import Stage, StageGraph
@@ -210,8 +210,7 @@ def generate_sources(env: dict, config: PipelineConfig) -> dict[str, str]:
     ``texture_source`` where networks ran) and its config."""
     mirrored = "shape_source" not in env and config.texture.mirror_back   # the prior, with its mirror
     projection = TEXTURE_SOURCE_MIRRORED if mirrored else TEXTURE_SOURCE_PROJECTION
-    harmonic = (config.texture.inpaint_fill is InpaintFill.HARMONIC
-                and config.runtime.device is Device.CPU)                       # the GPU fusion: knn only
+    harmonic = config.texture.inpaint_fill is InpaintFill.HARMONIC           # CPU and GPU fusion alike
     projection = projection.format(harmonic=TEXTURE_SOURCE_HARMONIC if harmonic else "")
     return {"shape": env.get("shape_source", SHAPE_SOURCE_PRIOR),
             "texture": env.get("texture_source", projection)}

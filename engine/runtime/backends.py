@@ -169,11 +169,13 @@ def _gpu_watertight(mesh, resolution: int):
 
 def _gpu_fusion_plan(mesh, cameras, atlas_size: int, view_resolution: int, masks, min_incidence: float,
                      neighbours: int, fill: InpaintFill = InpaintFill.KNN, harmonise=None):
-    """``fill``: the GPU fusion has the k-nearest fill only (``InpaintFill``); HARMONIC runs it too.
-    ``harmonise``: ``view_harmonisation.HarmoniseConfig`` or None (off)."""
+    """``fill`` HARMONIC: the k-nearest fill, then the harmonic fill of the GPU fusion (its graph and
+    matrix planned here, ``engine.texture.harmonic_fill_gpu``). ``harmonise``:
+    ``view_harmonisation.HarmoniseConfig`` or None (off)."""
     from engine.texture.fusion_gpu import FusionConfig, plan_fusion
 
-    cfg = FusionConfig(min_incidence=min_incidence, neighbours=neighbours, harmonise=harmonise)
+    cfg = FusionConfig(min_incidence=min_incidence, neighbours=neighbours, harmonise=harmonise,
+                       harmonic=fill is InpaintFill.HARMONIC)
     return plan_fusion(mesh, cameras, atlas_size, view_resolution, "cuda", cfg, pixel_mask=masks)
 
 

@@ -8,7 +8,9 @@ Two calls, split by dependency so the scheduler runs the first while TextureGen'
                        plan_inpaint``: fill rounds, exact kNN sources and weights) -> ``FusionPlan``.
   ``fuse_views_gpu``   view colours: Lanczos-2 mip chain, anisotropic sampling (<= 8 taps along the major
                        axis, trilinear between levels), log-space blend with the view priors and sharpness
-                       alpha (``blend_gpu``), 3D inpainting of texels no view saw, gutter dilation, uint8.
+                       alpha (``blend_gpu``), 3D inpainting of texels no view saw (with ``FusionConfig.
+                       harmonic`` then their harmonic fill over the surface, ``harmonic_fill_gpu``: graph,
+                       components and matrix planned by ``plan_fusion``, CG here), gutter dilation, uint8.
 ``fuse_views_device`` chains both with the contract of the CPU reference ``backproject.fuse_views``
 (host uint8 atlas + stats dict): the pipeline's drop-in on ``--device cuda``.
 
@@ -31,9 +33,11 @@ or a silhouette edge. A ``pixel_mask`` known before the colours (e.g. the silhou
 conditioned on) belongs in ``plan_fusion``; ``masks`` given to ``fuse_views_gpu`` (and NaN pixels) change
 which texels are seen, so that call then re-plans the inpainting (host syncs, kNN grid builds).
 
-Host syncs of ``fuse_views_gpu``: the non-finite check, the mip chain's NaN check and the stats counts
-(none in the inpainting unless late masks re-plan it). ``plan_fusion`` syncs a few dozen times (packed
-sizes, overlap share, inpainting rounds and grids).
+Host syncs of ``fuse_views_gpu``: the non-finite check, the mip chain's NaN check, the stats counts
+(the filled region's smoothness ``fill_gradient`` / ``fill_rms`` / ``fill_jumps`` as the CPU reference's)
+and, with the harmonic fill, one per 8 CG iterations (none in the inpainting unless late masks re-plan
+it). ``plan_fusion`` syncs a few dozen times (packed sizes, overlap share, inpainting rounds and grids,
+the harmonic fill's graph and components).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from engine.texture.fusion_precompute import (
     mask_incidence,
     precompute_fusion,
 )
+from engine.texture.harmonic_fill_gpu import HarmonicPlan, apply_harmonic, fill_smoothness_gpu, plan_harmonic
 from engine.texture.inpaint_gpu import InpaintPlan, apply_inpaint, dilate_gutter_gpu, plan_inpaint
 from engine.texture.render_conditions_gpu import TexturedDeviceMesh, ViewRendersGPU
 from engine.texture.view_harmonisation import (
@@ -91,6 +96,9 @@ class FusionConfig:
     aniso: the anisotropic filter (paper: 8 taps, LOD bias -0.5).
     harmonise: per-view gain and sub-pixel shift estimation before sampling (``view_harmonisation``;
       None = off, as for the reference picture; TextureGen's views: on, ``TextureConfig.harmonise_views``).
+    harmonic: then replace the k-nearest fill of the texels no view saw by the harmonic (Laplace) fill
+      over the surface (``harmonic_fill_gpu``; ``TextureConfig.inpaint_fill`` = harmonic). Off by default,
+      as the CPU ``fuse_views``.
     """
 
     alpha: float = DEFAULT_ALPHA
@@ -102,6 +110,7 @@ class FusionConfig:
     max_uv_overlap: float = 0.01
     aniso: AnisoConfig = field(default_factory=AnisoConfig)
     harmonise: HarmoniseConfig | None = None
+    harmonic: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
@@ -128,7 +137,8 @@ class FusionPlan:
     allowed: bool [K, R, R] pixels the mip chain may use; known: bool [N] texels the blend will know;
     inpaint: ``InpaintPlan`` filling the others; uv_overlap: share of covered texels under 2+ faces;
     unplanned: valid texels neither known nor an inpainting target (0 unless no texel is known at all,
-    when the neutral fill covers them).
+    when the neutral fill covers them); harmonic: ``HarmonicPlan`` of the harmonic fill after the
+    inpainting (None unless ``config.harmonic``).
     """
 
     pre: FusionPrecompute
@@ -139,6 +149,7 @@ class FusionPlan:
     inpaint: InpaintPlan
     uv_overlap: float
     unplanned: int
+    harmonic: HarmonicPlan | None = None
 
     @property
     def atlas_size(self) -> int:
@@ -179,17 +190,22 @@ def blend_known(incidence: torch.Tensor, priors: torch.Tensor, alpha: float, eps
     return torch.logsumexp(blend_log_weights(incidence, priors, alpha), dim=0) >= math.log(eps)
 
 
-def _plan_inpaint(pre: FusionPrecompute, known: torch.Tensor, cfg: FusionConfig) -> tuple[InpaintPlan, int]:
-    """Inpainting plan over the texels not ``known`` (bool [N]) and the count of valid texels it misses."""
+def _plan_inpaint(pre: FusionPrecompute, known: torch.Tensor, cfg: FusionConfig
+                  ) -> tuple[InpaintPlan, int, HarmonicPlan | None]:
+    """Inpainting plan over the texels not ``known`` (bool [N]), the count of valid texels it misses and,
+    with ``cfg.harmonic``, the harmonic fill's plan over them (observed texels as boundary)."""
     t = pre.texels
     known_d = t.scatter(known)                                                 # [S, S]
-    plan = plan_inpaint(known_d, t.scatter(t.position, channels=True), t.scatter(t.normal, channels=True),
-                        t.valid, cfg.neighbours)
+    position = t.scatter(t.position, channels=True)                            # [S, S, 3]
+    plan = plan_inpaint(known_d, position, t.scatter(t.normal, channels=True), t.valid, cfg.neighbours)
     covered = known_d.clone().view(-1)
     for rnd in plan.rounds:
         covered[rnd.targets] = True
     missed = 0 if plan.neutral else int((t.valid.view(-1) & ~covered).sum())
-    return plan, missed
+    harmonic = None
+    if cfg.harmonic and plan.targets and not plan.neutral:
+        harmonic = plan_harmonic(known_d & t.valid, t.valid, position, plan.delta)
+    return plan, missed, harmonic
 
 
 def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamera], atlas_size: int,
@@ -219,9 +235,9 @@ def plan_fusion(mesh: TriMesh | TexturedDeviceMesh, cameras: Sequence[OrthoCamer
     if pixel_mask is not None:
         allowed &= _as_tensor(pixel_mask, allowed.device).to(torch.bool)
     known = blend_known(pre.incidence, pre.priors, cfg.alpha)
-    inpaint, missed = _plan_inpaint(pre, known, cfg)
+    inpaint, missed, harmonic = _plan_inpaint(pre, known, cfg)
     pre.footprint, pre.inpaint_index = fp, inpaint
-    return FusionPlan(pre, fp, cfg, allowed.contiguous(), known, inpaint, overlap, missed)
+    return FusionPlan(pre, fp, cfg, allowed.contiguous(), known, inpaint, overlap, missed, harmonic)
 
 
 def _as_tensor(x, dev: torch.device) -> torch.Tensor:
@@ -266,11 +282,14 @@ def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, 
     images: [K, R, R, 3] uint8 or float in [0, 1] (tensor or array; K, R those of the plan).
     masks:  optional bool [K, R, R] pixels that may be sampled, known only now (re-plans the inpainting).
     Returns (atlas uint8 [S, S, 3] on ``kernel_device()``, stats: valid_texels, known_texels,
-    nonfinite_pixels, inpaint_targets, inpaint_rounds, inpaint_unfilled, neutral_fill).
+    nonfinite_pixels, inpaint_targets, inpaint_rounds, inpaint_unfilled, neutral_fill, the filled region's
+    fill_gradient / fill_rms / fill_jumps (``harmonic_fill.fill_smoothness``) and, with the harmonic
+    fill, harmonic_texels / _iterations / _kept and seconds_harmonic).
     """
     pre, cfg = plan.pre, plan.config
     x, late, n_bad = prepare_views(plan, images, masks)
-    inc, allowed, inpaint, missed = pre.incidence, plan.allowed, plan.inpaint, plan.unplanned
+    inc, allowed, inpaint, missed, harmonic = (pre.incidence, plan.allowed, plan.inpaint, plan.unplanned,
+                                               plan.harmonic)
     if late is not None:                                                       # colour-dependent masks
         inc, allowed = mask_incidence(pre, late), allowed & late
     hstats: dict = {}
@@ -283,9 +302,15 @@ def fuse_views_gpu(plan: FusionPlan, images, masks=None) -> tuple[torch.Tensor, 
         colours = sample_anisotropic(mips, pre.pixel, plan.footprint, where=inc > 0)   # [K, N, 3]
         packed, known = blend_views_gpu(colours, inc, pre.priors, cfg.alpha, BLEND_EPS)   # [N, 3], [N]
     if late is not None:
-        inpaint, missed = _plan_inpaint(pre, known, cfg)
+        inpaint, missed, harmonic = _plan_inpaint(pre, known, cfg)
     t = pre.texels
     atlas, stats = apply_inpaint(inpaint, t.scatter(packed, channels=True))   # [S, S, 3]
+    if harmonic is not None:
+        t0 = time.perf_counter()
+        atlas, st = apply_harmonic(harmonic, atlas)                           # syncs every 8 iterations
+        stats.update(st, seconds_harmonic=time.perf_counter() - t0)
+    stats.update(fill_smoothness_gpu(atlas, t.valid & ~t.scatter(known), t.valid,
+                                     t.scatter(t.position, channels=True), inpaint.delta))
     atlas = dilate_gutter_gpu(atlas, t.valid, cfg.gutter)
     stats.update(valid_texels=t.count, known_texels=int(known.sum()), nonfinite_pixels=n_bad,
                  inpaint_unfilled=missed, **hstats)
@@ -322,7 +347,7 @@ def _harmonised_colours(plan: FusionPlan, x: torch.Tensor, inc: torch.Tensor, al
 def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.ndarray, atlas_size: int,
                       device: torch.device | str = "cuda", masks: np.ndarray | None = None,
                       alpha: float = DEFAULT_ALPHA, min_incidence: float = 0.05, neighbours: int = 8,
-                      gutter: int | None = 16) -> tuple[np.ndarray, dict]:
+                      gutter: int | None = 16, harmonic: bool = False) -> tuple[np.ndarray, dict]:
     """Drop-in for ``backproject.fuse_views`` (same arguments plus ``device``, same return: host uint8
     atlas [H, W, 3] and a stats dict). ``device`` of the kernel device type runs ``plan_fusion`` +
     ``fuse_views_gpu``; "cpu" without the numba simulator runs the CPU reference ``fuse_views``."""
@@ -333,8 +358,9 @@ def fuse_views_device(mesh: TriMesh, cameras: Sequence[OrthoCamera], images: np.
         from engine.texture.backproject import fuse_views
 
         return fuse_views(mesh, list(cameras), images, atlas_size, masks, alpha, min_incidence, neighbours,
-                          gutter)
-    cfg = FusionConfig(alpha=alpha, min_incidence=min_incidence, neighbours=neighbours, gutter=gutter)
+                          gutter, harmonic)
+    cfg = FusionConfig(alpha=alpha, min_incidence=min_incidence, neighbours=neighbours, gutter=gutter,
+                       harmonic=harmonic)
     res = np.shape(images)[1] if np.ndim(images) == 4 else -1
     if res < 1:
         raise InputImageError(f"view images must be [K, R, R, 3], got {np.shape(images)}",

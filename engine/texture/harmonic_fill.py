@@ -25,7 +25,8 @@ in [0, 1]; |z| = |r| / degree) or after ``max_iter`` iterations; float32 through
 iteration: C sparse products with ~5 nnz per row, ~10 elementwise passes over [C, M]; measured on
 2 CPU cores: ~10 s for 824K unknown texels of a 1024^2 box atlas (96-155 iterations).
 
-CPU only: the GPU fusion path (``engine.texture.fusion_gpu``) keeps its k-nearest fill.
+The GPU fusion (``engine.texture.fusion_gpu``) runs the torch twin ``engine.texture.harmonic_fill_gpu``
+(same graph, solver and stopping rule; this function is its parity reference).
 """
 
 from __future__ import annotations

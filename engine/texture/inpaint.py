@@ -21,7 +21,7 @@ round gets filled). A target takes
   c = sum_i w_i c_i / sum_i w_i,   w_i = (max(0, n . n_i)^p + eps) / (|x - x_i| + delta)
 (inverse distance times normal alignment, p = ``normal_power``, eps = 1e-3 keeps a purely distance-based
 weight when all normals disagree, delta = one texel width avoids the pole). No valid texel stays unfilled.
-With ``harmonic`` (``TextureConfig.inpaint_fill`` = harmonic, the CPU default) the values of every
+With ``harmonic`` (``TextureConfig.inpaint_fill`` = harmonic, the default) the values of every
 unobserved texel are then replaced by the harmonic (Laplace) fill over the surface with the observed
 texels as boundary values (``engine.texture.harmonic_fill``), which this fill starts: the front-by-front
 rounds leave flat patches with jumps between them, the harmonic fill has neither.
