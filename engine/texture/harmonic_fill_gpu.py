@@ -116,7 +116,7 @@ def _pairs_within(points: torch.Tensor, radius: float) -> torch.Tensor:
     key = (cell * stride).sum(1)                                                  # [B]
     order = torch.argsort(key)
     sorted_key = key[order]
-    offs = torch.tensor(_CELL_OFFSETS, device=p.device) @ stride                  # [27]
+    offs = (torch.tensor(_CELL_OFFSETS, device=p.device) * stride).sum(1)        # [27] (no int mm on CUDA)
     nkey = key[:, None] + offs[None, :]                                           # [B, 27]
     start = torch.searchsorted(sorted_key, nkey)
     count = (torch.searchsorted(sorted_key, nkey, right=True) - start).view(-1)   # [B 27]
