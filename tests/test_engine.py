@@ -120,6 +120,8 @@ def test_generate_cuda_weight_free_end_to_end(shared_dir, tmp_path, capsys, gpu_
     printed = capsys.readouterr()
     assert code == 0, printed.out + printed.err[-3000:]
     assert "critical path (wall)" in printed.out and "gpu-aux" in printed.out
+    # the unseen texels get the harmonic fill on the device too (engine/texture/harmonic_fill_gpu.py)
+    assert "then a harmonic fill over the surface" in printed.out and " CG iterations, " in printed.out
     _validate(out, 20000)
 
 

@@ -91,3 +91,21 @@ def test_cpu_fusion_plan_follows_the_config():
     plan = _cpu_fusion_plan(None, [], 64, 64, None, 0.1, 8, InpaintFill.KNN)
     assert not plan["harmonic"]
     assert _cpu_fusion_plan(None, [], 64, 64, None, 0.1, 8, InpaintFill.HARMONIC)["harmonic"]
+
+
+def test_gpu_fusion_plan_and_texture_source_follow_the_config(monkeypatch):
+    """On CUDA the fusion plan asks for the harmonic fill (engine/texture/harmonic_fill_gpu.py) exactly when
+    TextureConfig.inpaint_fill is harmonic, and the texture source says so on both devices."""
+    import engine.texture.fusion_gpu as fusion_gpu
+    from engine.config import InpaintFill, PipelineConfig
+    from engine.pipeline import TEXTURE_SOURCE_HARMONIC, generate_sources
+    from engine.runtime.backends import _gpu_fusion_plan
+
+    seen = []
+    monkeypatch.setattr(fusion_gpu, "plan_fusion", lambda *a, **kw: seen.append(a[5].harmonic))
+    for fill in InpaintFill:
+        _gpu_fusion_plan(None, [], 64, 64, None, 0.1, 8, fill)
+    assert seen == [fill is InpaintFill.HARMONIC for fill in InpaintFill]
+    for device in ("cpu", "cuda"):
+        config = PipelineConfig.from_name("flash").with_overrides(device=device)
+        assert TEXTURE_SOURCE_HARMONIC in generate_sources({}, config)["texture"]
