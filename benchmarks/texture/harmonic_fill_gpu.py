@@ -10,9 +10,10 @@ texel positions and width. Then, on those arrays:
     CG) on CPU tensors (wall clock, torch's intra-op threads as set by --threads);
   * ``torch-cuda`` (when a GPU is present): the same on CUDA, CUDA events, after one warm-up call;
   * parity: max |torch - numpy| over the atlas and the CG iterations of each.
-Median / p20 / p80 over --repeats. Floor of one CG iteration: one SpMM over ~5 nnz per row (M rows, C = 3
-columns: ~M x (5 x 12 + 24) B) plus ~10 elementwise passes over [M, 3] float32 (~M x 120 B): ~0.2 GB per
-100 iterations at M = 200K, i.e. tens of microseconds per iteration on an H100 -- launch-bound there.
+Median / p20 / p80 over --repeats after one warm-up call each. Floor of one CG iteration at M unseen
+texels: the SpMM reads ~5 nnz per row (float32 value, int64 column, a gathered [3] float32 row: ~M x 5 x
+24 B) and ~10 elementwise passes touch ~3 [M, 3] float32 tensors each (~M x 360 B): ~0.1 GB at M = 200K,
+~30 us of H100 bandwidth, the same order as its ~15 kernel launches (plus one host sync per 8 iterations).
 
     python -m benchmarks.texture.harmonic_fill_gpu --pictures typical_misc_crate --threads 1
 """
@@ -71,7 +72,7 @@ def bench_case(case: dict, repeats: int) -> dict:
     args = (case["atlas"], case["known"], case["valid"], case["position"])
     delta = case["delta"]
     st_ref: dict = {}
-    times, ref = time_repeats(lambda: harmonic_fill(*args, delta, stats=st_ref), repeats, warmup=0)
+    times, ref = time_repeats(lambda: harmonic_fill(*args, delta, stats=st_ref), repeats, warmup=1)
     r: dict = {"numpy/fill": percentiles(times), "unseen": st_ref["harmonic_texels"],
                "iterations": {"numpy": st_ref["harmonic_iterations"]}, "max_abs_diff": {}}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -85,8 +86,8 @@ def bench_case(case: dict, repeats: int) -> dict:
             r["torch-cuda/plan"] = percentiles(cuda_times(plan_fn, repeats))
             r["torch-cuda/apply"] = percentiles(cuda_times(apply_fn, repeats))
         else:
-            r["torch-cpu/plan"] = percentiles(time_repeats(plan_fn, repeats, warmup=0)[0])
-            r["torch-cpu/apply"] = percentiles(time_repeats(apply_fn, repeats, warmup=0)[0])
+            r["torch-cpu/plan"] = percentiles(time_repeats(plan_fn, repeats, warmup=1)[0])
+            r["torch-cpu/apply"] = percentiles(time_repeats(apply_fn, repeats, warmup=1)[0])
         out, st = apply_fn()
         r["iterations"][f"torch-{dev}"] = st["harmonic_iterations"]
         r["max_abs_diff"][f"torch-{dev}"] = float(np.abs(out.cpu().numpy() - ref).max())
