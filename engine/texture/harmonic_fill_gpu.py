@@ -26,6 +26,9 @@ device. Plan tensors index the flattened atlas (r * W + c). Host syncs: a few do
 components rounds, pair totals), one per ``check_every`` CG iterations and the stats counts in the apply.
 Parity with the numpy reference: the same graph (up to float32 rounding of distances at the gate / radius),
 the same iteration and stopping rule; colours agree to ~1e-5 (float32 summation order).
+Measured (``benchmarks/texture/harmonic_fill_gpu.py``, the crate's weight-free fill: 1024^2, 175691 unseen
+texels, 88 iterations) on CPU tensors, shared 2-core CPU: plan 0.21 s + apply 0.23 s with 2 threads
+(0.35 + 0.38 s with 1) vs 0.46-0.49 s for the numpy reference. Not yet timed on a GPU.
 """
 
 from __future__ import annotations
