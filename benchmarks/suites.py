@@ -64,9 +64,22 @@ def quant_tests(limit: int = 60) -> tuple[str, int, list[str]]:
 QUANT_TESTS = quant_tests()
 COPY_RECIPES = ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes"])
 
+# GPU tests of what landed on the CPU without a GPU run (fourth session of 2026-12-07): the harmonic fill
+# in torch on CUDA (parity, the fusion, the weight-free generate), the harmonised fusion, the host escape
+# check after the GPU hidden-face passes
+LANDED_GPU_TESTS = ["tests/test_harmonic_fill_gpu.py", "tests/test_fusion_gpu.py",
+                    "tests/test_gpu_hidden_faces.py",
+                    "tests/test_engine.py::test_generate_cuda_weight_free_end_to_end"]
+
 SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # every GPU test of the stages and networks (not the engine's end-to-end runs)
     "gpu-tests": [("gpu_tests", 400, pytest_gpu(*GPU_TESTS))],
+    # first GPU run of the code that landed without one, then the torch harmonic fill's CUDA rows
+    "landed-gpu": [
+        ("landed_gpu_tests", 240, pytest_gpu(*LANDED_GPU_TESTS)),
+        ("harmonic_fill_bench", 120, [PY, "-m", "benchmarks.texture.harmonic_fill_gpu", "--csv",
+                                      "{out}/h100.csv"]),
+    ],
     # resident engine (issue 10): one device call on a fresh machine (its first step starts with empty JIT
     # caches, the next find them warm): the weight-free path on 20 pictures, flash at the paper's network
     # sizes on 20 with its serial profile and pipelined throughput, the engine's GPU tests; then default
