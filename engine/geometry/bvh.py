@@ -352,12 +352,47 @@ def _tri_hit(vertices, faces, f, o, d, cull):
     return (e2x * qx + e2y * qy + e2z * qz) * idet, u, v
 
 
+@njit(cache=True, inline="always")
+def trace_ray(vertices, faces, leaf_face, left, right, lo, hi, o, d, inv, stack, t_max, cull, any_hit):
+    """One ray through the BVH: (t, face, u, v) of the nearest hit in (0, t_max] (with ``any_hit`` the
+    first one found), face -1 when none. o, d, inv float64 [3] (inv = 1 / d), stack int32 [_STACK]."""
+    n = leaf_face.shape[0]
+    best_t = t_max
+    best_f = -1
+    best_u = 0.0
+    best_v = 0.0
+    stack[0] = 0
+    sp = 1
+    while sp > 0:
+        sp -= 1
+        node = stack[sp]
+        if node >= n - 1:
+            f = leaf_face[node - (n - 1)]
+            t, u, v = _tri_hit(vertices, faces, f, o, d, cull)
+            if t > 0.0 and (t < best_t or (best_f < 0 and t <= best_t)):
+                best_t, best_f, best_u, best_v = t, f, u, v
+                if any_hit:
+                    break
+            continue
+        lc, rc = left[node], right[node]
+        tl = _ray_box(lo, hi, lc, o, inv, best_t)
+        tr = _ray_box(lo, hi, rc, o, inv, best_t)
+        if tl < tr:
+            lc, rc, tl, tr = rc, lc, tr, tl
+        if tl != np.inf:            # farther child first, nearer on top
+            stack[sp] = lc
+            sp += 1
+        if tr != np.inf:
+            stack[sp] = rc
+            sp += 1
+    return best_t, best_f, best_u, best_v
+
+
 @njit(parallel=True, cache=True)
 def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, t_max, cull, any_hit,
                 out_face, out_t, out_bary):
     """origins, dirs float64 [R, 3] (dirs unit); writes out_face int32 [R], out_t float32 [R],
     out_bary float32 [R, 3] (pre-filled with miss values). With any_hit a ray stops at its first hit."""
-    n = leaf_face.shape[0]
     n_rays = origins.shape[0]
     for c in prange((n_rays + _CHUNK - 1) // _CHUNK):
         stack = np.empty(_STACK, np.int32)
@@ -369,34 +404,8 @@ def _ray_kernel(vertices, faces, leaf_face, left, right, lo, hi, origins, dirs, 
                 o[a] = origins[r, a]
                 d[a] = dirs[r, a]
                 inv[a] = 1.0 / d[a] if d[a] != 0.0 else 1e300
-            best_t = t_max
-            best_f = -1
-            best_u = 0.0
-            best_v = 0.0
-            stack[0] = 0
-            sp = 1
-            while sp > 0:
-                sp -= 1
-                node = stack[sp]
-                if node >= n - 1:
-                    f = leaf_face[node - (n - 1)]
-                    t, u, v = _tri_hit(vertices, faces, f, o, d, cull)
-                    if t > 0.0 and (t < best_t or (best_f < 0 and t <= best_t)):
-                        best_t, best_f, best_u, best_v = t, f, u, v
-                        if any_hit:
-                            break
-                    continue
-                lc, rc = left[node], right[node]
-                tl = _ray_box(lo, hi, lc, o, inv, best_t)
-                tr = _ray_box(lo, hi, rc, o, inv, best_t)
-                if tl < tr:
-                    lc, rc, tl, tr = rc, lc, tr, tl
-                if tl != np.inf:            # farther child first, nearer on top
-                    stack[sp] = lc
-                    sp += 1
-                if tr != np.inf:
-                    stack[sp] = rc
-                    sp += 1
+            best_t, best_f, best_u, best_v = trace_ray(vertices, faces, leaf_face, left, right, lo, hi, o, d,
+                                                       inv, stack, t_max, cull, any_hit)
             if best_f >= 0:
                 out_face[r] = best_f
                 out_t[r] = best_t

@@ -49,7 +49,7 @@ from numba import njit, prange
 
 # The kernels below inline bvh.py's ray tests; numba's cache is keyed on this file's stamp, so after
 # editing those, touch this file (or clear the JIT cache) to recompile.
-from engine.geometry.bvh import _STACK, Bvh, _ray_box, _tri_hit
+from engine.geometry.bvh import _STACK, Bvh, trace_ray
 from engine.geometry.hidden_faces_escape import GRAZING_COS, OFFSET
 from engine.geometry.mesh import TriMesh
 
@@ -67,34 +67,9 @@ _SEGMENT = 1.0 - 1e-4            # the segment test stops just short of the edge
 @njit(cache=True, inline="always")
 def _first_hit(vertices, faces, leaf_face, left, right, lo, hi, o, d, inv, stack, t_max, nearest):
     """Distance of the nearest hit in (0, t_max] (any hit unless ``nearest``), inf when none."""
-    n = leaf_face.shape[0]
-    best = t_max
-    found = False
-    stack[0] = 0
-    sp = 1
-    while sp > 0:
-        sp -= 1
-        node = stack[sp]
-        if node >= n - 1:
-            t, _, _ = _tri_hit(vertices, faces, leaf_face[node - (n - 1)], o, d, False)
-            if t > 0.0 and t <= best:
-                best = t
-                found = True
-                if not nearest:
-                    return best
-            continue
-        lc, rc = left[node], right[node]
-        tl = _ray_box(lo, hi, lc, o, inv, best)
-        tr = _ray_box(lo, hi, rc, o, inv, best)
-        if tl < tr:
-            lc, rc, tl, tr = rc, lc, tr, tl
-        if tl != np.inf:            # farther child first, nearer on top
-            stack[sp] = lc
-            sp += 1
-        if tr != np.inf:
-            stack[sp] = rc
-            sp += 1
-    return best if found else np.inf
+    t, f, _, _ = trace_ray(vertices, faces, leaf_face, left, right, lo, hi, o, d, inv, stack, t_max, False,
+                           not nearest)
+    return t if f >= 0 else np.inf
 
 
 @njit(cache=True, inline="always")
