@@ -193,12 +193,44 @@ def test_nothing_to_fill_or_nothing_known_leaves_the_atlas():
         assert torch.equal(out, torch.from_numpy(atlas)) and st["harmonic_texels"] == 0
 
 
+def _stopping_residual(case, filled: np.ndarray) -> float:
+    """max_i |(b - L_uu x)_i| / degree_i in float64 over the solved texels of ``filled`` (the quantity the
+    CG's stopping rule bounds by tol), with the reference's graph and solved set."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    atlas, known, valid, position, delta = case
+    n, unknown = valid.size, (valid & ~known).ravel()
+    links = surface_graph(valid, position, delta)
+    links = links[unknown[links].any(1)]
+    adj = sp.coo_matrix((np.ones(2 * len(links)), (links.ravel(), links[:, ::-1].ravel())),
+                        shape=(n, n)).tocsr()
+    _, comp = connected_components(adj, directed=False)
+    lit = np.zeros(comp.max() + 1, bool)
+    lit[comp[known.ravel() & valid.ravel()]] = True
+    u = np.flatnonzero(unknown & lit[comp] & (np.diff(adj.indptr) > 0))
+    a_u, x = adj[u], filled.reshape(n, -1).astype(np.float64)
+    degree = np.asarray(a_u.sum(1)).ravel()
+    residual = a_u @ x - degree[:, None] * x[u]                  # W_uk c_k + W_uu x_u - D x_u = b - L_uu x_u
+    return float((np.abs(residual) / degree[:, None]).max())
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu_and_reference(shared_dir):
-    """The real case at 1024^2 on CUDA: same iterations and colours within PARITY_ATOL of the torch CPU
-    run and the numpy reference."""
+    """The real case at 1024^2 on CUDA (Spot, 350K unseen texels, ~112 CG iterations): the same iterations
+    as the numpy reference, the stopping rule met (float64 residual <= tol), and colours within
+    PARITY_ATOL of the torch run on the CPU (same algorithm). Against numpy, whose float32 sums run in
+    another order, the early-stopped CG drifts further on this size: 8.0e-4 measured on the H100 and with
+    torch on the CPU alike (both stop at 6.3e-4 of residual, ~0.3 from the exact harmonic solution), so
+    that comparison is bounded by the solve's tolerance."""
     case = _spot_case(5000, 1024)
-    got, st = _check_parity(case, device="cuda")
-    cpu = harmonic_fill_gpu(*_t(*case[:4]), case[4]).numpy()
+    atlas, known, valid, position, delta = case
+    tol, st_ref, st = 1e-3, {}, {}
+    want = harmonic_fill(atlas, known, valid, position, delta, tol=tol, stats=st_ref)
+    got = harmonic_fill_gpu(*_t(atlas, known, valid, position, device="cuda"), delta, tol=tol, stats=st)
+    assert got.device.type == "cuda" and st == st_ref and st["harmonic_texels"] > 10000
+    got = got.cpu().numpy()
+    cpu = harmonic_fill_gpu(*_t(*case[:4]), delta, tol=tol).numpy()
     np.testing.assert_allclose(got, cpu, atol=PARITY_ATOL, rtol=0)
-    assert st["harmonic_texels"] > 10000
+    np.testing.assert_allclose(got, want, atol=tol, rtol=0)
+    assert _stopping_residual(case, got) <= tol
