@@ -6,7 +6,7 @@ import numpy as np
 from test_texture import _box, _unwrap
 
 from engine.texture.backproject import texel_geometry
-from engine.texture.harmonic_fill import fill_smoothness, harmonic_fill, surface_graph
+from engine.texture.harmonic_fill import fill_smoothness, harmonic_fill, stopping_residual, surface_graph
 from engine.texture.inpaint import inpaint_3d, texel_world_size
 
 
@@ -21,9 +21,8 @@ def _neighbour_means(atlas: np.ndarray, links: np.ndarray) -> tuple[np.ndarray, 
     return total / np.maximum(degree, 1)[:, None], degree
 
 
-def test_harmonic_fill_is_a_linear_ramp_between_two_known_columns():
-    """A flat chart, colour 0 known in column 0 and 1 in column 9: the Laplace solution is the ramp
-    c = x / 9 (the k-nearest start is not)."""
+def _ramp():
+    """Flat 5 x 10 chart, colour 0 known in column 0 and 1 in column 9 (solution: c = x / 9)."""
     h, w = 5, 10
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     position = np.stack([xx, yy, np.zeros_like(xx)], -1)
@@ -31,20 +30,16 @@ def test_harmonic_fill_is_a_linear_ramp_between_two_known_columns():
     known[:, [0, w - 1]] = True
     atlas = np.full((h, w, 3), 0.5, np.float32)
     atlas[:, 0], atlas[:, w - 1] = 0.0, 1.0
-    stats: dict = {}
-    out = harmonic_fill(atlas, known, valid, position, delta=1.0, tol=1e-5, stats=stats)
-    np.testing.assert_allclose(out[..., 0], np.broadcast_to(xx / (w - 1), (h, w)), atol=1e-4)
-    assert stats["harmonic_texels"] == h * (w - 2) and stats["harmonic_kept"] == 0
+    return atlas, known, valid, position, 1.0
 
 
-def test_harmonic_fill_crosses_a_seam_and_keeps_unreachable_texels():
-    """Chart A (columns 0-3) and chart B (columns 6-9) are apart in the atlas but continue each other
-    in 3D; only A's first column is known. B must be filled across the seam; chart C (far away in 3D,
-    no known texel) keeps its start colour."""
+def _seam():
+    """Charts A (columns 0-3) and B (6-9) continue each other in 3D; chart C (11-13) is far away and
+    holds no known texel (unreachable); only A's first column is known."""
     h, w = 4, 14
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    x3 = np.where(xx < 5, xx, xx - 2.0)                                       # B continues A at x = 4
-    z3 = np.where(xx >= 11, 100.0, 0.0)                                       # chart C far away
+    x3 = np.where(xx < 5, xx, xx - 2.0)
+    z3 = np.where(xx >= 11, 100.0, 0.0)
     position = np.stack([x3, yy, z3], -1).astype(np.float32)
     valid = np.ones((h, w), bool)
     valid[:, [4, 5, 10]] = False
@@ -52,10 +47,34 @@ def test_harmonic_fill_crosses_a_seam_and_keeps_unreachable_texels():
     known[:, 0] = True
     atlas = np.full((h, w, 3), 0.3, np.float32)
     atlas[:, 0] = 0.9
-    links = surface_graph(valid, position, delta=1.0)
+    atlas[:, 11:] = np.linspace(0.1, 0.7, 3 * h * 3, dtype=np.float32).reshape(h, 3, 3)   # kept as is
+    return atlas, known, valid, position, 1.0
+
+
+def test_harmonic_fill_is_a_linear_ramp_between_two_known_columns():
+    """A flat chart, colour 0 known in column 0 and 1 in column 9: the Laplace solution is the ramp
+    c = x / 9 (the k-nearest start is not); the stopping rule's residual says so."""
+    atlas, known, valid, position, delta = _ramp()
+    h, w = valid.shape
+    stats: dict = {}
+    out = harmonic_fill(atlas, known, valid, position, delta=delta, tol=1e-5, stats=stats)
+    xx = np.arange(w, dtype=np.float32)
+    np.testing.assert_allclose(out[..., 0], np.broadcast_to(xx / (w - 1), (h, w)), atol=1e-4)
+    assert stats["harmonic_texels"] == h * (w - 2) and stats["harmonic_kept"] == 0
+    assert stopping_residual(out, known, valid, position, delta) <= 1e-5
+    assert stopping_residual(atlas, known, valid, position, delta) > 0.05
+
+
+def test_harmonic_fill_crosses_a_seam_and_keeps_unreachable_texels():
+    """Chart A (columns 0-3) and chart B (columns 6-9) are apart in the atlas but continue each other
+    in 3D; only A's first column is known. B must be filled across the seam; chart C (far away in 3D,
+    no known texel) keeps its start colour."""
+    atlas, known, valid, position, delta = _seam()
+    h, w = valid.shape
+    links = surface_graph(valid, position, delta=delta)
     assert ((links[:, 0] % w == 3) & (links[:, 1] % w == 6)).any()           # seam link A <-> B
     stats: dict = {}
-    out = harmonic_fill(atlas, known, valid, position, delta=1.0, tol=1e-5, stats=stats)
+    out = harmonic_fill(atlas, known, valid, position, delta=delta, tol=1e-5, stats=stats)
     np.testing.assert_allclose(out[:, :10][valid[:, :10]], 0.9, atol=1e-4)   # constant boundary
     np.testing.assert_array_equal(out[:, 11:], atlas[:, 11:])                 # C: unreachable, kept
     assert stats["harmonic_kept"] == 3 * h

@@ -110,7 +110,6 @@ def harmonic_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, posit
     Returns a new float32 [H, W, C] atlas; ``stats`` gets harmonic_texels / _iterations / _kept.
     """
     import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
 
     out = np.array(atlas, dtype=np.float32, copy=True)
     st = stats if stats is not None else {}
@@ -118,6 +117,32 @@ def harmonic_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, posit
     st.update(harmonic_texels=0, harmonic_iterations=0, harmonic_kept=int(unknown.sum()))
     if not unknown.any() or not (valid & known).any():
         return out
+    u, a_u = _system(known, valid, position, delta)
+    st["harmonic_kept"] = int(unknown.sum() - u.size)
+    if u.size == 0:
+        return out
+    n = valid.size
+    flat = out.reshape(n, -1)                                                 # [N, C] view
+    degree = np.asarray(a_u.sum(1)).ravel()
+    a_uu = sp.diags(degree) - a_u[:, u]                                       # L_uu, SPD per component
+    fixed = np.ones(n, bool)
+    fixed[u] = False
+    b = a_u[:, fixed] @ flat[fixed]                                           # W_uk c_k  [M, C]
+    x, iters = _block_cg(a_uu.tocsr().astype(np.float32), np.ascontiguousarray(b.T, np.float32),
+                         np.ascontiguousarray(flat[u].T), degree, tol, max_iter)
+    flat[u] = x.T
+    st.update(harmonic_texels=int(u.size), harmonic_iterations=iters)
+    return out
+
+
+def _system(known: np.ndarray, valid: np.ndarray, position: np.ndarray, delta: float):
+    """The texels the fill solves for and their graph rows: (u int64 [M] flat indices of the unknown
+    texels reachable from a known one, a_u float32 CSR [M, N] their rows of the surface graph's
+    adjacency over the links touching an unknown texel)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    unknown = (valid & ~known).ravel()
     links = surface_graph(valid, position, delta)
     links = links[unknown[links].any(1)]                                      # [E, 2] touching an unknown
     n = valid.size
@@ -126,22 +151,23 @@ def harmonic_fill(atlas: np.ndarray, known: np.ndarray, valid: np.ndarray, posit
     _, comp = connected_components(adj, directed=False)
     lit = np.zeros(comp.max() + 1, bool)
     lit[comp[known.ravel() & valid.ravel()]] = True
-    solve = unknown & lit[comp] & (np.diff(adj.indptr) > 0)                  # reachable from a known texel
-    u = np.flatnonzero(solve)
-    st["harmonic_kept"] = int(unknown.sum() - u.size)
+    u = np.flatnonzero(unknown & lit[comp] & (np.diff(adj.indptr) > 0))     # reachable from a known texel
+    return u, adj[u]
+
+
+def stopping_residual(filled: np.ndarray, known: np.ndarray, valid: np.ndarray, position: np.ndarray,
+                      delta: float) -> float:
+    """The quantity the fill's stopping rule bounds by ``tol``, in float64: max over the solved texels of
+    |(W_uk c_k - L_uu c_u)_i| / degree_i, i.e. how far a texel of ``filled`` (float [H, W, C]) is from
+    its graph neighbours' mean; 0.0 when nothing is solved."""
+    if not (valid & ~known).any() or not (valid & known).any():
+        return 0.0
+    u, a_u = _system(known, valid, position, delta)
     if u.size == 0:
-        return out
-    flat = out.reshape(n, -1)                                                 # [N, C] view
-    a_u = adj[u]                                                              # [M, N] rows of unknowns
-    degree = np.asarray(a_u.sum(1)).ravel()
-    a_uu = sp.diags(degree) - a_u[:, u]                                       # L_uu, SPD per component
-    fixed = ~solve
-    b = a_u[:, fixed] @ flat[fixed]                                           # W_uk c_k  [M, C]
-    x, iters = _block_cg(a_uu.tocsr().astype(np.float32), np.ascontiguousarray(b.T, np.float32),
-                         np.ascontiguousarray(flat[u].T), degree, tol, max_iter)
-    flat[u] = x.T
-    st.update(harmonic_texels=int(u.size), harmonic_iterations=iters)
-    return out
+        return 0.0
+    x = filled.reshape(valid.size, -1).astype(np.float64)
+    degree = np.asarray(a_u.sum(1), np.float64).ravel()[:, None]
+    return float((np.abs(a_u @ x - degree * x[u]) / degree).max())
 
 
 def fill_smoothness(atlas: np.ndarray, filled: np.ndarray, valid: np.ndarray, position: np.ndarray,
