@@ -68,23 +68,25 @@ COPY_RECIPES = ("copy_recipes", 10, ["cp", "-r", "quant/recipes", "{out}/recipes
 # in torch on CUDA (parity, the fusion, the weight-free generate), the harmonised fusion, the host escape
 # check after the GPU hidden-face passes
 LANDED_GPU_TESTS = ["tests/test_harmonic_fill_gpu.py", "tests/test_fusion_gpu.py",
+                    "tests/test_export_aoti.py::test_flash_package_loads_and_runs_on_cuda",
                     "tests/test_gpu_hidden_faces.py",
                     "tests/test_engine.py::test_generate_cuda_weight_free_end_to_end"]
 
 SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # every GPU test of the stages and networks (not the engine's end-to-end runs)
     "gpu-tests": [("gpu_tests", 400, pytest_gpu(*GPU_TESTS))],
-    # first GPU run of the code that landed without one, then the torch harmonic fill's CUDA rows
+    # first GPU run of the code that landed without one (and paper-size .pt2 packages loaded in a fresh
+    # process, the crash of export-1's first run), then the torch harmonic fill's CUDA rows
     "landed-gpu": [
-        ("landed_gpu_tests", 240, pytest_gpu(*LANDED_GPU_TESTS)),
+        ("landed_gpu_tests", 400, pytest_gpu(*LANDED_GPU_TESTS)),
         ("harmonic_fill_bench", 120, [PY, "-m", "benchmarks.texture.harmonic_fill_gpu", "--csv",
                                       "{out}/h100.csv"]),
     ],
     # issue 14.5 on the GPU path: simplify_qem_gpu to 5K / 10K / 20K on every shared asset's dense remesh
     # (the same meshes as the CPU table's, whose MeshLab columns they sit beside: no pymeshlab there)
-    "budget-gpu": [("simplify_budget_gpu", 300, [PY, "-m", "benchmarks.simplify_budget", "--device", "cuda",
-                                                 "--points", "50000", "--out", "{out}/simplify_budget_h100.md",
-                                                 "--csv", "{out}/h100.csv"])],
+    "budget-gpu": [("simplify_budget_gpu", 300, [
+        PY, "-m", "benchmarks.simplify_budget", "--device", "cuda", "--points", "50000",
+        "--out", "{out}/simplify_budget_h100.md", "--csv", "{out}/h100.csv"])],
     # resident engine (issue 10): one device call on a fresh machine (its first step starts with empty JIT
     # caches, the next find them warm): the weight-free path on 20 pictures, flash at the paper's network
     # sizes on 20 with its serial profile and pipelined throughput, the engine's GPU tests; then default
@@ -209,7 +211,8 @@ def run_suite(name: str, out: Path, only: list[str] | None = None) -> int:
         with open(out / f"{step}.log", "w") as log:
             try:
                 rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                         "PYTHONFAULTHANDLER": "1"}).returncode
             except subprocess.TimeoutExpired:
                 rc = 124
         failures += rc != 0

@@ -78,10 +78,21 @@ class BuildResult:
     compile_s: float
 
 
+# where a package keeps its weights: "so" inside the compiled library (appended to it and memory-mapped
+# when over 2 GB), "blob" a separate weights file beside the library in the package (memory-mapped by the
+# AOTInductor runtime, C++ loader included)
+WEIGHT_LAYOUTS = {
+    "so": {},
+    "blob": {"aot_inductor.package_constants_in_so": False,
+             "aot_inductor.package_constants_on_disk_format": "binary_blob"},
+}
+
+
 def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.dtype, path: Path,
-                  wrapper_opt: str = "O1") -> BuildResult:
+                  wrapper_opt: str = "O1", layout: str = "so") -> BuildResult:
     """Trace ``module`` on the spec's sample inputs and compile it into ``path`` (.pt2). The package's
-    metadata names its network and its input / output tensors (``AOTIModelPackageLoader::get_metadata``)."""
+    metadata names its network and its input / output tensors (``AOTIModelPackageLoader::get_metadata``).
+    ``layout``: where the weights go (``WEIGHT_LAYOUTS``)."""
     from torch._inductor import aoti_compile_and_package
 
     device = next(module.parameters()).device
@@ -93,7 +104,8 @@ def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.
     metadata = {"assetgen.network": spec.network, "assetgen.preset": spec.preset,
                 "assetgen.inputs": ",".join(t.name for t in spec.inputs),
                 "assetgen.outputs": ",".join(t.name for t in spec.outputs)}
-    configs = {"aot_inductor.metadata": metadata, "aot_inductor.compile_wrapper_opt_level": wrapper_opt}
+    configs = {"aot_inductor.metadata": metadata, "aot_inductor.compile_wrapper_opt_level": wrapper_opt,
+               **WEIGHT_LAYOUTS[layout]}
     aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
     return BuildResult(spec.network, path.name, t1 - t0, time.perf_counter() - t1)
 
