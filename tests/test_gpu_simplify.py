@@ -14,6 +14,7 @@ import torch
 from conftest import asset_path
 from meshes import icosphere, welded_positions
 from test_simplify import assert_manifold_oriented, boundary_vertices, grid_plane
+from test_simplify_budget import corner_lists, guards_ok
 
 from engine.errors import ConfigError, MeshError
 from engine.geometry.device_mesh import DeviceMesh
@@ -30,17 +31,30 @@ from engine.geometry.simplify import (
 )
 from engine.geometry.simplify_gpu import simplify_qem_gpu
 from engine.metrics import chamfer_hausdorff
-from triton_kernels.numba_cuda import kernel_device
+from triton_kernels.numba_cuda import cuda_module, kernel_device, view
 from triton_kernels.qem_collapse import (
     ELIGIBLE_PERCENT,
     ROUNDS,
     CollapsePasses,
+    _apply_ref,
+    _folds_ok,
+    _point_ok,
     candidates_ref,
     collapse_passes_ref,
     edge_costs,
     fixed_vertices_device,
     select_ref,
     vertex_quadrics,
+)
+from triton_kernels.qem_host import (
+    CHOICE_A,
+    CHOICE_B,
+    CHOICE_MID,
+    CHOICE_QEM,
+    NO_FOLD_GUARD,
+    STRICT_GUARDS,
+    _energy,
+    _faces_ok,
 )
 
 IU = np.triu_indices(4)
@@ -276,9 +290,26 @@ def test_one_pass_candidates_and_winners_match_reference(placement, shared_dir):
     state = CollapsePasses(dev(pos, torch.float64), dev(m.faces, torch.int32), dev(fixed, torch.bool),
                            _MODE[placement], ROUNDS)
     n = state.select()
-    cost, off, vf = candidates_ref(pos, _quadrics(pos, m.faces), fixed, m.faces, _MODE[placement])
+    q = _quadrics(pos, m.faces)
+    cost, choice, off, vf = candidates_ref(pos, q, fixed, m.faces, _MODE[placement])
     got = state.cost[:3 * m.num_faces].cpu().numpy()
     np.testing.assert_array_equal(got, cost)                     # same validity decisions, same float32 cost
+    np.testing.assert_array_equal(state.choice[:3 * m.num_faces].cpu().numpy(), choice)   # same placements
+    # the cases that make this check bite: QEM points that fail and fall back to a, b or the midpoint at
+    # their energy, and points the fold guard alone rejects (the candidates differ without it)
+    fell = np.nonzero((cost >= 0) & (choice != CHOICE_QEM))[0]
+    assert set(choice[fell]) == {CHOICE_A, CHOICE_B, CHOICE_MID}
+    qem_only = STRICT_GUARDS.copy()
+    qem_only[2] = 0.0
+    assert (candidates_ref(pos, q, fixed, m.faces, _MODE[placement], qem_only)[0][fell] == -1).all()
+    for h in fell:
+        a, b = m.faces[h // 3, h % 3], m.faces[h // 3, (h + 1) % 3]
+        point = {CHOICE_A: pos[a], CHOICE_B: pos[b], CHOICE_MID: 0.5 * (pos[a] + pos[b])}[choice[h]]
+        assert cost[h] == np.float32(max(_energy(q[a] + q[b], *point), 0.0))
+    no_fold = STRICT_GUARDS.copy()
+    no_fold[3] = NO_FOLD_GUARD
+    cost_nf, choice_nf, _, _ = candidates_ref(pos, q, fixed, m.faces, _MODE[placement], no_fold)
+    assert ((cost_nf != cost) | (choice_nf != choice)).sum() >= 5
     assert (got.view(np.int32) >= 0).sum() == (cost >= 0).sum() > 0   # candidates: non-negative float bits
     win_h, win_key = select_ref(cost, m.faces, off, vf, m.num_vertices, ROUNDS, ELIGIBLE_PERCENT)
     assert n == win_h.size > 0
@@ -287,6 +318,69 @@ def test_one_pass_candidates_and_winners_match_reference(placement, shared_dir):
     before = state.nf
     assert state.apply(n, n) == before - 2 * n
     state.finish()                                                # alive count == 2 faces per collapse
+
+
+def test_fallback_winners_move_to_their_chosen_points(shared_dir):
+    """The collapse reads each winner's placement from the candidate pass (``choice``): the positions after
+    one pass equal the reference's, winners at an endpoint included."""
+    m = marching_cubes_bunny(18)
+    pos, fixed = m.vertices.astype(np.float64), fixed_vertices(m.faces, m.num_vertices)
+    state = CollapsePasses(dev(pos, torch.float64), dev(m.faces, torch.int32), dev(fixed, torch.bool), 1,
+                           ROUNDS)
+    n = state.select()
+    q = state.q.cpu().numpy().copy()              # the device's (atomic sums: last bits may differ)
+    cost, choice, off, vf = candidates_ref(pos, q, fixed, m.faces, 1)
+    win_h, _ = select_ref(cost, m.faces, off, vf, m.num_vertices, ROUNDS, ELIGIBLE_PERCENT)
+    assert n == win_h.size and (choice[win_h] != CHOICE_QEM).sum() >= 1
+    faces = m.faces.copy()
+    alive = _apply_ref(win_h, faces, fixed, pos, q, 1, choice)
+    state.apply(n, n)
+    np.testing.assert_array_equal(state.pos.cpu().numpy(), pos)
+    np.testing.assert_array_equal(state.q.cpu().numpy(), q)
+    np.testing.assert_array_equal(state.faces.cpu().numpy(), faces[alive])
+
+
+cuda = cuda_module()
+
+
+@cuda.jit
+def _guards_probe(pos, faces, off, vf, a, b, points, fold, strict):
+    """fold[i] = ``_folds_ok``, strict[i] = ``_point_ok`` of collapse (a, b) -> points[i] (one thread)."""
+    if cuda.grid(1) == 0:
+        n0 = cuda.local.array(4, np.float64)
+        n1 = cuda.local.array(4, np.float64)
+        n2 = cuda.local.array(4, np.float64)
+        n3 = cuda.local.array(4, np.float64)
+        for i in range(points.shape[0]):
+            fold[i] = _folds_ok(pos, faces, off, vf, a, b, points[i], n0, n1, n2, n3)
+            strict[i] = _point_ok(pos, faces, off, vf, a, b, points[i], n0, n1, n2, n3)
+
+
+def test_fold_guard_of_the_passes_rejects_a_face_turning_over():
+    """The hinge of test_simplify_budget: F = (a, w1, w2) on the edge w1-w2 of the flat face G, a on a
+    circle about that edge. Moving a turns F by 40 degrees (within the turn limit) but folds it 140 degrees
+    from G: the passes' fold guard refuses it as the CPU simplifier's does; 60 degrees is fine; an input
+    crease (150) may open, not close further."""
+    def hinge(deg):
+        t = np.radians(deg)
+        return [0.5, np.cos(t), np.sin(t)]
+
+    faces = np.array([[0, 1, 2], [2, 1, 3]], np.int32)
+    off, vf = np.array([0, 1, 3, 5, 6, 6], np.int32), np.array([0, 0, 1, 0, 1, 1], np.int32)   # CSR
+    cases = [(100, 60, True), (100, 140, False), (150, 130, True), (150, 170, False)]
+    fold, strict = np.zeros(len(cases), np.bool_), np.zeros(len(cases), np.bool_)
+    fa, fb, lists = np.array([0], np.int64), np.empty(0, np.int64), corner_lists(faces, 5)
+    for i, (start, to, ok) in enumerate(cases):
+        pos = np.array([hinge(start), [0, 0, 0], [1, 0, 0], [0.5, -1, 0], [9, 9, 9]], np.float64)
+        point = np.array([hinge(to)], np.float64)
+        args = [dev(pos, torch.float64), dev(faces, torch.int32), dev(off, torch.int32), dev(vf, torch.int32)]
+        pts, out = dev(point, torch.float64), dev(np.zeros((2, 1), bool), torch.bool)
+        _guards_probe[1, 1](*map(view, args), 0, 4, view(pts), view(out[0]), view(out[1]))
+        fold[i], strict[i] = out.cpu().numpy()[:, 0]
+        assert guards_ok(pos, faces, fa, fb, 0, 4, point[0], STRICT_GUARDS, lists) == ok    # the CPU's
+        assert _faces_ok(pos, faces, fa, 1, 0, 4, point[0])        # the turn / quality checks alone pass
+    np.testing.assert_array_equal(fold, [ok for _, _, ok in cases])
+    np.testing.assert_array_equal(strict, fold)
 
 
 def test_marching_cubes_mesh_reaches_budget_in_few_passes(shared_dir):

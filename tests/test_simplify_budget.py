@@ -16,10 +16,10 @@ from test_simplify import assert_manifold_oriented, grid_plane
 from engine.errors import ConfigError
 from engine.geometry.mesh import TriMesh, clean_mesh
 from engine.geometry.simplify import _simplify_kernel, fixed_vertices, simplify_qem
-from engine.geometry.simplify_guards import GUARD_LEVELS, QEM_POINT_ONLY, _guards_ok, _ring
+from engine.geometry.simplify_guards import GUARD_LEVELS, QEM_POINT_ONLY
 from engine.geometry.simplify_topology import face_floor, min_vertices_of_genus
 from engine.io.asset_load import load_mesh
-from triton_kernels.qem_host import _faces_ok
+from triton_kernels.qem_host import _faces_ok, _guards_ok, _ring
 
 
 def euler(m: TriMesh) -> int:
@@ -76,7 +76,7 @@ def guards_ok(pos, faces, fa, fb, a, b, p, level, lists) -> bool:
     return _guards_ok(pos, faces, a, b, np.asarray(p, np.float64), level, *lists, ring, nrm, m)
 
 
-def test_guards_without_fold_check_equal_the_gpu_passes_checker():
+def test_guards_without_fold_check_equal_the_turn_and_quality_checker():
     m = marching_cubes_bob(24)
     pos = m.vertices.astype(np.float64)
     rng = np.random.default_rng(0)

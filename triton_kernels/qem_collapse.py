@@ -20,10 +20,23 @@ One pass (why it is built this way: see "History" below)
 -------------------------------------------------------
 1. Vertex -> face CSR of the current faces (bincount + cumsum + atomic fill).
 2. ``candidate_kernel``, one thread per half-edge h = 3 f + k (faces[f, k] -> faces[f, (k+1) % 3]): the
-   edge's a < b half-edge computes placement and cost and runs the serial reference's validity checks
-   (link condition with the tetrahedral ear, 60-degree normal turn, sliver quality) on the current mesh;
-   cost float32 [3F], -1 where h is no valid candidate. Validity only reads the 1-rings of a and b,
-   which no other collapse of the pass touches, so it is decided once per pass, before selection.
+   edge's a < b half-edge computes placement and cost and checks the collapse on the current mesh with
+   the CPU simplifier's first guard level (``qem_host.STRICT_GUARDS`` = ``simplify_guards.GUARD_LEVELS[0]``,
+   ``qem_host._valid_placement``): the link condition with the tetrahedral ear, then for the QEM point
+   the 60-degree normal turn and sliver quality of the surviving ring faces and the fold guard
+   (``_folds_ok``: no ring face's normal newly drops below ``FOLD_COS`` against a ring face sharing its
+   outer vertices or the face across its outer edge, found through the CSR). Where the QEM point fails,
+   unless an endpoint is fixed or more than ``FALLBACK_MAX_RING`` faces survive around the collapse,
+   endpoint a, endpoint b and the midpoint are tried; the cheapest passing one by quadric energy (clamped
+   >= +0.0; ties: that order) is kept and its energy is the cost, so the threshold and the keys order it
+   where the CPU heap does (it pushes such an edge back at the fallback's energy). cost float32 [3F], -1
+   where h is no valid candidate; choice int8 [3F]: CHOICE_QEM (0), CHOICE_A (1), CHOICE_B (2),
+   CHOICE_MID (3). Validity reads the faces around a and b, which no other collapse of the pass moves
+   (step 5), so it is decided once per pass, before selection. One exception, a known limit: the fold
+   guard's face across a ring face's outer edge (w1, w2) has a third vertex two edges from a or b, which
+   another winner of the same pass may move (its endpoints are only kept off the faces around a and b);
+   that check then used the face's position at the start of the pass. The serial reference
+   (``collapse_passes_ref``) is the same pass algorithm, so it shares this.
 3. Threshold: a 4096-bin histogram of the candidates' float32 bits >> 19 (1/16 octave bins); only the
    cheapest ``ELIGIBLE_PERCENT`` % of the valid candidates (rounded up to a bin edge) compete this pass.
    This keeps the order close to the serial greedy one (collapse cheap edges first) while a pass still
@@ -39,11 +52,11 @@ One pass (why it is built this way: see "History" below)
    candidates touching a locked vertex leave the pass, later rounds fill the gaps.
 6. Host sync: the number of winners n. If n exceeds the collapses still needed, the cheapest ``needed``
    keys are kept (topk, moved to the front of the winner list, count[0] = needed). Apply: the survivor
-   (the fixed endpoint if any) moves to the placement (recomputed: same inputs, same result as step 2),
-   takes the removed vertex's quadric; faces are remapped and the two faces of each collapsed edge die
-   (exactly 2: link condition), so the new face count is known on the host; compaction (inclusive scan
-   of alive, scatter, copy back) keeps face order. The alive count is read back at the next pass's sync
-   (same transfer) and checked against it.
+   (the fixed endpoint if any) moves to the placement its ``choice`` names (a fallback point, or the QEM
+   point recomputed: same inputs, same result as step 2), takes the removed vertex's quadric; faces are
+   remapped and the two faces of each collapsed edge die (exactly 2: link condition), so the new face
+   count is known on the host; compaction (inclusive scan of alive, scatter, copy back) keeps face order.
+   The alive count is read back at the next pass's sync (same transfer) and checked against it.
 7. Launch shape: the pass kernels loop (grid-stride) over the input's capacity with the live counts in
    device memory (faces nfd[0], winners count[0]); no launch argument changes between passes, so each
    phase is captured once as a CUDA graph (its one host sync sits between the phases). The CSR counts
@@ -53,20 +66,20 @@ Layouts
 -------
 positions float64 [V, 3]; quadrics float64 [V, 10]; faces int32 [F, 3] (CCW) in [2, F0, 3]: the current
 faces a prefix of row 0, row 1 the compaction target; live count nfd int64 [1]; CSR offsets int32
-[V + 1] and face ids int32 [3F]; cost float32 [3F]
-(read as int32 bits by the integer kernels); keys int64 [3F]; winners: half-edge int32 / key int64
-[F0 / 2 + 1]; vmin/v2 int64 [2, V]; vlock int8 [V]; vmap int32 [V] (removed -> survivor, -1); alive and
-its inclusive scan int32 [F0].
+[V + 1] and face ids int32 [3F]; cost float32 [3F] (read as int32 bits by the integer kernels); choice
+int8 [3F]; keys int64 [3F]; winners: half-edge int32 / key int64 [F0 / 2 + 1]; vmin/v2 int64 [2, V];
+vlock int8 [V]; vmap int32 [V] (removed -> survivor, -1); alive and its inclusive scan int32 [F0].
 
 Limits and floor
 ----------------
 F < 2^31 / 3 (half-edge ids in 32 bits); degree unbounded (checks iterate the CSR). A pass at F faces
 reads the faces a few times per kernel (12 B/face) plus the CSR, keys (24 B/face) and vmin/v2, ~250 B/face
 of traffic in all: ~0.15 ms at 1.6M faces on an H100 (3 TB/s); the validity checks (~100 face reads per
-candidate, L1/L2-resident) are the arithmetic part. Passes shrink the mesh by ~10 % each, so the sum
-over passes is ~10x the first pass. Eager, the ~40 launches of a pass (numba-cuda dispatch from Python)
-dominated below ~200K faces: 37 passes x ~6.7 ms on the H100 for a 1.6M-face mesh (issue 10); graph
-replay leaves two graph launches and one sync per pass.
+candidate, L1/L2-resident; the fold guard adds ~m^2 / 2 face tests and ~4 m normals over a ring of m
+faces, and up to 4 such checks where the QEM point fails) are the arithmetic part. Passes shrink the
+mesh by ~10 % each, so the sum over passes is ~10x the first pass. Eager, the ~40 launches of a pass
+(numba-cuda dispatch from Python) dominated below ~200K faces: 37 passes x ~6.7 ms on the H100 for a
+1.6M-face mesh (issue 10); graph replay leaves two graph launches and one sync per pass.
 
 History
 -------
@@ -92,7 +105,19 @@ from numba import njit
 from triton_kernels import qem_host as serial
 from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import THREADS, cuda_module, launch, simulated, view
-from triton_kernels.qem_host import MAX_TURN_COS, MIN_QUALITY, face_quadrics_ref, placement_ref
+from triton_kernels.qem_host import (
+    CHOICE_A,
+    CHOICE_B,
+    CHOICE_MID,
+    CHOICE_QEM,
+    FALLBACK_MAX_RING,
+    FOLD_COS,
+    MAX_TURN_COS,
+    MIN_QUALITY,
+    STRICT_GUARDS,
+    face_quadrics_ref,
+    placement_ref,
+)
 
 cuda = cuda_module()
 
@@ -219,30 +244,122 @@ def _has(faces, f, v):
 
 
 @cuda.jit(device=True)
+def _face_normal(pos, faces, f, out):
+    """``_normal_quality`` of face f at the current positions into out[4]."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    _normal_quality(pos[i0, 0], pos[i0, 1], pos[i0, 2], pos[i1, 0], pos[i1, 1], pos[i1, 2],
+                    pos[i2, 0], pos[i2, 1], pos[i2, 2], out)
+
+
+@cuda.jit(device=True)
+def _moved_normal(pos, faces, f, a, b, p, out):
+    """``_normal_quality`` of face f with its corner a or b (if any) at p[3] into out[4]."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0, z0 = pos[i0, 0], pos[i0, 1], pos[i0, 2]
+    x1, y1, z1 = pos[i1, 0], pos[i1, 1], pos[i1, 2]
+    x2, y2, z2 = pos[i2, 0], pos[i2, 1], pos[i2, 2]
+    if i0 == a or i0 == b:
+        x0, y0, z0 = p[0], p[1], p[2]
+    if i1 == a or i1 == b:
+        x1, y1, z1 = p[0], p[1], p[2]
+    if i2 == a or i2 == b:
+        x2, y2, z2 = p[0], p[1], p[2]
+    _normal_quality(x0, y0, z0, x1, y1, z1, x2, y2, z2, out)
+
+
+@cuda.jit(device=True)
 def _faces_ok(pos, faces, off, vf, v, a, b, p, n0, n1):
     """Flip / sliver check of the faces around v that survive collapse (a, b) -> p."""
     for i in range(off[v], off[v + 1]):
         f = vf[i]
         if _has(faces, f, a) and _has(faces, f, b):
             continue
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        _normal_quality(pos[i0, 0], pos[i0, 1], pos[i0, 2], pos[i1, 0], pos[i1, 1], pos[i1, 2],
-                        pos[i2, 0], pos[i2, 1], pos[i2, 2], n0)
-        x0, y0, z0 = pos[i0, 0], pos[i0, 1], pos[i0, 2]
-        x1, y1, z1 = pos[i1, 0], pos[i1, 1], pos[i1, 2]
-        x2, y2, z2 = pos[i2, 0], pos[i2, 1], pos[i2, 2]
-        if i0 == a or i0 == b:
-            x0, y0, z0 = p[0], p[1], p[2]
-        if i1 == a or i1 == b:
-            x1, y1, z1 = p[0], p[1], p[2]
-        if i2 == a or i2 == b:
-            x2, y2, z2 = p[0], p[1], p[2]
-        _normal_quality(x0, y0, z0, x1, y1, z1, x2, y2, z2, n1)
+        _face_normal(pos, faces, f, n0)
+        _moved_normal(pos, faces, f, a, b, p, n1)
         if n0[0] * n1[0] + n0[1] * n1[1] + n0[2] * n1[2] <= MAX_TURN_COS:
             return False
         if n1[3] < MIN_QUALITY and n1[3] < n0[3]:
             return False
     return True
+
+
+@cuda.jit(device=True)
+def _ring_face(faces, off, vf, a, b, i):
+    """Face i of the faces around a then around b (the CSR lists one after the other), -1 when it holds
+    both a and b (a face the collapse removes): the ring is the faces >= 0."""
+    na = off[a + 1] - off[a]
+    f = vf[off[a] + i] if i < na else vf[off[b] + i - na]
+    if _has(faces, f, a) and _has(faces, f, b):
+        return -1
+    return f
+
+
+@cuda.jit(device=True)
+def _outer_face(faces, off, vf, f, x, y):
+    """The face other than f on edge (x, y) with the smallest id (the serial reference's first in face
+    order; on a manifold edge the only one), or -1 on a boundary."""
+    g = -1
+    for i in range(off[x], off[x + 1]):
+        e = vf[i]
+        if e != f and _has(faces, e, y) and (g < 0 or e < g):
+            g = e
+    return g
+
+
+@cuda.jit(device=True)
+def _folds_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3):
+    """Fold guard of collapse (a, b) -> p (``qem_host._folds_ok`` at ``FOLD_COS``): no ring face f = (s,
+    w1, w2) newly folds against a ring face holding w1 or w2 or the face across (w1, w2), i.e. their
+    normals' dot may drop below FOLD_COS only where it was already lower. n0..n3: float64 [4] scratch."""
+    nt = off[a + 1] - off[a] + off[b + 1] - off[b]
+    for i in range(nt):
+        f = _ring_face(faces, off, vf, a, b, i)
+        if f < 0:
+            continue
+        k = 0
+        while faces[f, k] != a and faces[f, k] != b:
+            k += 1
+        w1 = faces[f, (k + 1) % 3]
+        w2 = faces[f, (k + 2) % 3]
+        _face_normal(pos, faces, f, n0)
+        _moved_normal(pos, faces, f, a, b, p, n1)
+        for j in range(i + 1, nt):             # pairs once each (the test is symmetric in f and g)
+            g = _ring_face(faces, off, vf, a, b, j)
+            if g < 0 or not (_has(faces, g, w1) or _has(faces, g, w2)):
+                continue
+            _face_normal(pos, faces, g, n2)
+            _moved_normal(pos, faces, g, a, b, p, n3)
+            after = n1[0] * n3[0] + n1[1] * n3[1] + n1[2] * n3[2]
+            if after < FOLD_COS and after < n0[0] * n2[0] + n0[1] * n2[1] + n0[2] * n2[2]:
+                return False
+        g = _outer_face(faces, off, vf, f, w1, w2)
+        if g >= 0:
+            _face_normal(pos, faces, g, n2)
+            after = n1[0] * n2[0] + n1[1] * n2[1] + n1[2] * n2[2]
+            if after < FOLD_COS and after < n0[0] * n2[0] + n0[1] * n2[1] + n0[2] * n2[2]:
+                return False
+    return True
+
+
+@cuda.jit(device=True)
+def _point_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3):
+    """The strict guards (``qem_host.STRICT_GUARDS``) for collapse (a, b) -> p: turn and quality of the
+    faces around a and around b, then the fold guard."""
+    return (_faces_ok(pos, faces, off, vf, a, a, b, p, n0, n1)
+            and _faces_ok(pos, faces, off, vf, b, a, b, p, n0, n1)
+            and _folds_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3))
+
+
+@cuda.jit(device=True)
+def _choice_point(pos, a, b, k, out):
+    """Fallback point k of collapse (a, b) into out[3]: CHOICE_A = a, CHOICE_B = b, else the midpoint."""
+    for j in range(3):
+        if k == CHOICE_A:
+            out[j] = pos[a, j]
+        elif k == CHOICE_B:
+            out[j] = pos[b, j]
+        else:
+            out[j] = 0.5 * (pos[a, j] + pos[b, j])
 
 
 @cuda.jit(device=True)
@@ -357,35 +474,55 @@ def edge_cost_kernel(pos, q, fixed, faces, mode, cost, place, nh):
 
 
 @cuda.jit(device=True)
-def _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h):
+def _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, choice, nh, h):
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
     b = faces[f, (k + 1) % 3]
     c = -1.0
+    ch = CHOICE_QEM
     if a < b:
         p = cuda.local.array(3, numba.float64)
         c = _place_dev(pos, q, fixed, a, b, mode, p)
         if c >= 0.0:
             n0 = cuda.local.array(4, numba.float64)
             n1 = cuda.local.array(4, numba.float64)
-            if not (_link_ok(faces, off, vf, a, b) and _faces_ok(pos, faces, off, vf, a, a, b, p, n0, n1)
-                    and _faces_ok(pos, faces, off, vf, b, a, b, p, n0, n1)):
+            n2 = cuda.local.array(4, numba.float64)
+            n3 = cuda.local.array(4, numba.float64)
+            if not _link_ok(faces, off, vf, a, b):
                 c = -1.0
+            elif not _point_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3):
+                c = -1.0                                  # the QEM point fails: the fallback points
+                ring = off[a + 1] - off[a] + off[b + 1] - off[b] - 4      # link ok: 2 faces removed
+                if not (fixed[a] or fixed[b]) and ring <= FALLBACK_MAX_RING:
+                    best = math.inf
+                    for kk in range(CHOICE_A, CHOICE_MID + 1):
+                        _choice_point(pos, a, b, kk, p)
+                        if _point_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3):
+                            e = _energy2(q, a, b, p[0], p[1], p[2])
+                            if e == e:                    # NaN: never
+                                e = e if e > 0.0 else 0.0     # +0.0, never -0.0 (sign bit)
+                                if e < best:              # ties: the first of a, b, midpoint
+                                    best = e
+                                    ch = kk
+                    if ch != CHOICE_QEM:
+                        c = best
     cost[h] = c
+    choice[h] = ch
 
 
 # Pass kernels: grid-stride over the pass's capacity (3 F0 half-edges, F0 faces, F0 / 2 + 1 winners) with
 # the live counts read from device memory (nfd[0] = current faces, count[0] = winners), so a pass launches
 # the same grid with the same arguments every time and can be captured once in a CUDA graph.
 @cuda.jit(cache=True)
-def candidate_kernel(pos, q, fixed, faces, nfd, off, vf, mode, cost):
+def candidate_kernel(pos, q, fixed, faces, nfd, off, vf, mode, cost, choice):
     """One thread per half-edge h < 3 nfd[0]: cost (float32) of its edge if h is the edge's a < b
-    half-edge, not both endpoints are fixed and the collapse passes the link / flip / sliver checks now;
-    else -1."""
+    half-edge, not both endpoints are fixed, the link condition holds and the QEM point or a fallback
+    point passes the strict guards (turn, quality, fold) now; else -1. choice (int8): the placement
+    (CHOICE_QEM, or CHOICE_A / CHOICE_B / CHOICE_MID whose energy is then the cost)."""
     nh = 3 * nfd[0]
     for h in range(cuda.grid(1), nh, cuda.gridsize(1)):  # grid-stride (_launch_cap)
-        _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, nh, h)
+        _candidate_one(pos, q, fixed, faces, off, vf, mode, cost, choice, nh, h)
 
 
 @cuda.jit(device=True)
@@ -496,14 +633,17 @@ def select_kernel(keys, faces, nfd, v2, off, vf, vlock, count, win_h, win_key):
 
 
 @cuda.jit(device=True)
-def _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i):
+def _apply_one(sel, faces, fixed, pos, q, mode, choice, vmap, n, i):
     h = sel[i]
     f = h // 3
     k = h - 3 * f
     a = faces[f, k]
     b = faces[f, (k + 1) % 3]
     p = cuda.local.array(3, numba.float64)
-    _place_dev(pos, q, fixed, a, b, mode, p)
+    if choice[h] == CHOICE_QEM:
+        _place_dev(pos, q, fixed, a, b, mode, p)
+    else:
+        _choice_point(pos, a, b, choice[h], p)
     s, u = (b, a) if fixed[b] else (a, b)
     for c in range(3):
         pos[s, c] = p[c]
@@ -513,13 +653,13 @@ def _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i):
 
 
 @cuda.jit(cache=True)
-def apply_kernel(sel, count, faces, fixed, pos, q, mode, vmap):
-    """One thread per selected half-edge sel[i], i < count[0]: survivor s (the fixed endpoint if any)
-    moves to the placement (recomputed from the unchanged endpoints), takes the removed vertex's quadric,
-    vmap[u] = s."""
+def apply_kernel(sel, count, faces, fixed, pos, q, mode, choice, vmap):
+    """One thread per selected half-edge h = sel[i], i < count[0]: survivor s (the fixed endpoint if any)
+    moves to the placement choice[h] chose (the QEM point recomputed from the unchanged endpoints, or a
+    fallback point), takes the removed vertex's quadric, vmap[u] = s."""
     n = count[0]
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):  # grid-stride (_launch_cap)
-        _apply_one(sel, faces, fixed, pos, q, mode, vmap, n, i)
+        _apply_one(sel, faces, fixed, pos, q, mode, choice, vmap, n, i)
 
 
 @cuda.jit(device=True)
@@ -631,14 +771,42 @@ def _csr_ref(faces, nv):
 
 
 @njit(cache=True)
-def candidates_ref(pos, q, fixed, faces, mode):
-    """float32 [3F] cost of each valid candidate half-edge, else -1, with the serial reference's own
-    placement (``_place``) and checks (``_link_ok``, ``_faces_ok``); also the CSR (off, vf)."""
+def _corner_lists_ref(faces, nv):
+    """The CPU simplifier's corner lists of the current faces (head [V], nxt [3F], alive [F]), in face
+    order: ``qem_host._outer_face`` then finds the smallest face id, as the kernels' ``_outer_face``."""
+    head = np.full(nv, -1, np.int64)
+    tail = np.full(nv, -1, np.int64)
+    nxt = np.full(3 * faces.shape[0], -1, np.int64)
+    for c in range(3 * faces.shape[0]):
+        v = faces[c // 3, c % 3]
+        if head[v] == -1:
+            head[v] = c
+        else:
+            nxt[tail[v]] = c
+        tail[v] = c
+    return head, nxt, np.ones(faces.shape[0], np.bool_)
+
+
+def candidates_ref(pos, q, fixed, faces, mode: int, level: np.ndarray = STRICT_GUARDS):
+    """(cost float32 [3F], choice int8 [3F], off, vf): the cost of each valid candidate half-edge, else
+    -1, and its placement (CHOICE_QEM / _A / _B / _MID; 0 where no candidate), with the CPU simplifier's
+    own placement (``_place``), link condition (``_link_ok``) and guard level (``_valid_placement`` at
+    ``level`` float64 [5], the strict one by default: a fallback's energy is the cost); also the CSR
+    (off, vf)."""
+    return _candidates_ref(pos, q, fixed, faces, mode, np.asarray(level, np.float64))
+
+
+@njit(cache=True)
+def _candidates_ref(pos, q, fixed, faces, mode, level):
     nv, nh = pos.shape[0], 3 * faces.shape[0]
     off, vf = _csr_ref(faces, nv)
+    head, nxt, alive = _corner_lists_ref(faces, nv)
     cost = np.full(nh, -1.0, np.float32)
+    choice = np.zeros(nh, np.int8)
     mark = np.zeros(nv, np.int64)
     mark2 = np.zeros(nv, np.int64)
+    ring = np.empty(0, np.int64)
+    nrm = np.empty((0, 7))
     p = np.empty(3)
     for h in range(nh):
         f, k = h // 3, h % 3
@@ -651,10 +819,16 @@ def candidates_ref(pos, q, fixed, faces, mode):
         fa, fb = vf[off[a]:off[a + 1]], vf[off[b]:off[b + 1]]
         if not serial._link_ok(faces, fa, fa.size, fb, fb.size, a, b, mark, mark2, h + 1):
             continue
-        if serial._faces_ok(pos, faces, fa, fa.size, a, b, p) and serial._faces_ok(pos, faces, fb, fb.size,
-                                                                                 a, b, p):
-            cost[h] = c if c > 0.0 else 0.0
-    return cost, off, vf
+        if ring.size < fa.size + fb.size:
+            ring, nrm = np.empty(2 * (fa.size + fb.size), np.int64), np.empty((2 * (fa.size + fb.size), 7))
+        alt, ch = serial._valid_placement(pos, q, fixed, faces, fa, fa.size, fb, fb.size, a, b, p, mode,
+                                          level, head, nxt, alive, ring, nrm)
+        if ch < 0:
+            continue
+        c = c if ch == CHOICE_QEM else alt
+        cost[h] = c if c > 0.0 else 0.0
+        choice[h] = ch
+    return cost, choice, off, vf
 
 
 @njit(cache=True)
@@ -706,12 +880,15 @@ def select_ref(cost, faces, off, vf, nv, rounds, eligible_percent):
 
 
 @njit(cache=True)
-def _apply_ref(sel, faces, fixed, pos, q, mode):
+def _apply_ref(sel, faces, fixed, pos, q, mode, choice):
     vmap = np.full(pos.shape[0], -1, np.int64)
     p = np.empty(3)
     for h in sel:
         a, b = faces[h // 3, h % 3], faces[h // 3, (h % 3 + 1) % 3]
-        serial._place(pos, q, fixed, a, b, p, mode)
+        if choice[h] == CHOICE_QEM:
+            serial._place(pos, q, fixed, a, b, p, mode)
+        else:
+            serial._choice_point(pos, a, b, choice[h], p)
         s, u = (b, a) if fixed[b] else (a, b)
         pos[s] = p
         q[s] += q[u]
@@ -735,12 +912,12 @@ def collapse_passes_ref(pos: np.ndarray, faces: np.ndarray, fixed: np.ndarray, t
     while faces.shape[0] > target and passes < max_passes:
         passes += 1
         needed = (faces.shape[0] - target + 1) // 2
-        cost, off, vf = candidates_ref(pos, q, fixed, faces, mode)
+        cost, choice, off, vf = candidates_ref(pos, q, fixed, faces, mode)
         win_h, win_key = select_ref(cost, faces, off, vf, pos.shape[0], rounds, ELIGIBLE_PERCENT)
         if win_h.size == 0:
             break
         sel = win_h[np.argsort(win_key)[:needed]]
-        faces = faces[_apply_ref(sel, faces, fixed, pos, q, mode)]
+        faces = faces[_apply_ref(sel, faces, fixed, pos, q, mode, choice)]
     return pos, faces, passes
 
 
@@ -847,6 +1024,7 @@ class CollapsePasses:
         self.cursor = torch.empty(nv, dtype=torch.int32, device=dev)
         self.vf = torch.empty(3 * f0, dtype=torch.int32, device=dev)
         self.cost = torch.empty(3 * f0, dtype=torch.float32, device=dev)
+        self.choice = torch.zeros(3 * f0, dtype=torch.int8, device=dev)    # placement of each candidate
         self.hist = torch.empty(HIST_BINS, dtype=torch.int32, device=dev)
         self.bmax = torch.empty(1, dtype=torch.int64, device=dev)
         self.keys = torch.empty(3 * f0, dtype=torch.int64, device=dev)
@@ -859,8 +1037,8 @@ class CollapsePasses:
         self.alive = torch.empty(f0, dtype=torch.int32, device=dev)
         self.scan = torch.empty(f0, dtype=torch.int32, device=dev)
         self.v = {name: view(getattr(self, name)) for name in (
-            "pos", "fixed", "q", "nfd", "deg", "off", "cursor", "vf", "cost", "hist", "bmax", "keys", "vlock",
-            "count", "win_h", "win_key", "vmap", "alive", "scan")}
+            "pos", "fixed", "q", "nfd", "deg", "off", "cursor", "vf", "cost", "choice", "hist", "bmax",
+            "keys", "vlock", "count", "win_h", "win_key", "vmap", "alive", "scan")}
         self.v["bits"] = view(self.cost.view(torch.int32))
         self.v["faces"], self.v["out"] = view(self.faces2[0]), view(self.faces2[1])
         self.v["vmin"], self.v["v2"] = view(self.vmin2[0]), view(self.vmin2[1])
@@ -887,7 +1065,7 @@ class CollapsePasses:
         self.cursor.copy_(self.off[:-1])
         _launch_cap(csr_fill_kernel, nh, v["faces"], v["nfd"], v["cursor"], v["vf"])
         _launch_cap(candidate_kernel, nh, v["pos"], v["q"], v["fixed"], v["faces"], v["nfd"], v["off"],
-                    v["vf"], self.mode, v["cost"])
+                    v["vf"], self.mode, v["cost"], v["choice"])
         self.hist.zero_()
         _launch_cap(cost_histogram_kernel, nh, v["bits"], v["nfd"], v["hist"])
         cdf = torch.cumsum(self.hist, 0)                                      # [HIST_BINS] int64
@@ -930,7 +1108,7 @@ class CollapsePasses:
         v, f0 = self.v, self.f0
         self.vmap.fill_(-1)
         _launch_cap(apply_kernel, f0 // 2 + 1, v["win_h"], v["count"], v["faces"], v["fixed"], v["pos"],
-                    v["q"], self.mode, v["vmap"])
+                    v["q"], self.mode, v["choice"], v["vmap"])
         _launch_cap(remap_kernel, f0, v["faces"], v["nfd"], v["vmap"], v["alive"], f0)
         torch.cumsum(self.alive, 0, dtype=torch.int32, out=self.scan)
         _launch_cap(compact_kernel, f0, v["faces"], v["nfd"], v["alive"], v["scan"], v["out"])

@@ -18,6 +18,14 @@ the edge, sharing exactly their two opposite vertices, no tetrahedral ear: ``_li
 face around either endpoint turns by more than 60 degrees (cos <= ``MAX_TURN_COS``) or becomes a sliver
 (quality 4 sqrt(3) area / sum(edge^2) below ``MIN_QUALITY`` and lower than before: ``_faces_ok``).
 
+Guard levels (``_valid_placement``: the CPU simplifier's levels are ``engine.geometry.simplify_guards``'s
+``GUARD_LEVELS``, whose first, ``STRICT_GUARDS``, the GPU passes apply too): the turn and quality checks
+over the ring (the faces around a or b that survive), the fold guard (``_folds_ok``: no ring face newly
+folds against an edge neighbour, their normals' dot below ``FOLD_COS`` and lower than before) and, where
+the QEM point fails them, the cheapest passing one of a, b and their midpoint (``CHOICE_A``, ``CHOICE_B``,
+``CHOICE_MID``) unless an endpoint is fixed or more than ``FALLBACK_MAX_RING`` faces would be left around
+the survivor.
+
 Layouts: positions float64 [V, 3]; faces int32/int64 [F, 3] (CCW); fixed bool [V]; quadrics float64
 [V, 10] (``face_quadrics_ref``: the numpy reference, float64 [V, 4, 4]).
 """
@@ -31,6 +39,14 @@ from numba import njit
 
 MAX_TURN_COS = 0.5      # reject a collapse that turns a surviving face normal by more than 60 degrees
 MIN_QUALITY = 0.01      # ... or leaves a face with quality below this (unless it was already worse)
+FOLD_COS = -0.5         # a moved face may not newly fold against an edge neighbour beyond 120 degrees
+NO_FOLD_GUARD = -2.0    # fold_cos that never rejects
+FALLBACK_MAX_RING = 24  # a fallback placement may leave at most this many faces around the survivor
+# The strict guard level (turn_cos, min_quality, fallback placements 0/1, fold_cos, fallback max ring): the
+# CPU simplifier's first level (``engine.geometry.simplify_guards.GUARD_LEVELS[0]``) and the GPU passes'.
+STRICT_GUARDS = np.array([MAX_TURN_COS, MIN_QUALITY, 1.0, FOLD_COS, FALLBACK_MAX_RING])
+# Placement a valid collapse uses (``_valid_placement``; the GPU passes' per-half-edge ``choice``).
+CHOICE_QEM, CHOICE_A, CHOICE_B, CHOICE_MID = 0, 1, 2, 3
 
 
 class Placement(enum.Enum):
@@ -38,9 +54,6 @@ class Placement(enum.Enum):
 
     ON_EDGE = "on_edge"                    # paper 6.1: QEM optimum projected onto the edge, clamped
     BOUNDED_OPTIMAL = "bounded_optimal"    # QEM optimum when within one edge length of the midpoint
-
-
-_MODE = {Placement.ON_EDGE: 0, Placement.BOUNDED_OPTIMAL: 1}
 
 
 _MODE = {Placement.ON_EDGE: 0, Placement.BOUNDED_OPTIMAL: 1}
@@ -245,3 +258,144 @@ def _link_ok(faces, fa, na, fb, nb, a, b, mark, mark2, stamp):
                     (faces[f, 0] == o1 or faces[f, 1] == o1 or faces[f, 2] == o1):
                 return False
     return True
+
+
+# ----------------------------------------------------------------------------------------------------
+# Guards of a guard level (the CPU simplifier's levels: ``engine.geometry.simplify_guards``; the GPU passes
+# use ``STRICT_GUARDS``): turn and quality over the ring, the fold guard, the fallback placements.
+
+@njit(cache=True)
+def _at(pos, v, a, b, p):
+    """Position (x, y, z) of vertex v once a and b sit at p."""
+    if v == a or v == b:
+        return p[0], p[1], p[2]
+    return pos[v, 0], pos[v, 1], pos[v, 2]
+
+
+@njit(cache=True)
+def _moved_normal_quality(pos, faces, f, a, b, p):
+    """``_normal_quality`` of face f with its corner a or b (if any) moved to p[3]."""
+    x0, y0, z0 = _at(pos, faces[f, 0], a, b, p)
+    x1, y1, z1 = _at(pos, faces[f, 1], a, b, p)
+    x2, y2, z2 = _at(pos, faces[f, 2], a, b, p)
+    return _normal_quality(x0, y0, z0, x1, y1, z1, x2, y2, z2)
+
+
+@njit(cache=True)
+def _holds(faces, f, v):
+    return faces[f, 0] == v or faces[f, 1] == v or faces[f, 2] == v
+
+
+@njit(cache=True)
+def _ring(pos, faces, fa, na, fb, nb, a, b, ring, nrm):
+    """The faces around a (fa[:na]) or b (fb[:nb]) that survive collapse (a, b) -- those holding both
+    go -- into ring[:m], their unit normals and quality into nrm[:m, :4]; returns m. ring int64 and nrm
+    float64 [., 7] must hold na + nb rows."""
+    m = 0
+    for i in range(na + nb):
+        f = fa[i] if i < na else fb[i - na]
+        if not (_holds(faces, f, a) and _holds(faces, f, b)):
+            ring[m] = f
+            nrm[m, 0], nrm[m, 1], nrm[m, 2], nrm[m, 3] = _tri_normal_quality(
+                pos[faces[f, 0]], pos[faces[f, 1]], pos[faces[f, 2]])
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _outer_face(faces, head, nxt, alive, f, x, y):
+    """An alive face other than f on edge (x, y), walking x's corner list; -1 on a boundary."""
+    c = head[x]
+    while c != -1:
+        g = c // 3
+        c = nxt[c]
+        if g != f and alive[g] and _holds(faces, g, y):
+            return g
+    return -1
+
+
+@njit(cache=True)
+def _folds_ok(pos, faces, a, b, head, nxt, alive, fold_cos, ring, nrm, m):
+    """No ring face newly folds against an edge neighbour: after the collapse the dot of their normals
+    may fall below ``fold_cos`` only where it was already that low. nrm[:m, 4:7]: the ring faces' moved
+    normals. Neighbours across an edge at a or b are ring faces (the two faces beside a removed face become
+    neighbours); across the outer edge, an unmoved face found through the corner lists (head, nxt, alive)."""
+    for i in range(m):
+        f = ring[i]
+        k = 0
+        while faces[f, k] != a and faces[f, k] != b:
+            k += 1
+        w1, w2 = faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]     # f = (s, w1, w2), outer edge (w1, w2)
+        for j in range(i + 1, m):                           # ring neighbours: the faces sharing w1 or w2
+            g = ring[j]
+            if not (_holds(faces, g, w1) or _holds(faces, g, w2)):
+                continue
+            after = nrm[i, 4] * nrm[j, 4] + nrm[i, 5] * nrm[j, 5] + nrm[i, 6] * nrm[j, 6]
+            before = nrm[i, 0] * nrm[j, 0] + nrm[i, 1] * nrm[j, 1] + nrm[i, 2] * nrm[j, 2]
+            if after < fold_cos and after < before:
+                return False
+        g = _outer_face(faces, head, nxt, alive, f, w1, w2)
+        if g < 0:
+            continue
+        gx, gy, gz, _ = _tri_normal_quality(pos[faces[g, 0]], pos[faces[g, 1]], pos[faces[g, 2]])
+        after = nrm[i, 4] * gx + nrm[i, 5] * gy + nrm[i, 6] * gz
+        if after < fold_cos and after < nrm[i, 0] * gx + nrm[i, 1] * gy + nrm[i, 2] * gz:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
+    """The guards of ``level`` (float64 [5]) for collapse (a, b) -> p[3] over the ring (``_ring``):
+    turn, quality, then (when level[3] >= -1) the fold guard."""
+    for i in range(m):
+        nx, ny, nz, quality = _moved_normal_quality(pos, faces, ring[i], a, b, p)
+        if nrm[i, 0] * nx + nrm[i, 1] * ny + nrm[i, 2] * nz <= level[0]:
+            return False
+        if quality < level[1] and quality < nrm[i, 3]:
+            return False
+        nrm[i, 4], nrm[i, 5], nrm[i, 6] = nx, ny, nz
+    return level[3] < -1.0 or _folds_ok(pos, faces, a, b, head, nxt, alive, level[3], ring, nrm, m)
+
+
+@njit(cache=True)
+def _choice_point(pos, a, b, k, out):
+    """Fallback point k of collapse (a, b) into out[3]: CHOICE_A = a, CHOICE_B = b, else the midpoint."""
+    for j in range(3):
+        if k == CHOICE_A:
+            out[j] = pos[a, j]
+        elif k == CHOICE_B:
+            out[j] = pos[b, j]
+        else:
+            out[j] = 0.5 * (pos[a, j] + pos[b, j])
+
+
+@njit(cache=True)
+def _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode, level, head, nxt, alive, ring,
+                     nrm):
+    """Place collapse (a, b) into p[3] and check the guards of ``level`` (float64 [5]). fa[:na] / fb[:nb]:
+    the faces around a / b; head, nxt, alive: the simplifier's corner lists; ring int64 [>= na + nb] and
+    nrm float64 [>= na + nb, 7]: scratch. Returns (alt, choice): (0.0, CHOICE_QEM) when the QEM placement
+    is valid; else, unless fallbacks are off (level[2] <= 0), an endpoint is fixed or more than level[4]
+    faces would survive around the collapse, the cheapest by quadric energy (clamped >= 0; ties: the
+    first of a, b, midpoint) of the fallback points that pass: (its energy, CHOICE_A / CHOICE_B /
+    CHOICE_MID), written into p; (-1.0, -1) when no placement is valid."""
+    m = _ring(pos, faces, fa, na, fb, nb, a, b, ring, nrm)
+    _place(pos, qv, fixed, a, b, p, mode)
+    if _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
+        return 0.0, CHOICE_QEM
+    if level[2] <= 0.0 or fixed[a] or fixed[b] or m > level[4]:
+        return -1.0, -1
+    q = qv[a] + qv[b]
+    best = np.inf
+    choice = -1
+    c = np.empty(3)
+    for k in range(CHOICE_A, CHOICE_MID + 1):
+        _choice_point(pos, a, b, k, c)
+        if _guards_ok(pos, faces, a, b, c, level, head, nxt, alive, ring, nrm, m):
+            e = max(_energy(q, c[0], c[1], c[2]), 0.0)
+            if e < best:
+                best = e
+                choice = k
+                p[0], p[1], p[2] = c[0], c[1], c[2]
+    return (best, choice) if choice > 0 else (-1.0, -1)

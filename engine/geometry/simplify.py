@@ -54,10 +54,9 @@ to use, and the floor the mesh's topology puts under any collapse (``simplify_to
 faces for a closed sphere-like part, 14 for a torus, B - 2 for a disk bounded by B fixed edges, ...).
 ``SimplifyReport.reason`` says why a result has fewer faces than asked (input already within the
 budget, cleaning dropped faces, the 2-faces-per-collapse parity) and which relaxed level was needed.
-The GPU path (``simplify_gpu``) keeps the same guarantee, but its parallel passes test only the QEM
-point at the strict turn and quality guards (``QEM_POINT_ONLY``: no fallback points, no fold guard);
-when they stall above the budget, this module's serial loop finishes the mesh on the host with all
-of the levels above (``collapse_to_budget``).
+The GPU path (``simplify_gpu``) keeps the same guarantee; its parallel passes apply the first level
+(fallback points, fold guard; ``qem_host.STRICT_GUARDS``), and when they stall above the budget, this
+module's serial loop finishes the mesh on the host with all of the levels above (``collapse_to_budget``).
 
 Limits: geometry only (attributes are dropped; re-bake them afterwards); serial, O(F log F); boundary
 and non-manifold vertices never move, so a mesh with B boundary edges cannot go below ~B faces.
@@ -79,14 +78,14 @@ from numba import njit
 from engine.errors import ConfigError
 from engine.geometry.mesh import TriMesh, clean_mesh, validate_mesh
 from engine.geometry.simplify_guards import GUARD_LEVELS as GUARD_LEVELS  # re-exported
-from engine.geometry.simplify_guards import _valid_placement, budget_reason, unreachable_budget
+from engine.geometry.simplify_guards import budget_reason, unreachable_budget
 from engine.geometry.simplify_topology import face_floor
 from engine.geometry.simplify_topology import fixed_vertices as fixed_vertices  # re-exported
 from triton_kernels.qem_host import _MODE as _MODE  # re-exported with the serial pieces below
 from triton_kernels.qem_host import MAX_TURN_COS as MAX_TURN_COS
 from triton_kernels.qem_host import MIN_QUALITY as MIN_QUALITY
 from triton_kernels.qem_host import Placement as Placement
-from triton_kernels.qem_host import _link_ok, _place, _quadrics
+from triton_kernels.qem_host import _link_ok, _place, _quadrics, _valid_placement
 from triton_kernels.qem_host import face_quadrics_ref as face_quadrics_ref
 from triton_kernels.qem_host import placement_ref as placement_ref
 
@@ -253,8 +252,8 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes, mode, levels):
                 if na + nb > ring.shape[0]:
                     ring = np.empty(2 * (na + nb), dtype=np.int64)
                     nrm = np.empty((2 * (na + nb), 7))
-                alt = _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode, levels[level],
-                                       head, nxt, alive, ring, nrm)
+                alt, _ = _valid_placement(pos, qv, fixed, faces, fa, na, fb, nb, a, b, p, mode,
+                                          levels[level], head, nxt, alive, ring, nrm)
                 if alt < 0.0:
                     continue
                 if alt > cost * (1.0 + 1e-9) + 1e-300:          # a costlier fallback point: back in order

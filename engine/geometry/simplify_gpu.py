@@ -1,6 +1,8 @@
 """QEM edge-collapse simplification to an exact face budget on the GPU (paper 6.1), passes of parallel,
 neighbourhood-disjoint collapses. Same maths, placement rules, fixed vertices, validity checks and report
-as the serial reference ``engine.geometry.simplify.simplify_qem``; the kernels and the pass
+as the serial reference ``engine.geometry.simplify.simplify_qem``; the passes apply its first guard level
+(``qem_host.STRICT_GUARDS``: fallback placements at a, b or the midpoint where the QEM point fails, the
+fold guard), so only a stalled mesh needs the relaxed levels; the kernels and the pass
 (``CollapsePasses``: validated candidates, cost threshold, winner rounds, collapse, compaction) are in
 ``triton_kernels/qem_collapse.py``, whose docstring has the selection rule and layouts.
 
