@@ -84,9 +84,10 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     ],
     # issue 14.5 on the GPU path: simplify_qem_gpu to 5K / 10K / 20K on every shared asset's dense remesh
     # (the same meshes as the CPU table's, whose MeshLab columns they sit beside: no pymeshlab there)
-    "budget-gpu": [("simplify_budget_gpu", 300, [
+    "budget-gpu": [("simplify_budget_gpu", 280, [
         PY, "-m", "benchmarks.simplify_budget", "--device", "cuda", "--points", "50000",
-        "--out", "{out}/simplify_budget_h100.md", "--csv", "{out}/h100.csv"])],
+        "--out", "{out}/simplify_budget_h100.md", "--csv", "{out}/h100.csv"]),
+        ("simplify_gpu_tests", 120, pytest_gpu("tests/test_gpu_simplify.py"))],
     # resident engine (issue 10): one device call on a fresh machine (its first step starts with empty JIT
     # caches, the next find them warm): the weight-free path on 20 pictures, flash at the paper's network
     # sizes on 20 with its serial profile and pipelined throughput, the engine's GPU tests; then default
