@@ -330,3 +330,42 @@ def test_flash_package_loads_and_runs_on_cuda(network, layout, tmp_path):
     memory-mapped) in the "so" layout, a separate weights file in "blob"."""
     errs = _package_in_fresh_process("flash", "bf16", "cuda", network, layout, tmp_path)
     assert max(errs) <= 0.05, errs
+
+
+class _Attention(torch.nn.Module):
+    def forward(self, q, k, v):
+        from engine.models.attention import attention
+
+        return attention(q, k, v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["export", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION",
+                                     "MATH"])
+def test_cuda_attention_package_per_backend(backend, tmp_path):
+    """The engine's attention exported on CUDA with one SDPA backend allowed (or "export": the set
+    ``build_package`` allows) loads and runs in a fresh process and matches eager: says which attention
+    kernels a CUDA package can call."""
+    import sys
+
+    from torch._inductor import aoti_compile_and_package
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from trt_builds.aoti import export_sdpa_backends
+
+    allowed = export_sdpa_backends() if backend == "export" else [getattr(SDPBackend, backend)]
+    gen = torch.Generator(device="cuda").manual_seed(SEED)
+    q, k, v = (torch.randn(2, 8, 256, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+               for _ in range(3))
+    path = tmp_path / f"attention_{backend}.pt2"
+    with sdpa_kernel(allowed), torch.no_grad():
+        ref = _Attention()(q, k, v)
+        program = torch.export.export(_Attention(), (q, k, v), strict=False)
+        aoti_compile_and_package(program, package_path=str(path))
+    torch.save((q, k, v), tmp_path / "inputs.pt")
+    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _LOAD_AND_RUN, str(path),
+                          str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"attention package ({backend}) rc {run.returncode}:\n{run.stderr[-3000:]}"
+    (got,) = torch.load(tmp_path / "out.pt")
+    assert max_relative_error(got.float(), ref.float()) <= 0.02

@@ -88,17 +88,28 @@ WEIGHT_LAYOUTS = {
 }
 
 
+def export_sdpa_backends():
+    """The attention kernels a CUDA package may call (Inductor picks one when it lowers each attention):
+    FlashAttention-2, memory-efficient, math -- not cuDNN's, whose optional outputs the packaged wrapper
+    is not known to handle on the H100 (first CUDA package runs crashed; tests/test_export_aoti.py's GPU
+    test of each backend says which work)."""
+    from torch.nn.attention import SDPBackend
+
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
 def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.dtype, path: Path,
                   wrapper_opt: str = "O1", layout: str = "so") -> BuildResult:
     """Trace ``module`` on the spec's sample inputs and compile it into ``path`` (.pt2). The package's
     metadata names its network and its input / output tensors (``AOTIModelPackageLoader::get_metadata``).
     ``layout``: where the weights go (``WEIGHT_LAYOUTS``)."""
     from torch._inductor import aoti_compile_and_package
+    from torch.nn.attention import sdpa_kernel
 
     device = next(module.parameters()).device
     inputs = tuple(x.to(device) for x in spec.sample_inputs(model_dtype))
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), sdpa_kernel(export_sdpa_backends()):
         program = torch.export.export(module, inputs, strict=False)
     t1 = time.perf_counter()
     metadata = {"assetgen.network": spec.network, "assetgen.preset": spec.preset,
@@ -106,7 +117,8 @@ def build_package(module: torch.nn.Module, spec: ExportSpec, model_dtype: torch.
                 "assetgen.outputs": ",".join(t.name for t in spec.outputs)}
     configs = {"aot_inductor.metadata": metadata, "aot_inductor.compile_wrapper_opt_level": wrapper_opt,
                **WEIGHT_LAYOUTS[layout]}
-    aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
+    with sdpa_kernel(export_sdpa_backends()):
+        aoti_compile_and_package(program, package_path=str(path), inductor_configs=configs)
     return BuildResult(spec.network, path.name, t1 - t0, time.perf_counter() - t1)
 
 
