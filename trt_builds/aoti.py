@@ -177,7 +177,7 @@ def recipe_tag(module: torch.nn.Module, family: str | None) -> str:
 def _build_some(job: tuple) -> list[BuildResult]:
     """Worker: build ``networks`` of one bucket into ``out`` (own seeded bundles of the sides it needs,
     identical per worker)."""
-    preset, precision, networks, out, seed, weights, device, wrapper_opt, recipe = job
+    preset, precision, networks, out, seed, weights, device, wrapper_opt, recipe, layout = job
     torch.set_num_threads(1)
     sides = tuple(sorted({side_of(n) for n in networks}))
     plan, (shape_nets, texture_nets) = load_bundles(preset, precision, seed, weights, device, sides)
@@ -189,17 +189,18 @@ def _build_some(job: tuple) -> list[BuildResult]:
     for net in networks:
         module = export_module(net, plan, shape_nets, texture_nets)
         path = Path(out) / artifact_name(net, preset, precision, arch, recipe_tag(module, recipe))
-        results.append(build_package(module, specs[net], PRECISIONS[precision], path, wrapper_opt))
+        results.append(build_package(module, specs[net], PRECISIONS[precision], path, wrapper_opt, layout))
     return results
 
 
 def build_packages(preset: str, out: str | Path, precision: str = "fp32",
                    networks: tuple[str, ...] | None = None, seed: int = 0, weights: str | None = None,
                    device: str = "cpu", jobs: int = 1, wrapper_opt: str = "O1",
-                   recipe: str | None = None) -> Path:
+                   recipe: str | None = None, layout: str = "so") -> Path:
     """Build the bucket's packages into ``out`` and write its manifest; returns the manifest path.
     ``networks`` None: every network of the preset. ``jobs`` > 1 compiles in that many processes.
-    ``recipe``: a quantisation family ("fp8") applied where its recipe files exist (module docstring)."""
+    ``recipe``: a quantisation family ("fp8") applied where its recipe files exist (module docstring).
+    ``layout``: where each package keeps its weights (``WEIGHT_LAYOUTS``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     recipe = None if recipe in (None, NO_RECIPE) else recipe
@@ -218,7 +219,7 @@ def build_packages(preset: str, out: str | Path, precision: str = "fp32",
             raise ValueError(f"recipe family {recipe!r}: none of {files} exists; run python -m quant.analyse "
                              "--network <name> on that GPU, or build without --recipe")
     groups = [names[i::jobs] for i in range(max(1, jobs))]
-    job_args = [(preset, precision, g, str(out), seed, weights, device, wrapper_opt, recipe)
+    job_args = [(preset, precision, g, str(out), seed, weights, device, wrapper_opt, recipe, layout)
                 for g in groups if g]
     if len(job_args) == 1:
         results = _build_some(job_args[0])
@@ -261,12 +262,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1, help="compile processes")
     ap.add_argument("--recipe", default=None,
                     help="quantisation family, e.g. fp8: quant/recipes/<network>.fp8.<arch>.json applied")
+    ap.add_argument("--layout", choices=tuple(WEIGHT_LAYOUTS), default="so",
+                    help="where each package keeps its weights: so (the library) or blob (a file beside it)")
     args = ap.parse_args(argv)
     nets = None if args.networks is None else (CHAIN if args.networks == "chain" else
                                                tuple(args.networks.split(",")))
     t0 = time.perf_counter()
     manifest = build_packages(args.preset, args.out, args.precision, nets, args.seed, args.weights,
-                              args.device, args.jobs, recipe=args.recipe)
+                              args.device, args.jobs, recipe=args.recipe, layout=args.layout)
     record = json.loads(manifest.with_suffix(".json").read_text())
     for name, rec in record["packages"].items():
         print(f"{name:26s} export {rec['export_s']:6.1f} s  compile {rec['compile_s']:6.1f} s  {rec['file']}")

@@ -116,7 +116,7 @@ def _build(ctx: dict, net: str, recipe: str, variant: str) -> Built:
     try:
         if variant == "torch-quant":
             _torch_quantiser(module)
-        res = build_package(module, ctx["specs"][net], PRECISIONS[precision], path)
+        res = build_package(module, ctx["specs"][net], PRECISIONS[precision], path, layout=ctx["layout"])
         built = Built(net, recipe, variant, res.file, res.export_s, res.compile_s, path.stat().st_size / 1e6)
     except Exception as err:  # noqa: BLE001 -- any failure of export or compile is a result to report
         traceback.print_exc()
@@ -132,7 +132,7 @@ def _build(ctx: dict, net: str, recipe: str, variant: str) -> Built:
 
 
 def side_worker(side: str, preset: str, precision: str, device: str, seed: int, out: str, scratch: str,
-                networks: list[str], fp8: list[str], cpus: list[int], results) -> None:
+                networks: list[str], fp8: list[str], cpus: list[int], results, layout: str = "so") -> None:
     """Process body: build ``networks`` of one side, then the FP8 package of each of ``fp8``."""
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(scratch) / f"inductor_{side}")
     try:
@@ -149,7 +149,7 @@ def side_worker(side: str, preset: str, precision: str, device: str, seed: int, 
             texture.t5 = texture.clip = None
         ctx = dict(side=side, plan=plan, precision=precision, device=device, out=out, shape=shape,
                    texture=texture, specs=export_specs(plan, shape, texture),
-                   cache=os.environ["TORCHINDUCTOR_CACHE_DIR"])
+                   cache=os.environ["TORCHINDUCTOR_CACHE_DIR"], layout=layout)
         results.put(("ready", side, time.perf_counter() - t0))
         with torch.no_grad():
             for net in networks:
@@ -172,13 +172,14 @@ class Builders:
     """The side workers of one bucket: ``start``, then ``poll``/``wait`` for their messages."""
 
     def __init__(self, jobs: dict[str, tuple[list[str], list[str]]], preset: str, precision: str,
-                 device: str, seed: int, out: Path, scratch: Path, cpus: list[list[int]]) -> None:
+                 device: str, seed: int, out: Path, scratch: Path, cpus: list[list[int]],
+                 layout: str = "so") -> None:
         ctx = get_context("spawn")
         self.results = ctx.Queue()
         # not daemonic: Inductor's compile pool starts processes of its own
         self.procs = {side: ctx.Process(target=side_worker, name=f"build-{side}",
                                         args=(side, preset, precision, device, seed, str(out), str(scratch),
-                                              nets, fp8, cores, self.results))
+                                              nets, fp8, cores, self.results, layout))
                       for (side, (nets, fp8)), cores in zip(jobs.items(), cpus)}
         self.running = set(self.procs)
 

@@ -53,6 +53,7 @@ from benchmarks.models.export_report import Report, stats
 from benchmarks.models.export_timing import Case, Timer, compare, load_package
 from trt_builds.aoti import (
     PRECISIONS,
+    WEIGHT_LAYOUTS,
     BuildResult,
     arch_tag,
     load_bundles,
@@ -163,7 +164,7 @@ class ExportBench:
             jobs = {side: job for side, job in jobs.items() if job[0] or job[1]}
             self.pkg_dir.mkdir(parents=True, exist_ok=True)
             self.builders = Builders(jobs, args.preset, self.precision, str(self.device), args.seed,
-                                     self.pkg_dir, self.scratch, worker_cpus)
+                                     self.pkg_dir, self.scratch, worker_cpus, args.layout)
             self.builders.start()
             self.log(f"builders started: {', '.join(f'{s}: {j[0] + j[1]}' for s, j in jobs.items())}")
         if args.host:
@@ -406,6 +407,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="networks compared one by one (eager / torch.compile / package), most wanted first")
     ap.add_argument("--no-chain", dest="chain", action="store_false", help="skip the chain and the C++ build")
     ap.add_argument("--recipe", choices=("fp8", "none"), default="fp8", help="try the FP8 packages too")
+    ap.add_argument("--layout", choices=tuple(WEIGHT_LAYOUTS), default="so",
+                    help="where each package keeps its weights (trt_builds.aoti.WEIGHT_LAYOUTS)")
     ap.add_argument("--budget-s", type=float, default=0.0, help="whole-run time budget (0: none)")
     ap.add_argument("--seconds-per-variant", type=float, default=0.0, help="timed seconds per variant")
     ap.add_argument("--chain-repeats", type=int, default=3)
