@@ -90,9 +90,10 @@ WEIGHT_LAYOUTS = {
 
 def export_sdpa_backends():
     """The attention kernels a CUDA package may call (Inductor picks one when it lowers each attention):
-    FlashAttention-2, memory-efficient, math -- not cuDNN's, whose optional outputs the packaged wrapper
-    is not known to handle on the H100 (first CUDA package runs crashed; tests/test_export_aoti.py's GPU
-    test of each backend says which work)."""
+    FlashAttention-2, memory-efficient, math. cuDNN's is left out on a suspicion not yet confirmed: the
+    first paper-size CUDA packages failed to load or run (export-1 segfaulted, 2026-12-07) and cuDNN
+    attention, first in the engine's order, is the op least exercised by packaged wrappers;
+    tests/test_export_aoti.py's GPU test of each backend (suite ``export-diag``) settles it."""
     from torch.nn.attention import SDPBackend
 
     return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
