@@ -276,7 +276,8 @@ def test_export_benchmark_tiny(manifest, cpp_host, tmp_path):
 _LOAD_AND_RUN = """
 import sys, torch
 from torch._inductor import aoti_load_package
-package, inputs = aoti_load_package(sys.argv[1]), torch.load(sys.argv[2])
+inputs = torch.load(sys.argv[2])          # CUDA initialised (by the inputs) before the package loads
+package = aoti_load_package(sys.argv[1])
 with torch.inference_mode():
     out = package(*inputs)
 torch.save(out if isinstance(out, (tuple, list)) else (out,), sys.argv[3])
