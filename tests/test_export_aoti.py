@@ -15,7 +15,7 @@ import torch
 
 from trt_builds.aoti import build_packages
 from trt_builds.export_spec import CHAIN, export_module, export_specs, preset_plan, random_bundles
-from trt_builds.packaged import PackagedNetworks, max_relative_error
+from trt_builds.packaged import PackagedNetworks, max_relative_error, run_in_fresh_process
 
 TOL = 1e-3
 SEED = 3
@@ -272,24 +272,10 @@ def test_export_benchmark_tiny(manifest, cpp_host, tmp_path):
     assert any(line.startswith("export_dinov2,fp32.package,latency,s,") for line in csv)
 
 
-
-_LOAD_AND_RUN = """
-import sys, torch
-from torch._inductor import aoti_load_package
-inputs = torch.load(sys.argv[2])          # CUDA initialised (by the inputs) before the package loads
-package = aoti_load_package(sys.argv[1])
-with torch.inference_mode():
-    out = package(*inputs)
-torch.save(out if isinstance(out, (tuple, list)) else (out,), sys.argv[3])
-"""
-
-
 def _package_in_fresh_process(preset: str, precision: str, device: str, network: str, layout: str,
                               tmp_path: Path) -> list[float]:
     """Build ``network``'s package in ``layout``, load and run it in a child process (with the fault
     handler, so a crash names where it happened); the relative errors of its outputs against eager."""
-    import sys
-
     from trt_builds.aoti import PRECISIONS, build_package, load_bundles
 
     plan, (shape_nets, tex) = load_bundles(preset, precision, 0, None, device, ("shape",))
@@ -304,16 +290,18 @@ def _package_in_fresh_process(preset: str, precision: str, device: str, network:
     del module, shape_nets
     if device == "cuda":
         torch.cuda.empty_cache()
-    torch.save(inputs, tmp_path / "inputs.pt")
-    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _LOAD_AND_RUN, str(path),
-                          str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-                         capture_output=True, text=True, timeout=300)
-    size = path.stat().st_size / 1e9
-    what = f"{network} ({layout}, {size:.2f} GB) rc {run.returncode}"
-    assert run.returncode == 0, f"{what}:\n{run.stderr[-4000:]}"
-    got = torch.load(tmp_path / "out.pt")
+    got, err = run_in_fresh_process(path, inputs, tmp_path / "run")
+    assert got is not None, f"{network} ({layout}, {path.stat().st_size / 1e9:.2f} GB): {err}"
     assert len(got) == len(ref)
     return [max_relative_error(g.float(), r.float()) for g, r in zip(got, ref)]
+
+
+def test_fresh_process_reports_a_broken_package(tmp_path):
+    """``run_in_fresh_process`` on a file that is no package: no outputs, and the loader's own error."""
+    bad = tmp_path / "broken.pt2"
+    bad.write_bytes(b"not a package")
+    out, err = run_in_fresh_process(bad, (torch.zeros(2),), tmp_path / "run", timeout=120)
+    assert out is None and "exit status 1" in err and "zip" in err.lower()
 
 
 def test_blob_layout_package_matches_eager(tmp_path):
@@ -347,8 +335,6 @@ def test_cuda_attention_package_per_backend(backend, tmp_path):
     """The engine's attention exported on CUDA with one SDPA backend allowed (or "export": the set
     ``build_package`` allows) loads and runs in a fresh process and matches eager: says which attention
     kernels a CUDA package can call."""
-    import sys
-
     from torch._inductor import aoti_compile_and_package
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -363,10 +349,7 @@ def test_cuda_attention_package_per_backend(backend, tmp_path):
         ref = _Attention()(q, k, v)
         program = torch.export.export(_Attention(), (q, k, v), strict=False)
         aoti_compile_and_package(program, package_path=str(path))
-    torch.save((q, k, v), tmp_path / "inputs.pt")
-    run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _LOAD_AND_RUN, str(path),
-                          str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"attention package ({backend}) rc {run.returncode}:\n{run.stderr[-3000:]}"
-    (got,) = torch.load(tmp_path / "out.pt")
+    out, err = run_in_fresh_process(path, (q, k, v), tmp_path / "run", timeout=120)
+    assert out is not None, f"attention package ({backend}): {err}"
+    (got,) = out
     assert max_relative_error(got.float(), ref.float()) <= 0.02

@@ -45,6 +45,39 @@ def read_manifest(path: str | Path) -> tuple[dict[str, str], dict[str, Path]]:
     return settings, packages
 
 
+_LOAD_AND_RUN = """
+import sys, torch
+from torch._inductor import aoti_load_package
+inputs = torch.load(sys.argv[2])          # CUDA initialised (by the inputs) before the package loads
+package = aoti_load_package(sys.argv[1])
+with torch.inference_mode():
+    out = package(*inputs)
+torch.save(out if isinstance(out, (tuple, list)) else (out,), sys.argv[3])
+"""
+
+
+def run_in_fresh_process(package: str | Path, inputs: tuple[torch.Tensor, ...], workdir: str | Path,
+                         timeout: float = 300.0) -> tuple[tuple[torch.Tensor, ...] | None, str]:
+    """Load ``package`` and run it on ``inputs`` in a new Python process with the fault handler on:
+    (its outputs, "") or (None, what went wrong: exit status and the end of its stderr). A package that
+    crashes its loader then costs a child, not the caller."""
+    import subprocess
+    import sys
+
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.save(tuple(inputs), work / "inputs.pt")
+    try:
+        run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _LOAD_AND_RUN, str(package),
+                              str(work / "inputs.pt"), str(work / "outputs.pt")],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"no result within {timeout:.0f} s"
+    if run.returncode != 0:
+        return None, f"exit status {run.returncode}: {run.stderr[-3000:].strip()}"
+    return tuple(torch.load(work / "outputs.pt")), ""
+
+
 def max_relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
     ref = ref.detach().float()
     return float((got.detach().float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))

@@ -62,7 +62,7 @@ from trt_builds.aoti import (
     write_manifest,
 )
 from trt_builds.export_spec import CHAIN, PRESETS, REFINE, export_module, export_specs, preset_plan, side_of
-from trt_builds.packaged import read_manifest
+from trt_builds.packaged import read_manifest, run_in_fresh_process
 
 # most valuable first: what a time-out leaves unmeasured is the end of this list
 PRIORITY = ("meshgen_coarse", "texturegen", "image_vae_decode", "dinov2", "shape_vae_query",
@@ -257,6 +257,27 @@ class ExportBench:
         self.manifest = write_manifest(self.pkg_dir, self.plan, self.precision, self.shape, self.tex,
                                        self.specs, results)
 
+    def probe(self) -> bool:
+        """Before this process loads a package: the smallest one built runs in a fresh process. If it
+        fails there, the phases that load packages here are skipped and the reason is reported (a loader
+        that crashes would otherwise end the whole run, its table unwritten)."""
+        built = [b for (_, r, _), b in self.built.items() if r == "norecipe" and b.error is None and b.file]
+        if not built:
+            return True
+        small = min(built, key=lambda b: b.size_mb)
+        inputs = tuple(x.to(self.device) for x in self.specs[small.network].sample_inputs(self.dtype, seed=1))
+        out, err = run_in_fresh_process(self.pkg_dir / small.file, inputs, self.scratch / "probe",
+                                        timeout=self.until(60.0))
+        if out is None:
+            why = " / ".join(ln.strip() for ln in err.splitlines()[-6:] if ln.strip()).replace("|", "/")
+            what = f"{small.network} ({small.size_mb:.0f} MB)"
+            self.report.skip("package load, latency, chain and FP8 packages",
+                             f"{what} failed in a fresh process: {why[-600:]}")
+            self.log(f"probe: {small.network} failed in a fresh process:\n{err}")
+            return False
+        self.log(f"probe: {small.network} ran in a fresh process")
+        return True
+
     # ---------------------------------------------------------------------------------- phase 2: networks
     def measure_networks(self) -> None:
         ranked = {n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY) for n, r, _ in self.built
@@ -373,9 +394,10 @@ class ExportBench:
             self.start()
             self.load_networks()
             self.finish_builds()
-            for phase in (self.measure_networks, self.measure_chain, self.measure_fp8):
-                phase()
-                rows.put_targets(self.report, self.load_first, self.args.preset)
+            if self.probe():
+                for phase in (self.measure_networks, self.measure_chain, self.measure_fp8):
+                    phase()
+                    rows.put_targets(self.report, self.load_first, self.args.preset)
         finally:
             if self.builders is not None:
                 self.builders.stop()
