@@ -16,11 +16,16 @@ Usage::
 
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 
 from triton_kernels.errors import MissingDependencyError
 
 THREADS = 256
+# profiling/cuda_compile.py's record phase: each launched kernel's name and argument types, a JSON line each
+_RECORD = os.environ.get("ASSETGEN_RECORD_LAUNCHES")
 
 
 def simulated() -> bool:
@@ -88,5 +93,17 @@ def launch(kernel, items: int, *args, threads: int = THREADS) -> None:
     """Launch ``kernel`` with one thread per item (``items >= 0``) on torch's current stream."""
     if items <= 0:
         return
+    if _RECORD:
+        _record(kernel, args)
     blocks = (items + threads - 1) // threads
     kernel[blocks, threads, _stream()](*args)
+
+
+def _record(kernel, args) -> None:
+    """Append {"module", "kernel", "args": numba type names} of this launch to ``_RECORD``."""
+    from numba import typeof
+
+    fn = getattr(kernel, "py_func", None) or getattr(kernel, "fn", None)
+    line = {"module": fn.__module__, "kernel": fn.__name__, "args": [str(typeof(a)) for a in args]}
+    with open(_RECORD, "a") as out:
+        out.write(json.dumps(line) + "\n")
