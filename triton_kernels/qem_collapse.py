@@ -107,7 +107,6 @@ from triton_kernels.errors import MeshError
 from triton_kernels.numba_cuda import THREADS, cuda_module, launch, simulated, view
 from triton_kernels.qem_host import (
     CHOICE_A,
-    CHOICE_B,
     CHOICE_MID,
     CHOICE_QEM,
     FALLBACK_MAX_RING,
@@ -350,16 +349,7 @@ def _point_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3):
             and _folds_ok(pos, faces, off, vf, a, b, p, n0, n1, n2, n3))
 
 
-@cuda.jit(device=True)
-def _choice_point(pos, a, b, k, out):
-    """Fallback point k of collapse (a, b) into out[3]: CHOICE_A = a, CHOICE_B = b, else the midpoint."""
-    for j in range(3):
-        if k == CHOICE_A:
-            out[j] = pos[a, j]
-        elif k == CHOICE_B:
-            out[j] = pos[b, j]
-        else:
-            out[j] = 0.5 * (pos[a, j] + pos[b, j])
+_choice_point = cuda.jit(device=True)(serial._choice_point.py_func)   # the host's fallback points
 
 
 @cuda.jit(device=True)
@@ -770,23 +760,6 @@ def _csr_ref(faces, nv):
     return off, vf
 
 
-@njit(cache=True)
-def _corner_lists_ref(faces, nv):
-    """The CPU simplifier's corner lists of the current faces (head [V], nxt [3F], alive [F]), in face
-    order: ``qem_host._outer_face`` then finds the smallest face id, as the kernels' ``_outer_face``."""
-    head = np.full(nv, -1, np.int64)
-    tail = np.full(nv, -1, np.int64)
-    nxt = np.full(3 * faces.shape[0], -1, np.int64)
-    for c in range(3 * faces.shape[0]):
-        v = faces[c // 3, c % 3]
-        if head[v] == -1:
-            head[v] = c
-        else:
-            nxt[tail[v]] = c
-        tail[v] = c
-    return head, nxt, np.ones(faces.shape[0], np.bool_)
-
-
 def candidates_ref(pos, q, fixed, faces, mode: int, level: np.ndarray = STRICT_GUARDS):
     """(cost float32 [3F], choice int8 [3F], off, vf): the cost of each valid candidate half-edge, else
     -1, and its placement (CHOICE_QEM / _A / _B / _MID; 0 where no candidate), with the CPU simplifier's
@@ -800,7 +773,8 @@ def candidates_ref(pos, q, fixed, faces, mode: int, level: np.ndarray = STRICT_G
 def _candidates_ref(pos, q, fixed, faces, mode, level):
     nv, nh = pos.shape[0], 3 * faces.shape[0]
     off, vf = _csr_ref(faces, nv)
-    head, nxt, alive = _corner_lists_ref(faces, nv)
+    head, nxt, _ = serial.corner_lists(faces, nv)       # in face order: the outer face is the smallest id,
+    alive = np.ones(faces.shape[0], np.bool_)           # as the kernels' _outer_face
     cost = np.full(nh, -1.0, np.float32)
     choice = np.zeros(nh, np.int8)
     mark = np.zeros(nv, np.int64)

@@ -359,6 +359,23 @@ def _guards_ok(pos, faces, a, b, p, level, head, nxt, alive, ring, nrm, m):
 
 
 @njit(cache=True)
+def corner_lists(faces, nv):
+    """Per vertex its corners in face order (corner c = 3 f + k): (head [V], nxt [3F] -> next corner of
+    that vertex, tail [V]), -1 where none."""
+    head = np.full(nv, -1, np.int64)
+    tail = np.full(nv, -1, np.int64)
+    nxt = np.full(3 * faces.shape[0], -1, np.int64)
+    for c in range(3 * faces.shape[0]):
+        v = faces[c // 3, c % 3]
+        if head[v] == -1:
+            head[v] = c
+        else:
+            nxt[tail[v]] = c
+        tail[v] = c
+    return head, nxt, tail
+
+
+@njit(cache=True)
 def _choice_point(pos, a, b, k, out):
     """Fallback point k of collapse (a, b) into out[3]: CHOICE_A = a, CHOICE_B = b, else the midpoint."""
     for j in range(3):

@@ -85,7 +85,7 @@ from triton_kernels.qem_host import _MODE as _MODE  # re-exported with the seria
 from triton_kernels.qem_host import MAX_TURN_COS as MAX_TURN_COS
 from triton_kernels.qem_host import MIN_QUALITY as MIN_QUALITY
 from triton_kernels.qem_host import Placement as Placement
-from triton_kernels.qem_host import _link_ok, _place, _quadrics, _valid_placement
+from triton_kernels.qem_host import _link_ok, _place, _quadrics, _valid_placement, corner_lists
 from triton_kernels.qem_host import face_quadrics_ref as face_quadrics_ref
 from triton_kernels.qem_host import placement_ref as placement_ref
 
@@ -194,16 +194,7 @@ def _simplify_kernel(pos, faces, fixed, target, max_passes, mode, levels):
     nv, nf = pos.shape[0], faces.shape[0]
     qv = _quadrics(pos, faces)
     alive = np.ones(nf, dtype=np.bool_)
-    head = np.full(nv, -1, dtype=np.int64)
-    tail = np.full(nv, -1, dtype=np.int64)
-    nxt = np.full(3 * nf, -1, dtype=np.int64)             # corner c = 3 f + k -> next corner of that vertex
-    for c in range(3 * nf):
-        v = faces[c // 3, c % 3]
-        if head[v] == -1:
-            head[v] = c
-        else:
-            nxt[tail[v]] = c
-        tail[v] = c
+    head, nxt, tail = corner_lists(faces, nv)
     dead = np.zeros(nv, dtype=np.bool_)
     ver = np.zeros(nv, dtype=np.int32)
     mark = np.zeros(nv, dtype=np.int64)
