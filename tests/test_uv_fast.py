@@ -82,3 +82,27 @@ def test_bad_inputs_raise_one_line_errors():
     with pytest.raises(ConfigError) as caught:
         unwrap_uv_fast(TriMesh(*icosphere(0)), resolution=8)
     assert "\n" not in str(caught.value) and "fix:" in str(caught.value)
+
+
+@pytest.mark.parametrize("padding", [1, 2, 3])
+def test_doubled_half_resolution_layout_keeps_the_gutter(padding):
+    """The atlas is a half-resolution packing doubled: every chart's conservative footprint (the texels its
+    triangles touch), dilated by ``padding``, lies inside the atlas and meets no other chart's."""
+    from scipy.ndimage import binary_dilation
+
+    from engine.geometry.uv_pack import _raster_conservative
+
+    size, p = 128, padding
+    out, _ = unwrap_uv_fast(TriMesh(*icosphere(3)), resolution=size, padding=p)
+    _, chart = uv_charts(out.faces, out.num_vertices)
+    taken = np.zeros((size + 2 * p, size + 2 * p), bool)          # the atlas with a p-texel frame
+    for c in range(int(chart.max()) + 1):
+        mask = np.zeros_like(taken)
+        for tri in out.uvs[out.faces[chart == c]].astype(np.float64) * size:
+            _raster_conservative(tri + p, mask)
+        grown = binary_dilation(mask, np.ones((2 * p + 1, 2 * p + 1), bool))
+        frame = grown.copy()
+        frame[p:-p, p:-p] = False                                 # outside the atlas
+        assert not frame.any(), f"chart {c} closer than {p} texels to the atlas edge"
+        assert not (grown & taken).any(), f"chart {c} closer than {2 * p} texels to another chart"
+        taken |= grown

@@ -60,7 +60,7 @@ class _Replay:
     per round as (sum, longest)."""
 
     def __init__(self, workers: int) -> None:
-        self.workers, self.rounds = workers, []
+        self.workers, self.rounds, self.placed = workers, [], {}
 
     def __call__(self, prep, scales, resolution, padding) -> list[bool]:
         from engine.geometry.uv_fast import pack_at
@@ -68,10 +68,19 @@ class _Replay:
         fits, times = [], []
         for s in scales:
             t0 = time.perf_counter()
-            fits.append(pack_at(prep, s, resolution, padding) is not None)
+            place = pack_at(prep, s, resolution, padding)
             times.append(time.perf_counter() - t0)
+            fits.append(place is not None)
+            if place is not None:
+                self.placed[(id(prep), float(s), resolution, padding)] = place
         self.rounds.append((sum(times), max(times)))
         return fits
+
+    def overlap(self, uv, faces, chart, cell: float) -> np.ndarray:
+        """The overlap check in this thread (its split over workers is not projected: counted whole)."""
+        from triton_kernels.uv_charting import self_overlap_cells
+
+        return self_overlap_cells(uv, faces, chart, cell)
 
     def close(self) -> None:
         return None

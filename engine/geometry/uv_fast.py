@@ -22,8 +22,14 @@ Method (all faces of a chart face its projection direction, so no chart folds):
      (4x fewer texels) over the scales whose chart area fills ``_FILL_BRACKET`` of the atlas, ``_LEVELS``
      levels (the bracket moves while all or nothing fits); with ``workers`` threads each round packs the
      next ``workers`` nodes of the bisection tree at once (the packing kernel runs without the GIL), and
-     the walk through the tree, so the result, is the serial one. Then one packing at full resolution at
-     twice the scale (2 % smaller until it fits).
+     the walk through the tree, so the result, is the serial one. The atlas is the half-resolution packing
+     at the found scale doubled (at full resolution, twice the scale): every texel a chart touches at full
+     resolution lies in a doubled half-resolution texel it touches, so doubled footprints stay disjoint,
+     with gutters of >= 2 x ``padding`` texels (half-resolution padding ceil(padding / 2)). The search's
+     own packing is reused when each chart's orientation there is allowed on the full-resolution grid;
+     else the charts are packed again at half resolution with the allowed orientations. Same scale, so
+     same utilisation, as a full-resolution packing, at a quarter of its texels. When that does not fit
+     (coarser footprints), one packing at full resolution (2 % smaller until it fits).
 
 Output contract = ``unwrap_uv``: vertices split per chart with ``meta["vmapping"]`` (int64 [V']), smooth
 normals fixed before the split, faces in input order, ``uvs`` float32 [V', 2] glTF (u right, v down) in
@@ -244,10 +250,15 @@ class _Packer:
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self.placed: dict[tuple, np.ndarray] = {}     # (id(prep), scale, resolution, padding) -> placement
 
     def __call__(self, prep, scales, resolution: int, padding: int) -> list[bool]:
         run = self._pool.map if self._pool is not None and len(scales) > 1 else map
-        return [p is not None for p in run(lambda s: pack_at(prep, s, resolution, padding), scales)]
+        places = list(run(lambda s: pack_at(prep, s, resolution, padding), scales))
+        for s, place in zip(scales, places):
+            if place is not None:
+                self.placed[(id(prep), float(s), resolution, padding)] = place
+        return [p is not None for p in places]
 
     def overlap(self, uv, faces, chart, cell: float) -> np.ndarray:
         """``self_overlap_cells`` over the pool's threads (same counts as one call)."""
@@ -274,9 +285,17 @@ def _free_turns(prep, faces, chart, scale: float, padding: int, fits: _Packer):
     return allowed, tex[0]
 
 
-def _pack(prep, resolution, padding, scale, allowed, chart):
-    """Step 5's full-resolution packing at ``scale`` (found at half resolution), shrinking by 2 % until it
-    fits: (texel coordinates float64 [V', 2], scale)."""
+def _pack(prep, resolution, padding, scale, allowed, chart, searched=None):
+    """Step 5's atlas at ``scale`` texels per unit of the full ``resolution``: (texel coordinates float64
+    [V', 2], scale). A half-resolution packing at scale / 2 doubled (module doc): ``searched`` (the scale
+    search's placement there) when every chart's orientation in it is ``allowed``, else a new one with the
+    allowed orientations; when that does not fit (its coarser footprints), a full-resolution packing,
+    2 % smaller until it fits (the scale the orientation check saw is kept whenever it fits)."""
+    half, pad = resolution // 2, (padding + 1) // 2
+    if searched is None or not allowed[np.arange(len(searched)), searched[:, 2]].all():
+        searched = pack_at(prep, scale / 2, half, pad, allowed)
+    if searched is not None:
+        return 2 * texel_coords(prep, searched, scale / 2, pad), scale
     for _ in range(64):
         place = pack_at(prep, scale, resolution, padding, allowed)
         if place is not None:
@@ -322,22 +341,25 @@ def _layout(vertices, faces, normals, areas, nbrs, resolution, padding, fits):
 
     side = np.sqrt(areas.sum() / _FILL_GUESS)                          # expected atlas side, world units
     chart = _split_long(chart, uv_of, faces, areas, nbrs, _MAX_EXTENT * side)
-    scale = None
+    scale, searched = None, None
     for _ in range(16):
         vmap, fuv, uv = _project(vertices, faces, chart, frames)
         cell = _OVERLAP_CELL * np.sqrt(_uv_area(uv, fuv) / _FILL_MAX) / resolution
         twice = fits.overlap(uv, fuv, chart, cell) > 0
         if twice.any():
-            chart = regrow_charts(uv, fuv, chart, nbrs, twice, cell)
+            chart, searched = regrow_charts(uv, fuv, chart, nbrs, twice, cell), None
             continue
         prep = prepare_charts(uv, fuv, chart)
         if scale is None:                  # searched at half resolution (4x fewer texels), then doubled
-            scale = 2 * _search_scale(prep, resolution // 2, (padding + 1) // 2, fits)
+            half, pad = resolution // 2, (padding + 1) // 2
+            found = _search_scale(prep, half, pad, fits)
+            scale, searched = 2 * found, fits.placed.get((id(prep), found, half, pad))
         allowed, tex0 = _free_turns(prep, fuv, chart, scale, padding, fits)
         if not allowed.any(axis=1).all():
-            chart = regrow_charts(tex0, fuv, chart, nbrs, ~allowed.any(axis=1), 1.0)
+            chart, searched = regrow_charts(tex0, fuv, chart, nbrs, ~allowed.any(axis=1), 1.0), None
             continue
-        texels, scale = _pack(prep, resolution, padding, scale, allowed, chart)
+        texels, scale = _pack(prep, resolution, padding, scale, allowed, chart, searched)
+        searched = None
         twice = fits.overlap(texels, fuv, chart, 1.0) > 0
         if not twice.any():
             return vmap, fuv, texels, int(chart.max()) + 1
