@@ -150,11 +150,16 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
     # first inference, the network chain (Python engine / PackagedNetworks / C++ host), the C++ runtime's
     # clean build on 2 pinned cores, the FP8 packages; packages built by 2 worker processes beside
     # torch.compile, artifacts in /tmp; rows as they come, phases that would not fit skipped at 520 s
-    # why CUDA packages failed (export-1's first run segfaulted, 2026-12-07): the engine's attention
-    # packaged with each SDPA backend, then paper-size packages (so / blob layouts) loaded in fresh processes
-    "export-diag": [("export_gpu_tests", 420, pytest_gpu(
-        "-rA", "tests/test_export_aoti.py::test_cuda_attention_package_per_backend",
-        "tests/test_export_aoti.py::test_flash_package_loads_and_runs_on_cuda"))],
+    # why CUDA packages failed (export-1's first run segfaulted, 2026-12-07): trt_builds.diagnose (versions,
+    # a tiny package per loader, embedded kernels, engine layers, shape_vae_query in both layouts; every
+    # child's log in {out}/aoti_diagnose), then the engine's attention packaged with each SDPA backend and
+    # paper-size packages (so / blob layouts) loaded in fresh processes
+    "export-diag": [
+        ("aoti_diagnose", 240, [PY, "-m", "trt_builds.diagnose", "--out", "{out}/aoti_diagnose",
+                                "--networks", "shape_vae_query", "--timeout", "90"]),
+        ("export_gpu_tests", 300, pytest_gpu(
+            "-rA", "tests/test_export_aoti.py::test_cuda_attention_package_per_backend",
+            "tests/test_export_aoti.py::test_flash_package_loads_and_runs_on_cuda"))],
     "export-1": [("exports_flash", 560, exports("flash"))],
     # the two DiT steps in bf16 and FP8 (recipe packages vs eager / torch.compile FP8), no chain
     "export-fp8": [("exports_fp8", 560, exports("flash", "--networks", "meshgen_coarse,texturegen",

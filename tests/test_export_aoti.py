@@ -194,14 +194,13 @@ def test_bf16_package_within_low_precision_rule(plan, tmp_path):
     run in float32 is at most 2x eager bf16's error plus one bf16 rounding (CONVENTIONS.md's rule)."""
     import copy
 
-    from torch._inductor import aoti_load_package
-
     from trt_builds.aoti import artifact_name
+    from trt_builds.packaged import load_package
     from trt_builds.export_modules import MeshGenStep
 
     shape_nets, tex = random_bundles(plan, torch.bfloat16, seed=0)
     manifest = build_packages("tiny", tmp_path, "bf16", ("meshgen_coarse",), seed=0, wrapper_opt="O0")
-    package = aoti_load_package(str(manifest.parent / artifact_name("meshgen_coarse", "tiny", "bf16", "cpu")))
+    package = load_package(manifest.parent / artifact_name("meshgen_coarse", "tiny", "bf16", "cpu"))
     inputs = export_specs(plan, shape_nets, tex)["meshgen_coarse"].sample_inputs(torch.bfloat16, seed=SEED)
     with torch.inference_mode():
         eager = MeshGenStep(shape_nets.coarse)(*inputs)
@@ -353,3 +352,26 @@ def test_cuda_attention_package_per_backend(backend, tmp_path):
     assert out is not None, f"attention package ({backend}): {err}"
     (got,) = out
     assert max_relative_error(got.float(), ref.float()) <= 0.02
+
+
+def test_diagnose_runs_the_tiny_package_with_every_loader(tmp_path):
+    """``python -m trt_builds.diagnose`` on the CPU: each loader runs the tiny package in a fresh process,
+    the table names each case and keeps each child's log (file names the device tool can carry back)."""
+    import re
+
+    from trt_builds import diagnose
+    from trt_builds.packaged import LOADERS
+
+    assert diagnose.main(["--out", str(tmp_path), "--device", "cpu", "--timeout", "200"]) == 0
+    table = (tmp_path / "aoti_diagnose.md").read_text()
+    assert "torch " in table
+    for loader in LOADERS:
+        assert re.search(rf"\| tiny sin\+1 \| {re.escape(loader)} \| [\d.]+ \| ok \| ", table), table
+    logs = sorted(p.name for p in tmp_path.glob("*.log"))
+    assert len(logs) == len(LOADERS) + 2 and all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in logs), logs
+    assert all("ran" in (tmp_path / n).read_text() for n in logs)
+
+
+def test_fresh_process_rejects_an_unknown_loader(tmp_path):
+    with pytest.raises(ValueError, match="unknown loader"):
+        run_in_fresh_process(tmp_path / "x.pt2", (torch.zeros(1),), tmp_path, loader="dlopen")

@@ -45,37 +45,86 @@ def read_manifest(path: str | Path) -> tuple[dict[str, str], dict[str, Path]]:
     return settings, packages
 
 
+def load_package(path: str | Path):
+    """Load one AOTInductor package: ``torch._inductor.codecache`` imported first (in a process that has
+    compiled nothing, torch 2.10+'s loader can fail to reach it: pytorch/pytorch#173706), then one
+    ``load_pt2`` whose error is raised as it is -- ``aoti_load_package`` catches it, logs "Loading outdated
+    pt2 file" and builds a second loader through the legacy path (which initialises the CUDA/Triton
+    runtime again and hides the first error). Returns the callable compiled model."""
+    import torch._inductor.codecache  # noqa: F401  (the import is the workaround)
+
+    try:
+        from torch.export.pt2_archive._package import load_pt2
+    except ImportError:                                    # a torch without the archive module
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(str(path))
+    contents = load_pt2(str(path))
+    if "model" not in contents.aoti_runners:
+        raise RuntimeError(f"{path}: no compiled model in the package (it holds "
+                           f"{', '.join(contents.aoti_runners) or 'none'})")
+    return contents.aoti_runners["model"]
+
+
+LOADERS = ("ours", "aoti", "aoti+codecache")   # load_package; aoti_load_package as is; after the import
+
 _LOAD_AND_RUN = """
-import sys, torch
-from torch._inductor import aoti_load_package
+import sys, time, torch
 inputs = torch.load(sys.argv[2])          # CUDA initialised (by the inputs) before the package loads
-package = aoti_load_package(sys.argv[1])
+loader = sys.argv[4]
+t0 = time.perf_counter()
+if loader == "ours":
+    from trt_builds.packaged import load_package
+    package = load_package(sys.argv[1])
+else:
+    if loader == "aoti+codecache":
+        import torch._inductor.codecache
+    from torch._inductor import aoti_load_package
+    package = aoti_load_package(sys.argv[1])
+print(f"loaded in {time.perf_counter() - t0:.2f} s", flush=True)
 with torch.inference_mode():
     out = package(*inputs)
 torch.save(out if isinstance(out, (tuple, list)) else (out,), sys.argv[3])
+print("ran", flush=True)
 """
 
 
 def run_in_fresh_process(package: str | Path, inputs: tuple[torch.Tensor, ...], workdir: str | Path,
-                         timeout: float = 300.0) -> tuple[tuple[torch.Tensor, ...] | None, str]:
-    """Load ``package`` and run it on ``inputs`` in a new Python process with the fault handler on:
-    (its outputs, "") or (None, what went wrong: exit status and the end of its stderr). A package that
-    crashes its loader then costs a child, not the caller."""
+                         timeout: float = 300.0, loader: str = "ours", log: str | Path | None = None
+                         ) -> tuple[tuple[torch.Tensor, ...] | None, str]:
+    """Load ``package`` with ``loader`` (``LOADERS``) and run it on ``inputs`` in a new Python process with
+    the fault handler on: (its outputs, "") or (None, what went wrong: exit status and the end of its
+    stderr). A package that crashes its loader then costs a child, not the caller. ``log``: where the
+    child's whole stdout + stderr is written."""
+    import os
     import subprocess
     import sys
 
+    if loader not in LOADERS:
+        raise ValueError(f"unknown loader {loader!r}; use one of {', '.join(LOADERS)}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     torch.save(tuple(inputs), work / "inputs.pt")
+    (work / "outputs.pt").unlink(missing_ok=True)
+    root = str(Path(__file__).resolve().parent.parent)          # the child imports trt_builds from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     try:
         run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _LOAD_AND_RUN, str(package),
-                              str(work / "inputs.pt"), str(work / "outputs.pt")],
-                             capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+                              str(work / "inputs.pt"), str(work / "outputs.pt"), loader],
+                             capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        if log is not None:
+            Path(log).write_text(f"(timed out after {timeout:.0f} s)\n{_text(exc.stdout)}{_text(exc.stderr)}")
         return None, f"no result within {timeout:.0f} s"
+    if log is not None:
+        Path(log).write_text(f"exit status {run.returncode}\n--- stdout\n{run.stdout}--- stderr\n{run.stderr}")
     if run.returncode != 0:
         return None, f"exit status {run.returncode}: {run.stderr[-3000:].strip()}"
     return tuple(torch.load(work / "outputs.pt")), ""
+
+
+def _text(data) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
 def max_relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
@@ -87,11 +136,9 @@ class PackagedNetworks:
     """Every package of one bucket, loaded once (see the module docstring)."""
 
     def __init__(self, manifest: str | Path, device: str = "cpu") -> None:
-        from torch._inductor import aoti_load_package
-
         self.settings, paths = read_manifest(manifest)
         self.device = torch.device(device)
-        self.packages = {name: aoti_load_package(str(p)) for name, p in paths.items()}
+        self.packages = {name: load_package(p) for name, p in paths.items()}
         self._ddim: dict[int, DDIMVPred] = {}
 
     def close(self) -> None:

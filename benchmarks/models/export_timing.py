@@ -75,15 +75,15 @@ class Case:
 
 
 def load_package(path: Path, inputs: tuple[torch.Tensor, ...], timer: Timer):
-    """(package, its outputs, seconds from ``aoti_load_package`` to the first output synchronised).
+    """(package, its outputs, seconds from ``load_package`` to the first output synchronised).
     The loader unpacks the package into the temporary folder first: refused when that has too little room."""
-    from torch._inductor import aoti_load_package
+    from trt_builds.packaged import load_package as load
 
     if shutil.disk_usage(tempfile.gettempdir()).free < 1.2 * path.stat().st_size:
         raise OSError(f"{tempfile.gettempdir()} has too little space to unpack {path.name}")
     timer.sync()
     t0 = time.perf_counter()
-    package = aoti_load_package(str(path))
+    package = load(path)
     with torch.inference_mode():
         out = outputs(package(*inputs))
     timer.sync()
