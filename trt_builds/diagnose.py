@@ -6,8 +6,8 @@
 For a machine where packages crash (the H100 runs of 2026-12-07 ended in SIGSEGV at the first load). Every
 package is built in this process and loaded and run in a fresh process (``packaged.run_in_fresh_process``,
 fault handler on), so a crashing loader costs a child; each child's whole stdout + stderr is kept in
-``DIR/<case>.<loader>.log`` (letters, digits, ``._-`` only) and the table is written to ``DIR/aoti_diagnose.md`` row by row (a later crash of this
-process keeps the rows before it).
+``DIR/<case>.<loader>.log`` (letters, digits, ``._-`` only) and the table is written to
+``DIR/aoti_diagnose.md`` row by row (a later crash of this process keeps the rows before it).
 
   1. versions: torch, CUDA, cuDNN, Triton, Python, the device and its driver;
   2. a tiny package (sin + 1) loaded by each of ``packaged.LOADERS``: ``aoti_load_package`` as is, after
@@ -177,8 +177,8 @@ def _network_cases(report: Report, preset: str, network: str, device: str, timeo
         t0 = time.perf_counter()
         build_package(module, spec, dtype, path, layout=layout)
         built = time.perf_counter() - t0
-        report.case(f"{preset} {network} {layout} ({path.stat().st_size / 1e6:.0f} MB)", path, inputs, ref, built,
-                    "ours", timeout)
+        name = f"{preset} {network} {layout} ({path.stat().st_size / 1e6:.0f} MB)"
+        report.case(name, path, inputs, ref, built, "ours", timeout)
         path.unlink()
 
 
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for the report and the child logs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        choices=("cpu", "cuda"), help="where packages are built and run (default: cuda if present)")
+                        choices=("cpu", "cuda"), help="where packages build and run (default: cuda if any)")
     parser.add_argument("--preset", default="flash", help="bucket of the --networks packages (default flash)")
     parser.add_argument("--networks", default="", help="comma-separated engine networks (default: none)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per child (default 300)")

@@ -117,7 +117,8 @@ def run_in_fresh_process(package: str | Path, inputs: tuple[torch.Tensor, ...], 
             Path(log).write_text(f"(timed out after {timeout:.0f} s)\n{_text(exc.stdout)}{_text(exc.stderr)}")
         return None, f"no result within {timeout:.0f} s"
     if log is not None:
-        Path(log).write_text(f"exit status {run.returncode}\n--- stdout\n{run.stdout}--- stderr\n{run.stderr}")
+        Path(log).write_text(f"exit status {run.returncode}\n--- stdout\n{run.stdout}"
+                             f"--- stderr\n{run.stderr}")
     if run.returncode != 0:
         return None, f"exit status {run.returncode}: {run.stderr[-3000:].strip()}"
     return tuple(torch.load(work / "outputs.pt")), ""

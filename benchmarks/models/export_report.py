@@ -16,8 +16,9 @@ import numpy as np
 from benchmarks.common import append_result
 
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "builds": ("Package builds and load (torch.export + AOTInductor; load = `trt_builds.packaged.load_package` to the first "
-               "output synchronised, in a process that already holds the GPU, the file in the page cache)",
+    "builds": ("Package builds and load (torch.export + AOTInductor; load = `trt_builds.packaged."
+               "load_package` to the first output synchronised, in a process that already holds the GPU, "
+               "the file in the page cache)",
                ("network", "precision", "recipe", "export s", "AOTI compile s", "package MB",
                 "load to first inference s", "<= 10 s", "note")),
     "networks": ("Per network: eager export module vs torch.compile (default mode) vs the .pt2 package, same "
