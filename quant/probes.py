@@ -11,9 +11,9 @@ and the ``Probe`` (the stage output on the first input; score against the budget
     real picture as the reference -> the flow sampler's steps -> the image VAE's decoded views.
     Budget: views PSNR >= 30 dB against the unquantised network (score = MSE / MSE at 30 dB).
 Random networks (``scale``: "paper" or "tiny") are the engine's own random bundles with the engine's
-seeds; a random TextureGen's adaLN-Zero layers are zero (every block gated off), so for the analysis they
-get N(0, (0.2 / sqrt(fan_in))^2) weights (``live_adaln``): every block then contributes, and the recipe's
-``weights`` field says so.
+seeds; a random TextureGen's adaLN-Zero layers get N(0, (0.2 / sqrt(fan_in))^2) weights there
+(``engine.models.texturegen_dit.live_adaln``: every block contributes, not gated off), and the recipe's
+``weights`` field (the bundle's source) says so.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from quant.sensitivity import Budget, Probe
 
 LATENT_BUDGET = 0.02
 PSNR_BUDGET_DB = 30.0
-ADALN_GAIN = 0.2
 
 
 @dataclass
@@ -52,17 +51,6 @@ def prepared_pictures(paths: list[Path]) -> list[np.ndarray]:
     from engine.io.image_input import prepare_image
 
     return [prepare_image(p).rgba for p in paths]
-
-
-@torch.no_grad()
-def live_adaln(model: nn.Module, seed: int, gain: float = ADALN_GAIN) -> nn.Module:
-    """Give every zero adaLN linear ('*ada.1') seeded N(0, (gain / sqrt(fan_in))^2) weights, in place."""
-    gen = torch.Generator(device="cpu").manual_seed(seed + 11)
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) and name.endswith("ada.1") and not m.weight.any():
-            w = torch.randn(m.weight.shape, generator=gen) * (gain / math.sqrt(m.in_features))
-            m.weight.copy_(w.to(m.weight))
-    return model
 
 
 def _rel(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -183,11 +171,13 @@ def texturegen(scale: str, device: str, pictures: list[Path], meshes: list[Path]
                view_resolution: int | None = None, seed: int = 0) -> Target:
     from engine.config import TextureConfig, TextureGuidance
     from engine.io.asset_load import load_mesh
-    from engine.stages.texture_networks import prepare_views, random_texturegen, sample_latents, sample_views
+    from engine.stages.texture_networks import (live_adaln_draws, prepare_views, random_texturegen,
+                                                sample_latents, sample_views)
+    from triton_kernels.jit_cache import default_cache_dir
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    nets = random_texturegen(scale, device, dtype, seed=seed, text=False, super_resolution=False)
-    live_adaln(nets.dit, seed)
+    nets = random_texturegen(scale, device, dtype, seed=seed, text=False, super_resolution=False,
+                             live=live_adaln_draws(scale, dtype, seed, default_cache_dir()))
     size = view_resolution or (768 if scale == "paper" else 64)
     cfg = TextureConfig(view_resolution=size, steps=steps, guidance=TextureGuidance.DISTILLED,
                         super_resolution=False)
@@ -212,7 +202,7 @@ def texturegen(scale: str, device: str, pictures: list[Path], meshes: list[Path]
     return Target("texturegen", nets.dit, calibrate, probe,
                   Budget(stage_limit=f"decoded views PSNR >= {PSNR_BUDGET_DB} dB",
                          min_rows=256 if scale == "paper" else 16),
-                  f"{nets.source}; adaLN linears N(0, ({ADALN_GAIN}/sqrt(fan_in))^2) (live_adaln)",
+                  nets.source,
                   f"condition renders of {', '.join(m.parent.name for m in meshes)} with "
                   f"{', '.join(p.name for p in pictures)} as references, {size} px, {steps} steps, distilled",
                   lambda: sample_latents(nets, jobs[0]), nets.runners.clear)

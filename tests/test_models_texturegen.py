@@ -288,3 +288,34 @@ def test_benchmark_cpu_tiny(tmp_path):
     text = out.read_text()
     assert "flash" in text and "default" in text and "4.420" in text
     assert len(csv.read_text().strip().splitlines()) > 4
+
+
+def test_live_adaln_draws_equal_live_adaln(tmp_path):
+    """The background draws give a fresh random DiT exactly ``live_adaln``'s weights (the ones the FP8
+    recipe was measured on), touching only the adaLN-Zero blocks' modulation: drawn serially the first
+    time (the generator states kept), in parallel from the kept states after, serially again when the
+    kept file is corrupt."""
+    from engine.models.dit_layers import build_on
+    from engine.models.texturegen_dit import (LiveAdalnDraws, TextureGenConfig, TextureGenDiT, init_random,
+                                              live_adaln)
+
+    cfg = TextureGenConfig.tiny()
+
+    def fresh():
+        return build_on("cpu", torch.float32, TextureGenDiT, cfg, seed=3, init=init_random)
+
+    ref = live_adaln(fresh(), seed=3).state_dict()
+    states = tmp_path / "live" / "states.pt"
+    for parallel in (False, True, False):
+        if parallel is False and states.exists():
+            states.write_bytes(b"corrupt")
+        draws = LiveAdalnDraws(cfg, seed=3, dtype=torch.float32, states=states, workers=2)
+        got = draws.apply(fresh())
+        assert draws.parallel is parallel and states.is_file()
+        changed = 0
+        for (name, a), (_, b) in zip(got.state_dict().items(), ref.items(), strict=True):
+            assert torch.equal(a, b), name
+            changed += name.startswith("blocks.") and name.endswith("ada.1.weight") and bool(a.any())
+        assert changed == cfg.depth
+    with pytest.raises(ValueError, match="not zero"):
+        LiveAdalnDraws(cfg, seed=3, dtype=torch.float32).apply(got)

@@ -46,3 +46,22 @@ def test_explicit_precision_without_any_recipe_names_the_fix(tmp_path):
         _store("int8", tmp_path)
     with pytest.raises(ConfigError, match="unknown precision"):
         PipelineConfig.from_name("flash").with_overrides(precision="fp4")
+
+
+@pytest.mark.parametrize("network", ["meshgen_coarse", "texturegen"])
+def test_committed_recipes_match_the_engines_random_paper_weights(network):
+    """``--precision auto`` applies a recipe only to the weights it was measured on (its ``weights`` field
+    against the bundle's source): the committed Hopper recipes must name the engine's own random paper
+    bundles (source built at tiny scale here, the scale word swapped), or auto leaves them in bf16."""
+    import torch
+
+    from engine.stages.shape_networks import random_meshgen
+    from engine.stages.texture_networks import random_texturegen
+    from quant.recipe import RECIPES
+
+    if network == "texturegen":
+        source = random_texturegen("tiny", "cpu", torch.float32, text=False, super_resolution=False).source
+    else:
+        source = random_meshgen("tiny", "cpu", torch.float32).source
+    recipe = Recipe.load(RECIPES / f"{network}.fp8.sm90.json")
+    assert recipe.weights == source.replace("random tiny networks", "random paper networks")

@@ -237,12 +237,14 @@ def random_bundles(plan: PresetPlan, dtype: torch.dtype, seed: int = 0, device: 
     """(MeshGenNetworks, TextureNetworks) with seeded random weights at the preset's scale; a side not in
     ``sides`` is None (each network is seeded on its own, so one side alone has the same weights)."""
     from engine.stages.shape_networks import random_meshgen
-    from engine.stages.texture_networks import random_texturegen
+    from engine.stages.texture_networks import live_adaln_draws, random_texturegen
+    from triton_kernels.jit_cache import default_cache_dir
 
     shape = texture = None
+    live = live_adaln_draws(plan.scale, dtype, seed, default_cache_dir()) if "texture" in sides else None
     if "shape" in sides:
         shape = random_meshgen(plan.scale, device, dtype, seed=seed, refine=plan.shape.refine)
     if "texture" in sides:
         texture = random_texturegen(plan.scale, device, dtype, seed=seed,
-                                    super_resolution=plan.texture.super_resolution)
+                                    super_resolution=plan.texture.super_resolution, live=live)
     return shape, texture

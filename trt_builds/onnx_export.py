@@ -8,8 +8,9 @@ What is exported is the export spec's (trt_builds/export_spec.py): per preset bu
 tensor-only module (trt_builds/export_modules.py: one denoising step with the per-request context as
 inputs, a VAE decode, DINOv2...), its input/output names, static shapes and seeded sample inputs. The
 networks are the engine's seeded random bundles at the preset's scale ("tiny": CPU tests; "flash",
-"default": paper-size, random weights); the tiny DiTs get live adaLN weights (``quant.probes.live_adaln``:
-a random adaLN-Zero TextureGen would gate every block off and its export check would test nothing).
+"default": paper-size, random weights); the tiny DiTs get live adaLN weights
+(``engine.models.texturegen_dit.live_adaln``, which the random TextureGen has already: a random adaLN-Zero
+DiT would gate every block off and its export check would test nothing).
 
 Export: ``torch.onnx.export(dynamo=True)`` (torch.export, then onnxscript's translation and optimiser;
 needs ``onnxscript``), opset 21 by default (>= 19: FP8 Q/DQ), static shapes (one engine bucket per file),
@@ -65,7 +66,7 @@ class NetworkExport:
 def network_exports(preset: str = "tiny", names: tuple[str, ...] | None = None, seed: int = 0
                     ) -> dict[str, NetworkExport]:
     """The preset's networks (all, or ``names``) as ``NetworkExport`` with the spec's sample inputs."""
-    from quant.probes import live_adaln
+    from engine.models.texturegen_dit import live_adaln
     from trt_builds.export_spec import export_module, export_specs, preset_plan, random_bundles
 
     plan = preset_plan(preset)

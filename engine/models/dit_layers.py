@@ -259,7 +259,7 @@ def init_random(module: nn.Module, seed: int, std: float | None = None) -> nn.Mo
         if hasattr(m, "reset_buffers"):
             m.reset_buffers()
         if isinstance(m, nn.Linear):
-            if name.endswith("ada.1") and _is_zero_ada(module, name):
+            if name.endswith("ada.1") and is_adaln_zero_linear(module, name):
                 m.weight.zero_()
             else:
                 s = std if std is not None else 1.0 / math.sqrt(m.in_features)
@@ -274,7 +274,8 @@ def init_random(module: nn.Module, seed: int, std: float | None = None) -> nn.Mo
     return module
 
 
-def _is_zero_ada(root: nn.Module, linear_name: str) -> bool:
+def is_adaln_zero_linear(root: nn.Module, linear_name: str) -> bool:
+    """Whether ``linear_name`` (a '*.ada.1' linear) is the modulation of an adaLN-Zero ``DiTBlock``."""
     block = root.get_submodule(linear_name.rsplit(".ada.1", 1)[0])
     return isinstance(block, DiTBlock) and block.cfg.adaln_zero
 

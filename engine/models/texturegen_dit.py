@@ -38,8 +38,11 @@ per-block AdaLN linears).
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -256,6 +259,133 @@ def init_random(model: TextureGenDiT, seed: int | None = None) -> TextureGenDiT:
     gen = torch.Generator(device=model.slot_offset.device).manual_seed(seed + 1)
     model.slot_offset.copy_(torch.randn(model.slot_offset.shape, generator=gen, device=gen.device) * 0.02)
     return model
+
+
+ADALN_GAIN = 0.2
+LIVE_ADALN = f"adaLN linears N(0, ({ADALN_GAIN}/sqrt(fan_in))^2) (live_adaln)"
+
+
+@torch.no_grad()
+def live_adaln(model: nn.Module, seed: int, gain: float = ADALN_GAIN) -> nn.Module:
+    """Give every zero adaLN linear ('*ada.1') seeded N(0, (gain / sqrt(fan_in))^2) weights, in place
+    (drawn in float32 on the CPU in module order, so the same on every device). A random DiT with
+    adaLN-Zero is every block gated off (the identity); with these weights every block contributes: the
+    stand-in for trained weights that the engine's random TextureGen and the quantisation recipes use."""
+    gen = torch.Generator(device="cpu").manual_seed(seed + 11)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear) and name.endswith("ada.1") and not m.weight.any():
+            w = torch.randn(m.weight.shape, generator=gen) * (gain / math.sqrt(m.in_features))
+            m.weight.copy_(w.to(m.weight))
+    return model
+
+
+class LiveAdalnDraws:
+    """``live_adaln``'s weights for a freshly built random TextureGen of ``cfg``, drawn in a background
+    thread while the caller builds the networks; ``apply(model)`` waits for them and copies them in. Same
+    weights as ``live_adaln(model, seed)`` on that model: its zero adaLN linears are the adaLN-Zero blocks'
+    ``ada.1`` (the final layer's is drawn non-zero by ``init_random``), in module order.
+
+    The draw is one CPU generator's sequence (~0.3-0.6 s of one core per paper block, 30 blocks), so it
+    is serial the first time; ``states`` (a file in the engine's cache folder) then keeps the generator's
+    state at each block's start and the block's first values, and later draws run every block from its
+    state on ``workers`` threads (the values checked against the kept ones; any mismatch or unreadable
+    file: the serial draw again, and the file rewritten)."""
+
+    _PROBE = 64                                  # first values of each block kept beside its state
+
+    def __init__(self, cfg: TextureGenConfig, seed: int, dtype: torch.dtype, gain: float = ADALN_GAIN,
+                 states: Path | None = None, workers: int | None = None) -> None:
+        import threading
+
+        self.cfg, self.seed, self.dtype, self.gain, self.states = cfg, seed, dtype, gain, states
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        self.names: list[str] = []
+        self.weights: list[torch.Tensor] = []
+        self.parallel = False                    # whether the kept states were used
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="live-adaln", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with torch.device("meta"):
+                meta = TextureGenDiT(self.cfg)
+            self.names = [name for name, m in meta.named_modules() if isinstance(m, nn.Linear)
+                          and name.endswith("ada.1") and dit_layers.is_adaln_zero_linear(meta, name)]
+            shapes = [tuple(meta.get_submodule(n).weight.shape) for n in self.names]
+            kept = self._load(shapes)
+            if kept is not None:
+                self.weights = self._parallel(shapes, kept)
+                self.parallel = self.weights is not None
+            if not self.parallel:
+                self.weights = self._serial(shapes)
+        except BaseException as exc:             # re-raised by apply() in the caller's thread
+            self.error = exc
+
+    def _block(self, gen: torch.Generator, shape: tuple) -> torch.Tensor:
+        return torch.randn(shape, generator=gen).mul_(self.gain / math.sqrt(shape[1]))
+
+    def _serial(self, shapes: list[tuple]) -> list[torch.Tensor]:
+        gen = torch.Generator(device="cpu").manual_seed(self.seed + 11)
+        out, states, probes = [], [], []
+        for shape in shapes:
+            states.append(gen.get_state())
+            w = self._block(gen, shape)
+            probes.append(w.view(-1)[:self._PROBE].clone())
+            out.append(w.to(self.dtype))
+        self._save(shapes, states, probes)
+        return out
+
+    def _parallel(self, shapes: list[tuple], kept: dict) -> list[torch.Tensor] | None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(i: int) -> torch.Tensor | None:
+            gen = torch.Generator(device="cpu")
+            gen.set_state(kept["states"][i])
+            w = self._block(gen, shapes[i])
+            return w.to(self.dtype) if torch.equal(w.view(-1)[:self._PROBE], kept["probes"][i]) else None
+
+        with ThreadPoolExecutor(min(self.workers, len(shapes))) as pool:
+            out = list(pool.map(one, range(len(shapes))))
+        return None if any(w is None for w in out) else out
+
+    def _key(self, shapes: list[tuple]) -> dict:
+        return {"seed": self.seed, "gain": self.gain, "shapes": shapes, "torch": str(torch.__version__)}
+
+    def _load(self, shapes: list[tuple]) -> dict | None:
+        if self.states is None or not self.states.is_file():
+            return None
+        try:
+            kept = torch.load(self.states, weights_only=True)
+        except Exception:                        # unreadable: drawn serially and rewritten
+            return None
+        ok = (isinstance(kept, dict) and kept.get("key") == self._key(shapes)
+              and len(kept.get("states", ())) == len(shapes) == len(kept.get("probes", ())))
+        return kept if ok else None
+
+    def _save(self, shapes: list[tuple], states: list, probes: list) -> None:
+        if self.states is None:
+            return
+        try:
+            self.states.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.states.with_name(f"{self.states.name}.{os.getpid()}.tmp")
+            torch.save({"key": self._key(shapes), "states": states, "probes": probes}, tmp)
+            os.replace(tmp, self.states)
+        except OSError:                          # a read-only cache: the next start draws serially again
+            pass
+
+    @torch.no_grad()
+    def apply(self, model: TextureGenDiT) -> TextureGenDiT:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        for name, w in zip(self.names, self.weights, strict=True):
+            m = model.get_submodule(name)
+            if m.weight.any():
+                raise ValueError(f"{name} is not zero: LiveAdalnDraws applies to a freshly built random DiT")
+            m.weight.copy_(w.to(m.weight.device))
+        self.weights = []
+        return model
 
 
 def build_texturegen(cfg: TextureGenConfig, device: str | torch.device = "cpu",

@@ -28,8 +28,9 @@ class ModelStore:
         self.loads: Counter[str] = Counter()
         shape, runtime = config.shape, config.runtime
         _check_weights(shape.weights)
+        live = self._live_adaln(config)          # the random TextureGen's draws, beside every build
         self.shape = self._shape(config)
-        self.texture = self._texture(config)
+        self.texture = self._texture(config, live)
         if runtime.random_networks is not None and (shape.weights or shape.shape_model):
             raise WeightsError("random networks and a weights path were both configured",
                                "drop --weights/--shape-model, or random_networks")
@@ -58,7 +59,18 @@ class ModelStore:
             return self._count(sn.load_meshgen(shape.weights, self.device, self.dtype))
         return None
 
-    def _texture(self, config: PipelineConfig):
+    def _live_adaln(self, config: PipelineConfig):
+        """A random TextureGen's ``live_adaln`` draws, started now (states kept in the cache folder)."""
+        runtime = config.runtime
+        if runtime.random_networks is None:
+            return None
+        from engine.stages.texture_networks import live_adaln_draws
+        from triton_kernels.jit_cache import default_cache_dir
+
+        cache = Path(runtime.cache_dir) if runtime.cache_dir else default_cache_dir()
+        return live_adaln_draws(runtime.random_networks.value, self.dtype, runtime.seed, cache)
+
+    def _texture(self, config: PipelineConfig, live=None):
         shape, runtime, texture = config.shape, config.runtime, config.texture
         if runtime.random_networks is None and not shape.weights:
             return None
@@ -67,7 +79,7 @@ class ModelStore:
         if runtime.random_networks is not None:
             return self._count(tn.random_texturegen(runtime.random_networks.value, self.device, self.dtype,
                                                     seed=runtime.seed, text=True,
-                                                    super_resolution=texture.super_resolution))
+                                                    super_resolution=texture.super_resolution, live=live))
         if tn.has_texturegen(shape.weights):
             return self._count(tn.load_texturegen(shape.weights, self.device, self.dtype))
         return None

@@ -166,19 +166,33 @@ def texturegen_configs(scale: str) -> dict[str, object]:
             "vae": ImageVAEConfig.tiny(), "t5": t5, "clip": clip, "sr": SuperResolutionConfig.tiny()}
 
 
+def live_adaln_draws(scale: str, dtype: torch.dtype, seed: int = 0, cache_dir: Path | None = None):
+    """Start drawing the random TextureGen's ``live_adaln`` weights (``LiveAdalnDraws``, a background
+    thread); ``cache_dir`` keeps the draw's generator states so later builds draw in parallel."""
+    from engine.models.texturegen_dit import LiveAdalnDraws
+
+    states = None if cache_dir is None else Path(cache_dir) / "live_adaln" / f"texturegen_{scale}_{seed}.pt"
+    return LiveAdalnDraws(texturegen_configs(scale)["dit"], seed, dtype, states=states)
+
+
 def random_texturegen(scale: str, device: str | torch.device, dtype: torch.dtype, seed: int = 0,
-                      text: bool = True, super_resolution: bool = True) -> TextureNetworks:
+                      text: bool = True, super_resolution: bool = True, live=None) -> TextureNetworks:
     """A bundle with seeded random weights built directly on ``device`` in ``dtype`` (no float32 host
-    copy); ``text``/``super_resolution`` choose whether the optional networks are built."""
+    copy); ``text``/``super_resolution`` choose whether the optional networks are built. The DiT's
+    adaLN-Zero linears get ``live_adaln`` weights (every block contributes, as trained blocks do; the
+    weights the quantisation recipes are measured on, so ``--precision auto`` applies them): ``live``, from
+    ``live_adaln_draws`` started earlier (the engine starts it before any network builds), else drawn
+    while this bundle builds."""
     from engine.models.checkpoints import init_random as normal_init
     from engine.models.dit_layers import build_on
     from engine.models.image_vae import ImageVAE
     from engine.models.super_resolution import SuperResolution
     from engine.models.text_encoders import ClipTextEncoder, T5Encoder
-    from engine.models.texturegen_dit import TextureGenDiT
+    from engine.models.texturegen_dit import LIVE_ADALN, TextureGenDiT
     from engine.models.texturegen_dit import init_random as dit_init
 
     cfgs = texturegen_configs(scale)
+    live = live or live_adaln_draws(scale, dtype, seed)
     dit = build_on(device, dtype, TextureGenDiT, cfgs["dit"], seed=seed, init=dit_init)
     vae = build_on(device, dtype, ImageVAE, cfgs["vae"], seed=seed + 1, init=normal_init)
     t5 = clip = sr = None
@@ -188,7 +202,8 @@ def random_texturegen(scale: str, device: str | torch.device, dtype: torch.dtype
     if super_resolution:
         sr = build_on(device, dtype, SuperResolution, cfgs["sr"], seed=seed + 4,  # std 0.15: O(1) outputs
                       init=lambda m, s: normal_init(m, s, std=0.15)).eval()
-    return _bundle(dit, cfgs["dit"], vae, t5, clip, sr, f"random {scale} networks, seed {seed}")
+    live.apply(dit)
+    return _bundle(dit, cfgs["dit"], vae, t5, clip, sr, f"random {scale} networks, seed {seed}; {LIVE_ADALN}")
 
 
 def _to_vae(images: torch.Tensor, size: int) -> torch.Tensor:
