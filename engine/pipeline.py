@@ -114,7 +114,10 @@ def _texture_stages(res: Resources) -> list[Stage]:
         return [
             Stage("texture plan", ("unwrapped",), ("fusion_plan",),
                   partial(texture.generated_plan, texture=t, upscale=upscale, backends=b), "gpu-aux"),
-            Stage("texture views (TextureGen)", ("unwrapped", "normal_map", "prepared"),
+            Stage("texture conditions (TextureGen)", ("visible", "prepared"), ("conditions",),
+                  partial(texture.generated_conditions, texture=t, networks=nets,
+                          device=cfg.runtime.device.value), "gpu"),
+            Stage("texture views (TextureGen)", ("unwrapped", "normal_map", "prepared", "conditions"),
                   ("views", "texture_source"),
                   partial(texture.generated_views, texture=t, networks=nets, device=cfg.runtime.device.value,
                           seed=cfg.runtime.seed), "gpu"),
@@ -153,7 +156,8 @@ def generate_graph(res: Resources) -> StageGraph:
 
 # ---------------------------------------------------------------------------------- the two halves
 GEOMETRY_OUTPUTS = ("unwrapped", "normal_map")  # the shape half ends once these exist
-SHAPE_HALF_HANDOFF = ("prepared", "unwrapped", "normal_map")  # the texture half's inputs from the shape half
+# the texture half's inputs from the shape half ("visible": TextureGen's early condition encoding reads it)
+SHAPE_HALF_HANDOFF = ("prepared", "visible", "unwrapped", "normal_map")
 
 
 def split_graph(graph: StageGraph, head_outputs: tuple[str, ...]) -> tuple[StageGraph, StageGraph]:

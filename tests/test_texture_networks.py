@@ -127,3 +127,24 @@ def test_missing_files_and_bad_sizes_are_named(nets, low_mesh, rgba, tmp_path):
         tn.load_texturegen(tmp_path, "cpu", torch.float32)
     with pytest.raises(ConfigError, match="not a multiple of 16"):
         tn.texturegen_views(nets, low_mesh, rgba, replace(CFG, view_resolution=72), "cpu")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_early_condition_encoding_gives_the_same_views(low_mesh, rgba, device):
+    """The reference and position latents encoded from the mesh before its UVs (a copy without UVs, with
+    an unused vertex: the rig frame comes from the used ones) give the views of encoding them all at once;
+    an encoding of another mesh is noticed (its position renders differ) and not used."""
+    from engine.geometry.mesh import TriMesh
+
+    nets = tn.random_texturegen("tiny", device, torch.float32, seed=0, text=False, super_resolution=False)
+    want, _, _, plain = tn.texturegen_views(nets, low_mesh, rgba, CFG, device, seed=5)
+    geometry = TriMesh(np.concatenate([low_mesh.vertices, [[9.0, 9.0, 9.0]]]).astype(np.float32),
+                       low_mesh.faces)                             # no UVs, one unused far vertex
+    early = tn.encode_conditions(nets, geometry, rgba, CFG, device)
+    got, _, _, note = tn.texturegen_views(nets, low_mesh, rgba, CFG, device, seed=5, early=early)
+    assert "encoded while the UVs were made" in note and "encoded" not in plain
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    other = TriMesh(low_mesh.vertices * np.float32([1.0, 0.5, 1.0]), low_mesh.faces)
+    stale = tn.encode_conditions(nets, other, rgba, CFG, device)
+    again, _, _, note = tn.texturegen_views(nets, low_mesh, rgba, CFG, device, seed=5, early=stale)
+    assert "differed" in note and np.abs(again.astype(int) - want.astype(int)).max() <= 1

@@ -9,8 +9,8 @@ Nothing here imports Ray, so the halves are tested without it.
 A half runs the same declared stages as ``Engine.generate`` (the pipeline splits its graph; no stage code
 is duplicated), on its own scheduler; a job whose options change the config runs a graph built for that
 config over the same resident resources, as ``EngineRunner`` does. Between the halves travels a
-``Handoff`` (the prepared picture, the unwrapped mesh and its normal map: plain numpy, pickled by Ray); the
-dense mesh stays in the shape half. The texture half returns the GLB's bytes, written by the caller.
+``Handoff`` (the prepared picture, the visible and the unwrapped mesh, the normal map: plain numpy,
+pickled by Ray); the dense mesh stays in the shape half. The texture half returns the GLB's bytes, written by the caller.
 
 Lifecycle: ``HalfEngine(half, config)`` (load), ``warmup()`` (one synthetic request), ``shape(...)`` /
 ``texture(...)`` per request, ``close()``.
@@ -57,7 +57,8 @@ class ShapeNetworksElsewhere:
 @dataclass
 class Handoff:
     """What the shape half hands the texture half. ``values``: ``SHAPE_HALF_HANDOFF`` (PreparedImage
-    without its cached conditioning tensors, the unwrapped TriMesh, the uint8 normal map [N, N, 3]);
+    without its cached conditioning tensors, the visible and the unwrapped TriMesh, the uint8 normal map
+    [N, N, 3]);
     ``shape_source``: the network that made the shape (None: the silhouette prior); ``stages``: seconds
     per stage; ``warnings``: what this request dropped or changed; ``replica``: where it ran."""
 
@@ -95,8 +96,11 @@ class HalfModels(ModelStore):
     def _shape(self, config: PipelineConfig):
         return super()._shape(config) if self.half is Half.SHAPE else None
 
-    def _texture(self, config: PipelineConfig):
-        return super()._texture(config) if self.half is Half.TEXTURE else None
+    def _live_adaln(self, config: PipelineConfig):
+        return super()._live_adaln(config) if self.half is Half.TEXTURE else None
+
+    def _texture(self, config: PipelineConfig, live=None):
+        return super()._texture(config, live) if self.half is Half.TEXTURE else None
 
 
 def shape_networks_configured(config: PipelineConfig) -> bool:

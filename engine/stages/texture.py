@@ -91,14 +91,24 @@ def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, 
     return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}
 
 
-def generated_views(unwrapped: TriMesh, normal_map, prepared, *, texture: TextureConfig, networks,
-                    device: str, seed: int) -> dict:
+def generated_conditions(visible: TriMesh, prepared, *, texture: TextureConfig, networks, device: str
+                         ) -> dict:
+    """The reference and position-map latents of TextureGen's conditions: they need the mesh's geometry
+    only, so they are encoded while the UVs are made (the GPU is otherwise idle then)."""
+    from engine.stages.texture_networks import encode_conditions
+
+    early = encode_conditions(networks, visible, prepared.rgba, texture, device)
+    return {"conditions": early, "_note": f"reference + {early.pos_lat.shape[0]} position maps encoded"}
+
+
+def generated_views(unwrapped: TriMesh, normal_map, prepared, conditions, *, texture: TextureConfig,
+                    networks, device: str, seed: int) -> dict:
     """TextureGen's 10 views (engine/stages/texture_networks.py); the condition normals carry the baked
-    normal map (paper 7.2)."""
+    normal map (paper 7.2); ``conditions`` from ``generated_conditions``."""
     from engine.stages.texture_networks import texturegen_views
 
     views, _, _, note = texturegen_views(networks, unwrapped.copy(normal_map=normal_map), prepared.rgba,
-                                         texture, device, seed)
+                                         texture, device, seed, early=conditions)
     return {"views": views, "texture_source": note, "_note": note}
 
 

@@ -284,14 +284,21 @@ class ViewsJob:
     note: str
 
 
-@torch.inference_mode()
-def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
-                  device: str | torch.device, seed: int = 0) -> ViewsJob:
-    """Steps 1-2 of the module docstring and the sampler's inputs."""
-    from engine.sampling.texturegen_sampler import TextureSamplerConfig
-    from engine.texture.views import camera_rig, normalize_to_sphere
+@dataclass(eq=False)
+class ConditionEncoding:
+    """Step 2's encodings that need only the mesh's geometry and the picture (``encode_conditions``): the
+    reference and the views' position maps, made before the UV layout and the baked normal map exist
+    (the engine runs it while the CPU unwraps). ``positions`` are the renders they were encoded from:
+    ``prepare_views`` reuses the latents only when its own position renders are equal."""
 
-    dev, dtype, tcfg = nets.device, nets.dtype, nets.dit_cfg
+    size: int
+    positions: torch.Tensor    # [K, R, R, 3] in [0, 1]
+    ref_lat: torch.Tensor      # [1, C, h, w] model dtype
+    pos_lat: torch.Tensor      # [K, C, h, w] model dtype
+
+
+def _check_request(nets: TextureNetworks, cfg: TextureConfig, device: str | torch.device) -> None:
+    dev, tcfg = nets.device, nets.dit_cfg
     if torch.device(device).type != dev.type:
         raise ConfigError(f"the TextureGen networks live on {dev}, the request asked for {device}",
                           "run the request on the device the engine loaded the networks on")
@@ -302,16 +309,63 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
     if cfg.num_views != tcfg.num_views:
         raise ConfigError(f"{cfg.num_views} views requested, the TextureGen DiT was trained for "
                           f"{tcfg.num_views}", f"use num_views={tcfg.num_views}")
+
+
+def _rig(mesh: TriMesh) -> TriMesh:
+    """The mesh scaled into the rig sphere (``normalize_to_sphere`` over the vertices its faces use, so a
+    mesh with unused vertices and its UV-split copy get the same frame)."""
+    from engine.texture.views import normalize_to_sphere
+
+    v = np.asarray(mesh.vertices, np.float64)
+    _, center, scale = normalize_to_sphere(v[np.unique(np.asarray(mesh.faces))])
+    return mesh.copy(vertices=((v - center) * scale).astype(np.float32))
+
+
+@torch.inference_mode()
+def encode_conditions(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
+                      device: str | torch.device) -> ConditionEncoding:
+    """The reference and position-map latents of ``mesh`` (its geometry only: no UVs or normal map
+    needed), for ``prepare_views(..., early=)``."""
+    from engine.texture.views import camera_rig
+
+    _check_request(nets, cfg, device)
+    size = cfg.view_resolution
+    with substep("condition renders"):
+        _, _, positions, _ = _render(_rig(mesh), camera_rig(cfg.num_views), size, nets.device)
+    ref = _to_vae(picture_on_white(rgba).to(nets.device)[None].float() / 255.0, size)   # [1, 3, R, R]
+    with substep("image VAE encode (reference, positions)"):
+        enc = nets.vae.encode(torch.cat([ref, _to_vae(positions, size)]).to(nets.dtype))
+    return ConditionEncoding(size, positions, enc[0:1], enc[1:])
+
+
+@torch.inference_mode()
+def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
+                  device: str | torch.device, seed: int = 0, early: ConditionEncoding | None = None
+                  ) -> ViewsJob:
+    """Steps 1-2 of the module docstring and the sampler's inputs. ``early``: ``encode_conditions`` of
+    this mesh's geometry, whose reference and position latents are used when its position renders equal
+    this call's (then only the normal maps are encoded here)."""
+    from engine.sampling.texturegen_sampler import TextureSamplerConfig
+    from engine.texture.views import camera_rig
+
+    _check_request(nets, cfg, device)
+    dev, dtype, size = nets.device, nets.dtype, cfg.view_resolution
     cams = camera_rig(cfg.num_views)
-    rig_mesh = mesh.copy(vertices=normalize_to_sphere(mesh.vertices)[0])
+    rig_mesh = _rig(mesh)
     with substep("condition renders"):
         _, normals, positions, masks = _render(rig_mesh, cams, size, dev)
-    ref = _to_vae(picture_on_white(rgba).to(dev)[None].float() / 255.0, size)          # [1, 3, R, R]
-    with substep("image VAE encode"):
-        enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
     k = len(cams)
-    ref_lat = enc[0:1].float()                                                         # [1, C, h, w]
-    geometry = torch.cat([enc[1:1 + k], enc[1 + k:]], dim=1)[None]                     # [1, K, 2C, h, w]
+    reuse = early is not None and early.size == size and torch.equal(early.positions, positions)
+    with substep("image VAE encode"):
+        if reuse:
+            ref_enc, pos_enc, nrm_enc = early.ref_lat, early.pos_lat, nets.vae.encode(
+                _to_vae(normals, size).to(dtype))
+        else:
+            ref = _to_vae(picture_on_white(rgba).to(dev)[None].float() / 255.0, size)      # [1, 3, R, R]
+            enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
+            ref_enc, nrm_enc, pos_enc = enc[0:1], enc[1:1 + k], enc[1 + k:]
+    ref_lat = ref_enc.float()                                                          # [1, C, h, w]
+    geometry = torch.cat([nrm_enc, pos_enc], dim=1)[None]                              # [1, K, 2C, h, w]
     sampler = TextureSamplerConfig.from_texture_config(cfg.steps, cfg.guidance)
     branches = 2 if cfg.guidance is TextureGuidance.CFG else 1
     request = nets.dit.prepare(geometry, *nets.text_context, repeat=branches)
@@ -321,6 +375,9 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
     white = _white_latent(nets, size)[0] if branches == 2 else None
     note = (f"TextureGen ({nets.source}), {k} views at {size} px, {cfg.steps} steps, "
             f"{'CFG (2 branches)' if branches == 2 else 'guidance-distilled (1 branch)'}, {nets.text_note}")
+    if early is not None:
+        note += ("; reference and position maps encoded while the UVs were made" if reuse else
+                 "; the early position renders differed: all conditions encoded here")
     return ViewsJob(request, noise, ref_lat, sampler, white, grid_shape, masks, rig_mesh, note)
 
 
@@ -344,12 +401,12 @@ def sample_views(nets: TextureNetworks, job: ViewsJob, graphs: bool = True) -> t
 
 @torch.inference_mode()
 def texturegen_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
-                     device: str | torch.device, seed: int = 0
+                     device: str | torch.device, seed: int = 0, early: ConditionEncoding | None = None
                      ) -> tuple[np.ndarray, np.ndarray, TriMesh, str]:
     """Generate the rig views of ``mesh`` (with uvs, tangents, normal map where present); see the module
     docstring. Returns (views uint8 [K, R, R, 3], masks bool [K, R, R], the mesh scaled into the rig
-    sphere (the views' frame), note)."""
-    job = prepare_views(nets, mesh, rgba, cfg, device, seed)
+    sphere (the views' frame), note). ``early``: see ``prepare_views``."""
+    job = prepare_views(nets, mesh, rgba, cfg, device, seed, early)
     views, masks, note = sample_views(nets, job), job.masks, job.note
     scale = nets.upscale(cfg)
     if scale > 1:
