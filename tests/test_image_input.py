@@ -323,3 +323,37 @@ def test_unusable_alpha_is_said_and_grabcut_used(tmp_path):
     prepared = prepare_image(path, size=64)
     assert prepared.mask_source == "grabcut"
     assert len(prepared.notes) == 1 and "alpha channel was ignored" in prepared.notes[0]
+
+
+def _crop_interleaved(rgba: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """The crop's resampling on the interleaved image (the plain way): premultiply, warp (cubic), divide."""
+    import cv2
+
+    a = rgba[..., 3:].astype(np.float32) / 255.0
+    premult = np.concatenate([rgba[..., :3] * a, a * np.float32(255.0)], axis=-1).astype(np.float32)
+    out = cv2.warpAffine(premult, m, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=0)
+    alpha = np.clip(out[..., 3], 0.0, 255.0)
+    crop = np.empty((size, size, 4), np.uint8)
+    crop[..., :3] = np.clip(np.round(out[..., :3] / np.maximum(alpha[..., None] / 255.0, 1e-6)), 0, 255)
+    crop[..., 3] = np.round(alpha)
+    crop[alpha < 0.5, :3] = 0
+    return crop
+
+
+@pytest.mark.parametrize("name", ["typical_misc_crate.png", "T.png"])
+def test_planar_crop_equals_the_interleaved_resampling(name):
+    """The crop resamples one contiguous plane per channel: byte-identical to the interleaved image's."""
+    from engine.io.image_input import ALPHA_THRESHOLD, _centred_crop
+
+    rgba = load_image(_real(name))
+    mask = rgba[..., 3] >= ALPHA_THRESHOLD
+    ys, xs = np.nonzero(mask)
+    side = max(xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()) / 0.8
+    cx, cy = (xs.min() + xs.max() + 1) / 2.0, (ys.min() + ys.max() + 1) / 2.0
+    size = int(np.ceil(side)) + 64                                     # upscale: the cubic warp only
+    s = size / side
+    m = np.array([[s, 0.0, (size / 2.0 - 0.5) - s * (cx - 0.5)],
+                  [0.0, s, (size / 2.0 - 0.5) - s * (cy - 0.5)]])
+    crop, _ = _centred_crop(rgba, mask, 0.1, size)
+    assert np.array_equal(crop, _crop_interleaved(rgba, m, size))

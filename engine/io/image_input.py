@@ -240,29 +240,42 @@ def _centred_crop(rgba: np.ndarray, mask: np.ndarray, margin: float, size: int):
     scale = size / side
     m = np.array([[scale, 0.0, (size / 2.0 - 0.5) - scale * (cx - 0.5)],
                   [0.0, scale, (size / 2.0 - 0.5) - scale * (cy - 0.5)]])
-    a = rgba[..., 3].astype(np.float32) / 255.0                                      # [H, W]
-    premult = np.empty(rgba.shape, np.float32)                                       # [H, W, 4]
-    np.multiply(rgba[..., :3], a[..., None], out=premult[..., :3], dtype=np.float32)
-    np.multiply(a, np.float32(255.0), out=premult[..., 3])
+    # premultiplied alpha, one contiguous float32 plane per channel (each resampled on its own: the same
+    # values as the interleaved image, without strided passes)
+    channels = cv2.split(rgba)                                                       # 4 x uint8 [H, W]
+    a = channels[3].astype(np.float32) / 255.0                                       # [H, W]
+    planes = [np.multiply(c, a, dtype=np.float32) for c in channels[:3]] + [a * np.float32(255.0)]
     interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC
     if scale < 1.0:  # INTER_AREA is not supported by warpAffine: pre-shrink with resize, then warp
         h, w = rgba.shape[:2]
-        small = cv2.resize(premult, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=interp)
-        sx, sy = small.shape[1] / w, small.shape[0] / h  # small pixel i <-> source (i + 0.5) / s - 0.5
+        shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+        planes = [cv2.resize(p, shape, interpolation=interp) for p in planes]
+        sx, sy = shape[0] / w, shape[1] / h  # small pixel i <-> source (i + 0.5) / s - 0.5
         m = m @ np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5], [0, 0, 1]])
-        premult, interp = small, cv2.INTER_LINEAR
-    out = cv2.warpAffine(premult, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=0)
-    alpha = np.clip(out[..., 3], 0.0, 255.0)
-    rgb = out[..., :3] / np.maximum(alpha[..., None] / 255.0, 1e-6)
-    crop = np.empty((size, size, 4), np.uint8)
-    crop[..., :3] = np.clip(np.round(rgb), 0, 255)
-    crop[..., 3] = np.round(alpha)
-    crop[alpha < 0.5, :3] = 0
+        interp = cv2.INTER_LINEAR
+    crop = _unpremultiply([cv2.warpAffine(p, m, (size, size), flags=interp, borderMode=cv2.BORDER_CONSTANT,
+                                          borderValue=0) for p in planes])
     x0, y0 = int(np.floor(cx - side / 2.0)), int(np.floor(cy - side / 2.0))
     box = (x0, y0, int(np.ceil(cx + side / 2.0)), int(np.ceil(cy + side / 2.0)))
     return crop, box
+
+
+def _unpremultiply(planes: list[np.ndarray]) -> np.ndarray:
+    """Premultiplied float32 planes (r, g, b, alpha in 0..255; [S, S] each) -> straight-alpha uint8
+    [S, S, 4]; colour 0 where alpha rounds to 0."""
+    import cv2
+
+    alpha = np.clip(planes[3], 0.0, 255.0)
+    denom = np.maximum(alpha / 255.0, 1e-6)
+    gone = alpha < 0.5
+    channels = []
+    for plane in planes[:3]:
+        v = np.round(plane / denom)
+        np.clip(v, 0, 255, out=v)
+        v[gone] = 0
+        channels.append(v.astype(np.uint8))
+    channels.append(np.round(alpha).astype(np.uint8))
+    return cv2.merge(channels)
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
