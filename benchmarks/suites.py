@@ -100,7 +100,8 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_weightfree", 70, e2e("weightfree")),
         ("e2e_flash", 190, e2e("flash", "--pictures", "10", "--throughput-pictures", "4")),
         ("engine_gpu_tests", 60,
-         pytest_gpu("tests/test_engine.py::test_generate_cuda_weight_free_end_to_end")),
+         pytest_gpu("tests/test_engine.py::test_generate_cuda_weight_free_end_to_end",
+                    "tests/test_texture_networks.py::test_early_condition_encoding_gives_the_same_views")),
     ],
     # the last resort when device time is nearly spent: flash on 6 pictures with its serial profile, then
     # the weight-free path on 8 (warm caches)
