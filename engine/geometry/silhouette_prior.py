@@ -28,14 +28,18 @@ SLAB_ELEMENTS = 1 << 24    # float64 temporaries of the device field per step: 1
 def _signed_mask_distance(mask: np.ndarray) -> np.ndarray:
     """float64 [S, S] signed distance in pixels to the outline (pixel centres, positive inside).
 
-    OpenCV's exact Euclidean distance transform (``DIST_MASK_PRECISE``, float32: within 2e-5 px of scipy's
-    ``distance_transform_edt``, 4x faster at 1024^2)."""
-    import cv2
+    The exact Euclidean distance transforms of the mask and of its complement
+    (``triton_kernels.distance_transform.edt``: scipy's values bit for bit, the same on every call; the two
+    run side by side). OpenCV's ``DIST_MASK_PRECISE``, used before, varied by ~2e-6 px between calls once
+    several threads ran it, so the shape was not a function of the picture."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    m = np.ascontiguousarray(mask, np.uint8)
-    inside = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
-    outside = cv2.distanceTransform(1 - m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
-    return np.where(mask, inside - 0.5, 0.5 - outside)
+    from triton_kernels.distance_transform import edt
+
+    m = np.asarray(mask, bool)
+    with ThreadPoolExecutor(2) as pool:
+        inside, outside = pool.map(edt, (m, ~m))
+    return np.where(m, inside - 0.5, 0.5 - outside)
 
 
 def _sample_plane(sd_px: np.ndarray, coords: np.ndarray) -> np.ndarray:
@@ -68,6 +72,24 @@ def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0, d
     Returns SdfGrid float32 [n, n, n] over [-1.01, 1.01]^3, negative inside. Raises InputImageError for an
     empty, full or non-square mask.
     """
+    coords, h, norm = silhouette_profile(mask, resolution, depth_ratio)
+    if device is not None:
+        return SdfGrid(first_order_field(coords, h, norm, device), -BOUNDS, BOUNDS)
+    from scipy import ndimage
+
+    spacing = coords[1] - coords[0]
+    f = np.abs(coords)[None, None, :] - h[:, :, None]                           # [n, n, n]
+    near = f / norm[:, :, None]
+    occ = f < 0
+    far = (ndimage.distance_transform_edt(~occ) - ndimage.distance_transform_edt(occ)) * spacing
+    values = np.where(np.abs(far) <= 2.0 * spacing, near, far)
+    return SdfGrid(values.astype(np.float32), -BOUNDS, BOUNDS)
+
+
+def silhouette_profile(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The host part of ``sdf_from_mask`` (checks included): (node coordinates float64 [n], depth profile
+    h float64 [n, n], sqrt(1 + |grad h|^2) float64 [n, n])."""
     mask = np.asarray(mask)
     if mask.ndim != 2 or mask.shape[0] != mask.shape[1] or mask.shape[0] < 4:
         raise InputImageError(f"object mask must be a square [S, S] image, got shape {mask.shape}",
@@ -82,8 +104,6 @@ def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0, d
     if not 8 <= resolution <= 1024 or not 0.05 <= depth_ratio <= 10.0:
         raise InputImageError(f"shape prior resolution {resolution} / depth ratio {depth_ratio} out of range",
                               "use resolution in [8, 1024] and depth_ratio in [0.05, 10]")
-    from scipy import ndimage
-
     coords = np.linspace(-BOUNDS, BOUNDS, resolution + 1)
     spacing = coords[1] - coords[0]
     s = _sample_plane(_signed_mask_distance(mask), coords)          # [n, n] world units
@@ -92,17 +112,10 @@ def sdf_from_mask(mask: np.ndarray, resolution: int, depth_ratio: float = 1.0, d
     h = np.where(s >= 0, depth_ratio * np.sqrt(sc * (2.0 * radius - sc)), s)     # [n, n]
     gx, gy = np.gradient(h, spacing)
     norm = np.sqrt(1.0 + np.minimum(gx * gx + gy * gy, 1e6))                     # [n, n]
-    if device is not None:
-        return SdfGrid(_first_order_field(coords, h, norm, device), -BOUNDS, BOUNDS)
-    f = np.abs(coords)[None, None, :] - h[:, :, None]                           # [n, n, n]
-    near = f / norm[:, :, None]
-    occ = f < 0
-    far = (ndimage.distance_transform_edt(~occ) - ndimage.distance_transform_edt(occ)) * spacing
-    values = np.where(np.abs(far) <= 2.0 * spacing, near, far)
-    return SdfGrid(values.astype(np.float32), -BOUNDS, BOUNDS)
+    return coords, h, norm
 
 
-def _first_order_field(coords: np.ndarray, h: np.ndarray, norm: np.ndarray, device):
+def first_order_field(coords: np.ndarray, h: np.ndarray, norm: np.ndarray, device):
     """(|z| - h) / norm as float32 [n, n, n] on ``device`` (torch), computed in float64 like the reference."""
     import torch
 

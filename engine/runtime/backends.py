@@ -119,9 +119,17 @@ def _gpu_tensor_mesh(verts, faces):
 
 
 def _gpu_shape_field(mask: np.ndarray, resolution: int):
-    from engine.geometry.silhouette_prior import sdf_from_mask
+    """``sdf_from_mask(..., device="cuda")`` in its two parts (substeps of the serial profile): the host's
+    depth profile, then the field built where marching cubes reads it."""
+    from engine.geometry.sdf_grid import SdfGrid
+    from engine.geometry.silhouette_prior import BOUNDS, first_order_field, silhouette_profile
+    from profiling.stage_timer import substep
 
-    return sdf_from_mask(mask, resolution=resolution, device="cuda")  # built where marching cubes reads it
+    with substep("silhouette profile (host)"):
+        coords, h, norm = silhouette_profile(mask, resolution)
+    with substep("field on the device"):
+        values = first_order_field(coords, h, norm, "cuda")
+    return SdfGrid(values, -BOUNDS, BOUNDS)
 
 
 def _gpu_extract(sdf):
