@@ -30,15 +30,18 @@ def _signed_mask_distance(mask: np.ndarray) -> np.ndarray:
 
     The exact Euclidean distance transforms of the mask and of its complement
     (``triton_kernels.distance_transform.edt``: scipy's values bit for bit, the same on every call; the two
-    run side by side). OpenCV's ``DIST_MASK_PRECISE``, used before, varied by ~2e-6 px between calls once
-    several threads ran it, so the shape was not a function of the picture."""
+    run side by side, each on half the usable cores). OpenCV's ``DIST_MASK_PRECISE``, used before, varied
+    by ~2e-6 px between calls once several threads ran it, so the shape was not a function of the picture.
+    1024^2 on this project's 2-core CPU: 31.7 ms (OpenCV: 23.1 ms)."""
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from triton_kernels.distance_transform import edt
 
     m = np.asarray(mask, bool)
+    workers = max(1, len(os.sched_getaffinity(0)) // 2)
     with ThreadPoolExecutor(2) as pool:
-        inside, outside = pool.map(edt, (m, ~m))
+        inside, outside = pool.map(lambda x: edt(x, workers), (m, ~m))
     return np.where(m, inside - 0.5, 0.5 - outside)
 
 
