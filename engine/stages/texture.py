@@ -75,17 +75,17 @@ def generated_plan(unwrapped: TriMesh, *, texture: TextureConfig, upscale: int, 
     and repeated ``upscale`` times per axis (the views' final resolution after super-resolution, as the
     views themselves are upscaled)."""
     from engine.texture.view_harmonisation import HarmoniseConfig
-    from engine.texture.views import camera_rig, normalize_to_sphere
+    from engine.texture.views import camera_rig, rig_mesh
 
     cams = camera_rig()
-    rig_mesh = unwrapped.copy(vertices=normalize_to_sphere(unwrapped.vertices)[0])
+    rig = rig_mesh(unwrapped)                                      # the frame TextureGen's views use
     with substep("coverage renders"):
-        masks = backends.coverage(rig_mesh, cams, texture.view_resolution)            # bool [K, R, R]
+        masks = backends.coverage(rig, cams, texture.view_resolution)                 # bool [K, R, R]
     if upscale > 1:
         masks = np.repeat(np.repeat(masks, upscale, axis=1), upscale, axis=2)
     res = texture.view_resolution * upscale
     with substep("fusion plan"):
-        plan = backends.fusion_plan(rig_mesh, cams, texture.atlas_size, res, masks, 0.05,
+        plan = backends.fusion_plan(rig, cams, texture.atlas_size, res, masks, 0.05,
                                     texture.inpaint_neighbours, texture.inpaint_fill,
                                     HarmoniseConfig() if texture.harmonise_views else None)
     return {"fusion_plan": plan, "_note": f"{len(cams)} views at {res} px"}

@@ -311,27 +311,17 @@ def _check_request(nets: TextureNetworks, cfg: TextureConfig, device: str | torc
                           f"{tcfg.num_views}", f"use num_views={tcfg.num_views}")
 
 
-def _rig(mesh: TriMesh) -> TriMesh:
-    """The mesh scaled into the rig sphere (``normalize_to_sphere`` over the vertices its faces use, so a
-    mesh with unused vertices and its UV-split copy get the same frame)."""
-    from engine.texture.views import normalize_to_sphere
-
-    v = np.asarray(mesh.vertices, np.float64)
-    _, center, scale = normalize_to_sphere(v[np.unique(np.asarray(mesh.faces))])
-    return mesh.copy(vertices=((v - center) * scale).astype(np.float32))
-
-
 @torch.inference_mode()
 def encode_conditions(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: TextureConfig,
                       device: str | torch.device) -> ConditionEncoding:
     """The reference and position-map latents of ``mesh`` (its geometry only: no UVs or normal map
     needed), for ``prepare_views(..., early=)``."""
-    from engine.texture.views import camera_rig
+    from engine.texture.views import camera_rig, rig_mesh
 
     _check_request(nets, cfg, device)
     size = cfg.view_resolution
     with substep("condition renders"):
-        _, _, positions, _ = _render(_rig(mesh), camera_rig(cfg.num_views), size, nets.device)
+        _, _, positions, _ = _render(rig_mesh(mesh), camera_rig(cfg.num_views), size, nets.device)
     ref = _to_vae(picture_on_white(rgba).to(nets.device)[None].float() / 255.0, size)   # [1, 3, R, R]
     with substep("image VAE encode (reference, positions)"):
         enc = nets.vae.encode(torch.cat([ref, _to_vae(positions, size)]).to(nets.dtype))
@@ -346,14 +336,14 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
     this mesh's geometry, whose reference and position latents are used when its position renders equal
     this call's (then only the normal maps are encoded here)."""
     from engine.sampling.texturegen_sampler import TextureSamplerConfig
-    from engine.texture.views import camera_rig
+    from engine.texture.views import camera_rig, rig_mesh
 
     _check_request(nets, cfg, device)
     dev, dtype, size = nets.device, nets.dtype, cfg.view_resolution
     cams = camera_rig(cfg.num_views)
-    rig_mesh = _rig(mesh)
+    rig = rig_mesh(mesh)
     with substep("condition renders"):
-        _, normals, positions, masks = _render(rig_mesh, cams, size, dev)
+        _, normals, positions, masks = _render(rig, cams, size, dev)
     k = len(cams)
     reuse = early is not None and early.size == size and torch.equal(early.positions, positions)
     with substep("image VAE encode"):
@@ -378,7 +368,7 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
     if early is not None:
         note += ("; reference and position maps encoded while the UVs were made" if reuse else
                  "; the early position renders differed: all conditions encoded here")
-    return ViewsJob(request, noise, ref_lat, sampler, white, grid_shape, masks, rig_mesh, note)
+    return ViewsJob(request, noise, ref_lat, sampler, white, grid_shape, masks, rig, note)
 
 
 @torch.inference_mode()

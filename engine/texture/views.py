@@ -134,3 +134,12 @@ def normalize_to_sphere(vertices: np.ndarray, radius: float = 1.0
         raise MeshError("mesh has zero extent (all vertices coincide)", "give a mesh with non-zero size")
     scale = radius / extent
     return ((v - center) * scale).astype(np.float32), center, scale
+
+
+def rig_mesh(mesh):
+    """``mesh`` (a TriMesh) scaled into the rig sphere by ``normalize_to_sphere`` over the vertices its
+    faces use: a mesh with unused vertices and its UV-split copy get the same frame (TextureGen's early
+    condition renders, its views and the fusion plan all use this)."""
+    v = np.asarray(mesh.vertices, np.float64)
+    _, center, scale = normalize_to_sphere(v[np.unique(np.asarray(mesh.faces))])
+    return mesh.copy(vertices=((v - center) * scale).astype(np.float32))
