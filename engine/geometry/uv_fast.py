@@ -1,4 +1,5 @@
-"""Fast UV unwrapping by projection charts (paper 6.3's stage without xatlas): 0.17-0.7 s for 20K faces.
+"""Fast UV unwrapping by projection charts (paper 6.3's stage without xatlas): 0.10-0.77 s for 20K faces
+into a 1024^2 atlas on one core of the 2-core CI machine (benchmarks/results/uv_unwrap_cpu_halfres_*.md).
 
 Method (all faces of a chart face its projection direction, so no chart folds):
   1. Labels: each face gets the axis direction (+-X, +-Y, +-Z) it faces most, then iterated conditional
