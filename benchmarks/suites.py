@@ -100,8 +100,9 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
         ("e2e_weightfree", 70, e2e("weightfree")),
         # 220 s: ran 147 s on 2026-12-07; a fresh machine now also draws the live adaLN weights serially once
         ("e2e_flash", 220, e2e("flash", "--pictures", "10", "--throughput-pictures", "4")),
-        ("engine_gpu_tests", 60,
+        ("engine_gpu_tests", 120,
          pytest_gpu("tests/test_engine.py::test_generate_cuda_weight_free_end_to_end",
+                    "tests/test_engine.py::test_generate_cuda_tiny_networks_end_to_end[flash]",
                     "tests/test_texture_networks.py::test_early_condition_encoding_gives_the_same_views")),
     ],
     # the last resort when device time is nearly spent: flash on 6 pictures with its serial profile, then

@@ -90,9 +90,11 @@ def _cpu_coverage(mesh, cameras, resolution: int) -> np.ndarray:
     return render_views(mesh, list(cameras), resolution).mask
 
 
-def _cpu_fuse(plan, images: np.ndarray) -> tuple[np.ndarray, dict]:
+def _cpu_fuse(plan, images) -> tuple[np.ndarray, dict]:
     from engine.texture.backproject import fuse_views
 
+    if not isinstance(images, np.ndarray):       # TextureGen's views: a uint8 tensor on the CPU here
+        images = images.cpu().numpy()
     p = plan
     return fuse_views(p["mesh"], p["cameras"], images, p["atlas_size"], masks=p["masks"],
                       min_incidence=p["min_incidence"], neighbours=p["neighbours"], harmonic=p["harmonic"],
@@ -193,7 +195,7 @@ def _gpu_coverage(mesh, cameras, resolution: int) -> np.ndarray:
     return render_views_gpu(mesh, list(cameras), resolution).mask.cpu().numpy()
 
 
-def _gpu_fuse(plan, images: np.ndarray) -> tuple[np.ndarray, dict]:
+def _gpu_fuse(plan, images) -> tuple[np.ndarray, dict]:
     from engine.texture.fusion_gpu import fuse_views_gpu
 
     atlas, stats = fuse_views_gpu(plan, images)
@@ -218,7 +220,8 @@ class Backends:
     coverage(rig TriMesh, cameras, resolution) -> bool [K, R, R] numpy: pixels the mesh covers per view
     fusion_plan(rig TriMesh, cameras, atlas_size, view_resolution, masks, min_incidence, neighbours,
                 fill InpaintFill, harmonise HarmoniseConfig | None = None) -> plan
-    fuse(plan, views uint8 [K, R, R, 3]) -> (atlas uint8 [S, S, 3] on the host, stats)
+    fuse(plan, views uint8 [K, R, R, 3], numpy or a torch tensor on any device) -> (atlas uint8 [S, S, 3]
+        on the host, stats)
     """
 
     device: Device

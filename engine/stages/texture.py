@@ -104,15 +104,16 @@ def generated_conditions(visible: TriMesh, prepared, *, texture: TextureConfig, 
 def generated_views(unwrapped: TriMesh, normal_map, prepared, conditions, *, texture: TextureConfig,
                     networks, device: str, seed: int) -> dict:
     """TextureGen's 10 views (engine/stages/texture_networks.py); the condition normals carry the baked
-    normal map (paper 7.2); ``conditions`` from ``generated_conditions``."""
+    normal map (paper 7.2); ``conditions`` from ``generated_conditions``. The views stay a uint8 tensor
+    on the networks' device: ``backends.fuse`` reads them there."""
     from engine.stages.texture_networks import texturegen_views
 
     views, _, _, note = texturegen_views(networks, unwrapped.copy(normal_map=normal_map), prepared.rgba,
-                                         texture, device, seed, early=conditions)
+                                         texture, device, seed, early=conditions, to_host=False)
     return {"views": views, "texture_source": note, "_note": note}
 
 
-def generated_fuse(fusion_plan, views: np.ndarray, *, backends: Backends) -> dict:
+def generated_fuse(fusion_plan, views, *, backends: Backends) -> dict:
     atlas, stats = backends.fuse(fusion_plan, views)
     return {"base_color": atlas, "_note": f"fused, {stats.get('inpaint_unfilled', 0)} unfilled texels"}
 
