@@ -72,7 +72,7 @@ class _Replay:
             times.append(time.perf_counter() - t0)
             fits.append(place is not None)
             if place is not None:
-                self.placed[(id(prep), float(s), resolution, padding)] = place
+                self.placed[(float(s), resolution, padding)] = place
         self.rounds.append((sum(times), max(times)))
         return fits
 

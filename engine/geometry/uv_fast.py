@@ -251,14 +251,14 @@ class _Packer:
     def __init__(self, workers: int) -> None:
         self.workers = int(workers)
         self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
-        self.placed: dict[tuple, np.ndarray] = {}     # (id(prep), scale, resolution, padding) -> placement
+        self.placed: dict[tuple, np.ndarray] = {}     # (scale, resolution, padding) -> the search's placement
 
     def __call__(self, prep, scales, resolution: int, padding: int) -> list[bool]:
         run = self._pool.map if self._pool is not None and len(scales) > 1 else map
         places = list(run(lambda s: pack_at(prep, s, resolution, padding), scales))
         for s, place in zip(scales, places):
             if place is not None:
-                self.placed[(id(prep), float(s), resolution, padding)] = place
+                self.placed[(float(s), resolution, padding)] = place
         return [p is not None for p in places]
 
     def overlap(self, uv, faces, chart, cell: float) -> np.ndarray:
@@ -354,7 +354,7 @@ def _layout(vertices, faces, normals, areas, nbrs, resolution, padding, fits):
         if scale is None:                  # searched at half resolution (4x fewer texels), then doubled
             half, pad = resolution // 2, (padding + 1) // 2
             found = _search_scale(prep, half, pad, fits)
-            scale, searched = 2 * found, fits.placed.get((id(prep), found, half, pad))
+            scale, searched = 2 * found, fits.placed.get((found, half, pad))
         allowed, tex0 = _free_turns(prep, fuv, chart, scale, padding, fits)
         if not allowed.any(axis=1).all():
             chart, searched = regrow_charts(tex0, fuv, chart, nbrs, ~allowed.any(axis=1), 1.0), None

@@ -214,6 +214,11 @@ def _to_vae(images: torch.Tensor, size: int) -> torch.Tensor:
     return x * 2.0 - 1.0
 
 
+def _reference(rgba: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
+    """The reference picture on white as the image VAE's input: [1, 3, size, size] in [-1, 1]."""
+    return _to_vae(picture_on_white(rgba).to(device)[None].float() / 255.0, size)
+
+
 def _white_latent(nets: TextureNetworks, size: int) -> torch.Tensor:
     """[1, C, size/16, size/16] fp32 latent of a uniform-white image (cached per resolution)."""
     if size not in nets.white_latents:
@@ -322,9 +327,9 @@ def encode_conditions(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cf
     size = cfg.view_resolution
     with substep("condition renders"):
         _, _, positions, _ = _render(rig_mesh(mesh), camera_rig(cfg.num_views), size, nets.device)
-    ref = _to_vae(picture_on_white(rgba).to(nets.device)[None].float() / 255.0, size)   # [1, 3, R, R]
     with substep("image VAE encode (reference, positions)"):
-        enc = nets.vae.encode(torch.cat([ref, _to_vae(positions, size)]).to(nets.dtype))
+        enc = nets.vae.encode(torch.cat([_reference(rgba, size, nets.device),
+                                         _to_vae(positions, size)]).to(nets.dtype))
     return ConditionEncoding(size, positions, enc[0:1], enc[1:])
 
 
@@ -351,8 +356,8 @@ def prepare_views(nets: TextureNetworks, mesh: TriMesh, rgba: np.ndarray, cfg: T
             ref_enc, pos_enc, nrm_enc = early.ref_lat, early.pos_lat, nets.vae.encode(
                 _to_vae(normals, size).to(dtype))
         else:
-            ref = _to_vae(picture_on_white(rgba).to(dev)[None].float() / 255.0, size)      # [1, 3, R, R]
-            enc = nets.vae.encode(torch.cat([ref, _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
+            enc = nets.vae.encode(torch.cat([_reference(rgba, size, dev),
+                                             _to_vae(torch.cat([normals, positions]), size)]).to(dtype))
             ref_enc, nrm_enc, pos_enc = enc[0:1], enc[1:1 + k], enc[1 + k:]
     ref_lat = ref_enc.float()                                                          # [1, C, h, w]
     geometry = torch.cat([nrm_enc, pos_enc], dim=1)[None]                              # [1, K, 2C, h, w]
