@@ -201,6 +201,15 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
                                             "--precision", "fp8", "--compile")),
     ],
 }
+# the fused Triton kernels (norm_modulate, swiglu_rows, bias in the FP8 epilogue; on by default on CUDA):
+# GPU tests, TextureGen's sampler bf16 / recipe each eager, fused and compiled (same run), then flash end to
+# end as the engine runs it by default (auto precision, fused kernels) on 4 pictures
+SUITES["fused-1"] = [
+    quant_tests(90),
+    ("bench_quant_fused", 300, bench_quant("--no-gemm", "--networks", "texturegen", "--formats", "",
+                                           "--compile")),
+    ("e2e_flash", 170, e2e("flash", "--pictures", "4", "--throughput-pictures", "0")),
+]
 # smaller quant calls for short device budgets: quant-one without its end-to-end step; without the
 # TextureGen analysis (its sampler is still measured, all eligible layers FP8); the GPU tests with the
 # speed table alone; the least: GPU tests, GEMMs, TextureGen bf16 vs all-eligible FP8

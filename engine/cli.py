@@ -39,6 +39,7 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
         precision=getattr(args, "precision", None),
         remove_floaters=getattr(args, "remove_floaters", None),
         compile_networks=getattr(args, "compile", None),
+        fused_kernels=getattr(args, "fused_kernels", None),
     )
     if config.runtime.device is Device.CUDA:
         import torch
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compile each diffusion transformer block with torch.compile (Inductor fuses "
                      "the norms, modulation and FP8 activation quantisation around the GEMMs); the first "
                      "start of a machine compiles for minutes, later starts read the cache (--cache-dir)")
+    gen.add_argument("--fused-kernels", action=argparse.BooleanOptionalAction, default=None,
+                     help="on CUDA, run each transformer block's LayerNorm + modulation and SwiGLU gating as "
+                     "one Triton pass that also quantises the next FP8/INT8 GEMM's input (default: on)")
     gen.add_argument(
         "--segmenter",
         default=None,

@@ -200,6 +200,7 @@ class RuntimeConfig:
     precision: Precision = Precision.AUTO  # DiT linear layers (quant recipes)
     recipes_dir: str | None = None  # quantisation recipes; None: the package's quant/recipes
     compile_networks: bool = False  # torch.compile (Inductor) of each diffusion transformer block
+    fused_kernels: bool = True  # CUDA: DiT norm/modulation/SwiGLU + activation quantisation as Triton passes
 
     def __post_init__(self) -> None:
         _require(self.uv_workers >= 1, f"uv_workers = {self.uv_workers} must be >= 1", "use 1 or more")
@@ -265,6 +266,7 @@ class PipelineConfig:
         precision: str | None = None,
         remove_floaters: float | None = None,
         compile_networks: bool | None = None,
+        fused_kernels: bool | None = None,
     ) -> PipelineConfig:
         """Apply CLI flags; every value is validated by the dataclasses' ``__post_init__``."""
         geometry, texture, runtime, shape = self.geometry, self.texture, self.runtime, self.shape
@@ -306,6 +308,8 @@ class PipelineConfig:
                                                          "use --precision auto, bf16, fp8 or int8"))
         if compile_networks is not None:
             runtime = replace(runtime, compile_networks=compile_networks)
+        if fused_kernels is not None:
+            runtime = replace(runtime, fused_kernels=fused_kernels)
         return replace(self, shape=shape, geometry=geometry, texture=texture, runtime=runtime)
 
     def for_device(self) -> PipelineConfig:

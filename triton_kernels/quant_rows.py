@@ -72,13 +72,23 @@ def _round_e4m3(y):
 
 
 @triton.jit
-def _quant_rows_kernel(x_ptr, q_ptr, scale_ptr, smooth_ptr, static_ptr, K,
+def round_bf16(y):
+    """fp32 -> the nearest bfloat16 value (ties to even), still fp32, so the cast that follows is exact:
+    Triton's CPU interpreter truncates fp32 -> bf16 conversions (the GPU rounds), so a kernel that must
+    round like PyTorch's bf16 ops rounds here first. Finite inputs."""
+    bits = y.to(tl.int32, bitcast=True)
+    lsb = (bits >> 16) & 1
+    return ((bits + 0x7FFF + lsb) & -65536).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def quantize_row_store(v, mask, offs, row, K, q_ptr, scale_ptr, smooth_ptr, static_ptr,
                        HAS_SMOOTH: tl.constexpr, STATIC: tl.constexpr, FP8: tl.constexpr,
-                       QMAX: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    offs = tl.arange(0, BLOCK)
-    mask = offs < K
-    v = tl.load(x_ptr + row * K + offs, mask=mask, other=0.0).to(tl.float32)
+                       QMAX: tl.constexpr):
+    """The quantisation of one row held in registers (fp32 ``v``, masked lanes 0), stored as codes at
+    ``q_ptr + row * K`` and, when dynamic, its scale at ``scale_ptr + row``: the maths of the module
+    docstring. Shared by the kernels that make an activation and quantise it in the same pass
+    (``norm_modulate``, ``swiglu_rows``)."""
     if HAS_SMOOTH:
         v = tl.math.div_rn(v, tl.load(smooth_ptr + offs, mask=mask, other=1.0).to(tl.float32))
     if STATIC:
@@ -95,6 +105,37 @@ def _quant_rows_kernel(x_ptr, q_ptr, scale_ptr, smooth_ptr, static_ptr, K,
     tl.store(q_ptr + row * K + offs, y.to(q_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _quant_rows_kernel(x_ptr, q_ptr, scale_ptr, smooth_ptr, static_ptr, K,
+                       HAS_SMOOTH: tl.constexpr, STATIC: tl.constexpr, FP8: tl.constexpr,
+                       QMAX: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    mask = offs < K
+    v = tl.load(x_ptr + row * K + offs, mask=mask, other=0.0).to(tl.float32)
+    quantize_row_store(v, mask, offs, row, K, q_ptr, scale_ptr, smooth_ptr, static_ptr,
+                       HAS_SMOOTH, STATIC, FP8, QMAX)
+
+
+def quant_outputs(m: int, k: int, fmt: str, device, static_scale: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes [m, k] in the format's dtype, scale float32 [m, 1] or the static scalar, on ``device``):
+    the outputs of a kernel that quantises rows (format and K checked)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown quantisation format '{fmt}'", f"use one of {', '.join(FORMATS)}")
+    if k > MAX_K:
+        raise ConfigError(f"quantised rows hold at most {MAX_K} channels, got {k}", "split the GEMM along K")
+    q = torch.empty((m, k), device=device, dtype=FORMATS[fmt][0])
+    if static_scale is not None:
+        return q, static_scale.reshape(()).to(device=device, dtype=torch.float32)
+    return q, torch.empty((m, 1), device=device, dtype=torch.float32)
+
+
+def row_warps(block: int) -> int:
+    """Warps of a one-row-per-program kernel over ``block`` lanes (at most 32 values per thread)."""
+    return max(1, min(16, block // 512))
+
+
 def quant_rows(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
                static_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernel: same contract as ``quant_rows_ref`` (CPU tensors need TRITON_INTERPRET=1)."""
@@ -104,20 +145,12 @@ def quant_rows(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None,
         raise ConfigError(f"quant_rows needs a contiguous [M, K] matrix, got {tuple(x.shape)}",
                           "reshape the activation to [tokens, channels] first")
     m, k = x.shape
-    if k > MAX_K:
-        raise ConfigError(f"quant_rows holds a row of at most {MAX_K} channels, got {k}",
-                          "split the GEMM along K")
-    dtype, qmax = FORMATS[fmt]
-    q = torch.empty((m, k), device=x.device, dtype=dtype)
-    if static_scale is not None:
-        scale = static_scale.reshape(()).to(device=x.device, dtype=torch.float32)
-    else:
-        scale = torch.empty((m, 1), device=x.device, dtype=torch.float32)
+    q, scale = quant_outputs(m, k, fmt, x.device, static_scale)
     if m == 0:
         return q, scale
     block = triton.next_power_of_2(k)
-    warps = max(1, min(16, block // 512))
     _quant_rows_kernel[(m,)](x, q, scale, smooth if smooth is not None else x, scale, k,
                              HAS_SMOOTH=smooth is not None, STATIC=static_scale is not None,
-                             FP8=fmt == "fp8", QMAX=qmax, BLOCK=block, num_warps=warps)
+                             FP8=fmt == "fp8", QMAX=FORMATS[fmt][1], BLOCK=block,
+                             num_warps=row_warps(block))
     return q, scale

@@ -71,8 +71,11 @@ def _gemm_shape(what: str, m: int, k: int, n: int, repeats: int) -> list[dict]:
 def sampler_rows(network: str, shared: Path, repeats: int,
                  formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8"), compile_: bool = False
                  ) -> list[dict]:
-    """Each variant's sampler (CUDA-graph replays); ``compile_``: each also with its DiT blocks through
-    torch.compile (``engine.runtime.models.compile_blocks``), the first run's compile time reported."""
+    """Each variant's sampler (CUDA-graph replays), eager and with the fused Triton kernels
+    (``dit_layers.set_fused``: the engine's CUDA default); ``compile_``: each also with its DiT blocks
+    through torch.compile (``engine.runtime.models.compile_blocks``), the first run's compile time
+    reported."""
+    from engine.models.dit_layers import set_fused
     from engine.runtime.models import compile_blocks
     from quant import probes
     from quant.calibrate import Calibrator
@@ -104,13 +107,16 @@ def sampler_rows(network: str, shared: Path, repeats: int,
     for variant, fmts in variants.items():
         old = quantise_layers(target.model, fmts, cal.stats)
         try:
-            for compiled in (False, True) if compile_ else (False,):
+            modes = [("", False, False), (" + fused", True, False)] + ([(" + compile", False, True)]
+                                                                        if compile_ else [])
+            for suffix, fused, compiled in modes:
+                set_fused(target.model, fused)
                 compile_blocks(target.model, compiled)
                 target.reset()
                 t0 = time.perf_counter()
                 out = target.probe.run()                          # compiled: compiles every block pattern
                 first = time.perf_counter() - t0
-                fidelity = target.probe.describe(reference, out) if fmts or compiled else {}
+                fidelity = target.probe.describe(reference, out) if fmts or suffix else {}
                 with torch.inference_mode():
                     warm = cuda_times(target.timed, 1)[0]
                     p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
@@ -118,13 +124,14 @@ def sampler_rows(network: str, shared: Path, repeats: int,
                 fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
                 if compiled:
                     fid += f"; first eager run (compiling) {first:.1f} s"
-                label = f"{variant} + compile" if compiled else variant
+                label = variant + suffix
                 rows.append(dict(name=f"quant_{network}", variant=label,
                                  size=f"{len(fmts)} of {len(reasons)} layers", metric="sampler", unit="s",
                                  p50=p50, p20=p20, p80=p80, warm=warm, rate=f"{base / p50:.2f}x bf16",
                                  share=fid))
                 print(rows[-1], flush=True)
         finally:
+            set_fused(target.model, False)
             compile_blocks(target.model, False)
             restore_layers(target.model, old)
             target.reset()

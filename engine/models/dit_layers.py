@@ -16,6 +16,11 @@ on CUDA). Token tensors are [B, N, W] (batch, tokens, width); conditioning vecto
 * ``DiTBlock``: self-attention, cross-attention, SwiGLU, each pre-normed with a residual; which of them
   are AdaLN-modulated is part of ``DiTBlockConfig`` (MeshGen: self + cross, the paper's text;
   TextureGen: all three with adaLN-Zero).
+* Fused kernels (``set_fused``; the engine turns them on for its eager CUDA networks): each sub-layer's
+  LayerNorm + modulation, and SwiGLU's gating, run as one Triton pass (``triton_kernels.norm_modulate``,
+  ``triton_kernels.swiglu_rows``) that also quantises the activation when the GEMM after it is a native
+  ``quant.linear.QuantLinear`` (it then receives a ``QuantInput``). Inside ``torch.compile`` the eager
+  ops run, for Inductor to fuse.
 
 FLOPs (multiply-add = 2) of one block on B x N tokens with M context tokens, context K/V precomputed:
   2BN W (3W + W + W + W) + 6BN W H_ff + 4BN W (N + M)
@@ -163,6 +168,18 @@ class CrossAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(b, n, w))
 
 
+def _fusing(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``module`` runs its fused Triton kernel on ``x`` (module doc: ``set_fused``)."""
+    return module.fused and x.dtype in (torch.bfloat16, torch.float32) and not torch.compiler.is_compiling()
+
+
+def _quant_handoff(consumer: nn.Module, rows: int):
+    """(format, smooth, static scale) when ``consumer`` quantises its input natively and takes it from the
+    producing kernel (``QuantLinear.input_spec``), else None (a plain linear, or one that pads rows)."""
+    spec = getattr(consumer, "input_spec", None)
+    return spec(rows) if spec is not None else None
+
+
 class SwiGLU(nn.Module):
     """x [B, N, W] -> w_out(silu(x W_gate) * (x W_up)) [B, N, W]; gate and up share one GEMM."""
 
@@ -171,10 +188,22 @@ class SwiGLU(nn.Module):
         self.hidden = hidden
         self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
         self.out = nn.Linear(hidden, width, bias=False)
+        self.fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
-        return self.out(F.silu(gate) * up)
+        gu = self.gate_up(x)
+        if not _fusing(self, gu):
+            gate, up = gu.split(self.hidden, dim=-1)
+            return self.out(F.silu(gate) * up)
+        from triton_kernels.swiglu_rows import swiglu_rows
+
+        lead, gu2 = gu.shape[:-1], gu.reshape(-1, 2 * self.hidden).contiguous()
+        spec = _quant_handoff(self.out, gu2.shape[0])
+        if spec is None:
+            return self.out(swiglu_rows(gu2).view(*lead, self.hidden))
+        from quant.linear import QuantInput
+
+        return self.out(QuantInput(*swiglu_rows(gu2, *spec), tuple(lead)))
 
 
 class DiTBlock(nn.Module):
@@ -202,6 +231,7 @@ class DiTBlock(nn.Module):
             if cfg.adaln_zero:
                 nn.init.zeros_(self.ada[1].weight)
                 nn.init.zeros_(self.ada[1].bias)
+        self.fused = False
 
     def modulation(self, cond: torch.Tensor) -> dict[str, tuple[torch.Tensor, ...]]:
         """cond [B, C] -> {sublayer: (shift, scale, gate)} each [B, W]; depends on cond only, so a
@@ -211,9 +241,34 @@ class DiTBlock(nn.Module):
         chunks = self.ada(cond).chunk(3 * len(self.cfg.modulate), dim=-1)
         return {s: chunks[3 * i: 3 * i + 3] for i, s in enumerate(self.cfg.modulate)}
 
-    def _pre(self, name: str, x: torch.Tensor, mods: dict) -> torch.Tensor:
+    def _pre(self, name: str, x: torch.Tensor, mods: dict):
+        """The sub-layer's input: norm (+ modulation); fused, also quantised for its first GEMM."""
+        if _fusing(self, x):
+            return self._pre_fused(name, x, mods)
         h = self.norms[name](x)
         return modulate(h, mods[name][0], mods[name][1]) if name in mods else h
+
+    def _consumer(self, name: str) -> nn.Module:
+        """The linear layer that reads sub-layer ``name``'s normalised input."""
+        return {"self": self.attn.qkv, "cross": self.cross.q if self.cross is not None else None,
+                "ffn": self.ffn.gate_up}[name]
+
+    def _pre_fused(self, name: str, x: torch.Tensor, mods: dict):
+        """``_pre`` as one ``norm_modulate`` pass: [B, N, W] in x's dtype, or a ``QuantInput`` when the
+        sub-layer's first GEMM is a native QuantLinear."""
+        from triton_kernels.norm_modulate import norm_modulate
+
+        b, n, w = x.shape
+        norm = self.norms[name]
+        shift, scale = mods[name][:2] if name in mods else (None, None)
+        x2 = x.reshape(b * n, w).contiguous()
+        spec = _quant_handoff(self._consumer(name), b * n)
+        out = norm_modulate(x2, n, shift, scale, norm.weight, norm.bias, norm.eps, *(spec or ()))
+        if spec is None:
+            return out.view(b, n, w)
+        from quant.linear import QuantInput
+
+        return QuantInput(*out, (b, n))
 
     def _residual(self, name: str, x: torch.Tensor, y: torch.Tensor, mods: dict) -> torch.Tensor:
         return torch.addcmul(x, mods[name][2][:, None], y) if name in mods else x + y
@@ -230,6 +285,17 @@ class DiTBlock(nn.Module):
                 raise ValueError("this block has cross-attention: pass kv = block.cross.context_kv(ctx)")
             x = self._residual("cross", x, self.cross(self._pre("cross", x, mods), kv), mods)
         return self._residual("ffn", x, self.ffn(self._pre("ffn", x, mods)), mods)
+
+
+def set_fused(module: nn.Module, on: bool = True) -> int:
+    """Run every ``DiTBlock`` and ``SwiGLU`` of ``module`` through the fused Triton kernels (``on``) or the
+    eager ops; returns how many modules were set. The kernels need a GPU (or TRITON_INTERPRET=1)."""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, (DiTBlock, SwiGLU)):
+            m.fused = on
+            count += 1
+    return count
 
 
 def block_flops(cfg: DiTBlockConfig, batch: int, n_tokens: int, n_context: int = 0) -> int:

@@ -36,6 +36,7 @@ class ModelStore:
                                "drop --weights/--shape-model, or random_networks")
         self.precision: dict[str, str] = self._quantise(config)
         self.compiled: list[str] = self._compile(config) if runtime.compile_networks else []
+        self.fused: list[str] = self._fuse() if runtime.fused_kernels and self.device == "cuda" else []
 
     def _count(self, bundle):
         if bundle is not None:
@@ -119,6 +120,13 @@ class ModelStore:
             self.texture.source += f"; image VAE compiled ({count} residual blocks)"
             names.append("image_vae")
         return names
+
+    def _fuse(self) -> list[str]:
+        """Every resident DiT's norms, modulation and SwiGLU through the fused Triton kernels
+        (``engine.models.dit_layers.set_fused``; compiled blocks run the eager ops for Inductor)."""
+        from engine.models.dit_layers import set_fused
+
+        return [name for name, module, _ in self._diffusion_transformers() if set_fused(module, True)]
 
     def memory_gib(self) -> float:
         """Bytes of every resident network's parameters and buffers, GiB."""
