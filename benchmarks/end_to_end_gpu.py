@@ -151,7 +151,8 @@ def suite_latency(preset: str, networks: str | None, inputs: list[Path], out: Pa
     engine = Engine(engine_config(preset, networks, precision=precision, compile_networks=compile_networks))
     build = time.perf_counter() - t0
     log(f"engine built in {build:.1f} s; resident networks {engine.models.memory_gib():.1f} GiB; "
-        f"precision {engine.models.precision}; compiled {engine.models.compiled or 'none'}")
+        f"precision {engine.models.precision}; compiled {engine.models.compiled or 'none'}; "
+        f"fused kernels {engine.models.fused or 'none'}")
     warm = engine.warmup(progress=stage_log("warm-up"))
     log(f"warm-up request {warm:.1f} s")
     ready = process_age() if first_in_process else None
