@@ -100,3 +100,15 @@ def test_tiny_texturegen_forward_fused_equals_eager():
         set_fused(model, False)
         eager = model(grid, t, req)
     torch.testing.assert_close(fused, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_the_engine_fuses_on_cuda_only_and_the_flag_turns_it_off():
+    from engine.config import PipelineConfig
+    from engine.runtime.models import ModelStore
+
+    cfg = PipelineConfig.from_name("flash")
+    assert cfg.runtime.fused_kernels
+    assert not cfg.with_overrides(fused_kernels=False).runtime.fused_kernels
+    store = ModelStore(cfg.with_overrides(random_networks="tiny"))
+    assert store.fused == []                                  # the CPU runs the eager ops
+    assert not any(getattr(m, "fused", False) for m in store.texture.dit.modules())
