@@ -69,12 +69,12 @@ def _gemm_shape(what: str, m: int, k: int, n: int, repeats: int) -> list[dict]:
 
 
 def sampler_rows(network: str, shared: Path, repeats: int,
-                 formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8"), compile_: bool = False
-                 ) -> list[dict]:
+                 formats: tuple[str, ...] = ("fp8_row", "fp8_tensor", "int8"), compile_: bool = False,
+                 on_row=None) -> list[dict]:
     """Each variant's sampler (CUDA-graph replays), eager and with the fused Triton kernels
     (``dit_layers.set_fused``: the engine's CUDA default); ``compile_``: each also with its DiT blocks
     through torch.compile (``engine.runtime.models.compile_blocks``), the first run's compile time
-    reported."""
+    reported; those last. ``on_row(rows)`` after each row (the caller rewrites its table)."""
     from engine.models.dit_layers import set_fused
     from engine.runtime.models import compile_blocks
     from quant import probes
@@ -104,32 +104,34 @@ def sampler_rows(network: str, shared: Path, repeats: int,
         variants[f"all eligible {fmt.value}"] = {n: fmt for n in eligible}
     reference = target.probe.run().clone()
     rows, base = [], None
-    for variant, fmts in variants.items():
+    # every variant eager and fused first, the compiled runs (minutes of compilation each) last
+    modes = (("", False), (" + fused", True))
+    runs = [(v, suffix, fused, False) for suffix, fused in modes for v in variants]
+    runs += [(v, " + compile", False, True) for v in variants] if compile_ else []
+    for variant, suffix, fused, compiled in runs:
+        fmts = variants[variant]
         old = quantise_layers(target.model, fmts, cal.stats)
         try:
-            modes = [("", False, False), (" + fused", True, False)] + ([(" + compile", False, True)]
-                                                                        if compile_ else [])
-            for suffix, fused, compiled in modes:
-                set_fused(target.model, fused)
-                compile_blocks(target.model, compiled)
-                target.reset()
-                t0 = time.perf_counter()
-                out = target.probe.run()                          # compiled: compiles every block pattern
-                first = time.perf_counter() - t0
-                fidelity = target.probe.describe(reference, out) if fmts or suffix else {}
-                with torch.inference_mode():
-                    warm = cuda_times(target.timed, 1)[0]
-                    p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
-                base = base or p50
-                fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
-                if compiled:
-                    fid += f"; first eager run (compiling) {first:.1f} s"
-                label = variant + suffix
-                rows.append(dict(name=f"quant_{network}", variant=label,
-                                 size=f"{len(fmts)} of {len(reasons)} layers", metric="sampler", unit="s",
-                                 p50=p50, p20=p20, p80=p80, warm=warm, rate=f"{base / p50:.2f}x bf16",
-                                 share=fid))
-                print(rows[-1], flush=True)
+            set_fused(target.model, fused)
+            compile_blocks(target.model, compiled)
+            target.reset()
+            t0 = time.perf_counter()
+            out = target.probe.run()                          # compiled: compiles every block pattern
+            first = time.perf_counter() - t0
+            fidelity = target.probe.describe(reference, out) if fmts or suffix else {}
+            with torch.inference_mode():
+                warm = cuda_times(target.timed, 1)[0]
+                p50, p20, p80 = percentiles(cuda_times(target.timed, repeats))
+            base = base or p50
+            fid = ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items())
+            if compiled:
+                fid += f"; first eager run (compiling) {first:.1f} s"
+            rows.append(dict(name=f"quant_{network}", variant=variant + suffix,
+                             size=f"{len(fmts)} of {len(reasons)} layers", metric="sampler", unit="s",
+                             p50=p50, p20=p20, p80=p80, warm=warm, rate=f"{base / p50:.2f}x bf16", share=fid))
+            print(rows[-1], flush=True)
+            if on_row is not None:
+                on_row(rows)
         finally:
             set_fused(target.model, False)
             compile_blocks(target.model, False)
@@ -170,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(rows))
     for net in [n for n in args.networks.split(",") if n]:
+        done = list(rows)
         rows += sampler_rows(net, shared, args.repeats, tuple(f for f in args.formats.split(",") if f),
-                             args.compile)
+                             args.compile, on_row=lambda new: args.out.write_text(markdown(done + new)))
         args.out.write_text(markdown(rows))
         torch.cuda.empty_cache()
     if args.csv:
