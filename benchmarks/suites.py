@@ -203,7 +203,13 @@ SUITES: dict[str, list[tuple[str, int, list[str]]]] = {
 }
 # the fused Triton kernels (norm_modulate, swiglu_rows, bias in the FP8 epilogue; on by default on CUDA):
 # GPU tests, TextureGen's sampler bf16 / recipe each eager, fused and compiled (same run), then flash end to
-# end as the engine runs it by default (auto precision, fused kernels) on 4 pictures
+# end as the engine runs it by default (auto precision, fused kernels) on 4 pictures; fused-2: after the
+# capture-mode fix, the GPU tests, then flash by default and compiled on 3 pictures each
+SUITES["fused-2"] = [
+    quant_tests(60),
+    ("e2e_flash", 130, e2e("flash", "--pictures", "3", "--throughput-pictures", "0")),
+    ("e2e_flash_compiled", 170, e2e("flash", "--pictures", "3", "--throughput-pictures", "0", "--compile")),
+]
 SUITES["fused-1"] = [
     quant_tests(90),
     ("bench_quant_fused", 300, bench_quant("--no-gemm", "--networks", "texturegen", "--formats", "",

@@ -4,7 +4,7 @@ Maths (identical to ``quant_rows_ref``, the reference). For a row x [K] of the a
 x [M, K] (bf16, fp16 or fp32), with an optional per-channel divisor ``smooth`` [K] (SmoothQuant: the
 activation is x / smooth, the weight was multiplied by smooth) and Q the format's largest code
 (FP8 e4m3: 448, INT8: 127):
-  * dynamic (default):  s = max(max_k |x_k / smooth_k|, 1e-12) / Q          one scale per row, [M, 1]
+  * dynamic (default):  s = max(max_k |x_k / smooth_k|, 1e-12) * fp32(1 / Q)   one scale per row, [M, 1]
   * static:             s = the given per-tensor scale (from calibration)     the same for every row
   q_k = clamp(x_k / smooth_k / s, -Q, Q) rounded to the format: FP8 e4m3 round-to-nearest-even (what
   ``tensor.to(torch.float8_e4m3fn)`` does), INT8 round-half-to-even (``torch.round``).
@@ -17,7 +17,11 @@ below 2^-6, the e4m3 subnormals, a fixed step of 2^-9) and the already represent
 Triton's CPU interpreter mis-rounds fp32 -> fp8 conversions whose rounding carries into the exponent
 (124.7 -> 64), so the kernel never asks it to round. Divisions are IEEE round-to-nearest
 (``tl.math.div_rn``): Triton's ``/`` on fp32 compiles to the approximate ``div.full.f32`` on NVIDIA GPUs,
-which made 4 of 10 H100 parity cases (K = 3072, 12288) differ from the reference by one code.
+which made 4 of 10 H100 parity cases (K = 3072, 12288) differ from the reference by one code. The scale
+is the row maximum times the fp32 reciprocal of Q, written so in the reference too: PyTorch's CUDA
+division by a Python number multiplies by its reciprocal while its CPU division divides, so ``amax / Q``
+was a different scale on each (one unit in the last place in some rows, then codes one step apart: the
+same 4 H100 cases, still failing with ``div_rn``, 2026-12-08).
 
 Limits: K <= 32768 (one program holds a whole row); M any. Floor: reads 2 M K bytes (bf16) and writes
 M K + 4 M bytes: at M = 25344, K = 3072 (a TextureGen flash linear) 234 MB, ~0.08 ms at 3 TB/s.
@@ -43,7 +47,7 @@ def quant_rows_ref(x: torch.Tensor, fmt: str, smooth: torch.Tensor | None = None
     if smooth is not None:
         v = v / smooth.float()
     if static_scale is None:
-        scale = v.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / qmax            # [M, 1]
+        scale = v.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) * (1.0 / qmax)    # [M, 1]
     else:
         scale = static_scale.float()
     y = (v / scale).clamp(-qmax, qmax)
@@ -95,7 +99,7 @@ def quantize_row_store(v, mask, offs, row, K, q_ptr, scale_ptr, smooth_ptr, stat
         s = tl.load(static_ptr).to(tl.float32)
     else:
         amax = tl.maximum(tl.max(tl.abs(v), axis=0), 1e-12)
-        s = tl.math.div_rn(amax, tl.zeros_like(amax) + QMAX)
+        s = amax * (1.0 / QMAX)
         tl.store(scale_ptr + row, s)
     y = tl.minimum(tl.maximum(tl.math.div_rn(v, s), -QMAX), QMAX)  # IEEE division: `/` is approximate
     if FP8:

@@ -53,7 +53,10 @@ class CudaGraphStep:
                     self.fn(*self.inputs)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the scheduler's other GPU lanes keep syncing and allocating while this lane
+            # captures (the global mode failed their host syncs: "operation not permitted when stream is
+            # capturing", TextureGen's capture beside the fusion plan on the H100, 2026-12-08)
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self.output = self.fn(*self.inputs)
         except RuntimeError as err:  # capture unsupported by an op inside fn: run eagerly instead
             torch.cuda.synchronize()
