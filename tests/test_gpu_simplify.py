@@ -85,6 +85,17 @@ def test_quadrics_match_reference(source, shared_dir):
     np.testing.assert_allclose(q, ref, rtol=1e-10, atol=1e-14 * np.abs(ref).max())
 
 
+def test_vertex_quadrics_add_each_vertexs_faces_in_face_order(shared_dir):
+    """The sum order is fixed (no float atomics): equal to numpy adding the same face quadrics vertex by
+    vertex in face order, and to itself on every call."""
+    v, f = real_patch()
+    pos, faces = dev(v, torch.float64), dev(f, torch.int32)
+    q = vertex_quadrics(pos, faces).cpu().numpy()
+    fq = face_quadrics_ref(v, f)[:, IU[0], IU[1]]                    # [V, 10] of the reference, per vertex
+    assert np.array_equal(q, vertex_quadrics(pos, faces).cpu().numpy())
+    np.testing.assert_allclose(q, fq, rtol=1e-10, atol=1e-14 * np.abs(fq).max())
+
+
 @pytest.mark.parametrize("placement", list(Placement))
 def test_edge_costs_and_placements_match_reference(placement):
     v, f = jittered_sphere(2)

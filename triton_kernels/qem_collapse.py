@@ -407,36 +407,46 @@ def _perm32(h):
 
 
 @cuda.jit(device=True)
-def _quadrics_one(pos, faces, q, nf, f):
+def _face_quadric_one(pos, faces, fq, nf, f):
     i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
     ux, uy, uz = pos[i1, 0] - pos[i0, 0], pos[i1, 1] - pos[i0, 1], pos[i1, 2] - pos[i0, 2]
     wx, wy, wz = pos[i2, 0] - pos[i0, 0], pos[i2, 1] - pos[i0, 1], pos[i2, 2] - pos[i0, 2]
     nx, ny, nz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
     dbl = math.sqrt(nx * nx + ny * ny + nz * nz)
     if dbl <= 1e-300:
+        for j in range(10):
+            fq[f, j] = 0.0
         return
     nx, ny, nz = nx / dbl, ny / dbl, nz / dbl
     d = -(nx * pos[i0, 0] + ny * pos[i0, 1] + nz * pos[i0, 2])
     w = 0.5 * dbl
-    for c in range(3):
-        v = faces[f, c]
-        cuda.atomic.add(q, (v, 0), w * nx * nx)
-        cuda.atomic.add(q, (v, 1), w * nx * ny)
-        cuda.atomic.add(q, (v, 2), w * nx * nz)
-        cuda.atomic.add(q, (v, 3), w * nx * d)
-        cuda.atomic.add(q, (v, 4), w * ny * ny)
-        cuda.atomic.add(q, (v, 5), w * ny * nz)
-        cuda.atomic.add(q, (v, 6), w * ny * d)
-        cuda.atomic.add(q, (v, 7), w * nz * nz)
-        cuda.atomic.add(q, (v, 8), w * nz * d)
-        cuda.atomic.add(q, (v, 9), w * d * d)
+    fq[f, 0], fq[f, 1], fq[f, 2], fq[f, 3] = w * nx * nx, w * nx * ny, w * nx * nz, w * nx * d
+    fq[f, 4], fq[f, 5], fq[f, 6] = w * ny * ny, w * ny * nz, w * ny * d
+    fq[f, 7], fq[f, 8], fq[f, 9] = w * nz * nz, w * nz * d, w * d * d
 
 
 @cuda.jit(cache=True)
-def quadrics_kernel(pos, faces, q, nf):
-    """One thread per face: atomically add its area-weighted plane quadric to its three vertices."""
+def face_quadrics_kernel(pos, faces, fq, nf):
+    """One thread per face: its area-weighted plane quadric fq[f] (zero for a degenerate face)."""
     for f in range(cuda.grid(1), nf, cuda.gridsize(1)):  # grid-stride (_launch)
-        _quadrics_one(pos, faces, q, nf, f)
+        _face_quadric_one(pos, faces, fq, nf, f)
+
+
+@cuda.jit(device=True)
+def _vertex_quadric_one(fq, off, corner, q, nv, v):
+    for j in range(10):
+        acc = 0.0
+        for i in range(off[v], off[v + 1]):
+            acc += fq[corner[i] // 3, j]
+        q[v, j] = acc
+
+
+@cuda.jit(cache=True)
+def vertex_quadric_sum_kernel(fq, off, corner, q, nv):
+    """One thread per vertex: q[v] = the sum of its faces' quadrics in face order (``corner``: the face
+    corners grouped by vertex, each group in corner order), so every run adds in the same order."""
+    for v in range(cuda.grid(1), nv, cuda.gridsize(1)):  # grid-stride (_launch)
+        _vertex_quadric_one(fq, off, corner, q, nv, v)
 
 
 @cuda.jit(device=True)
@@ -908,11 +918,23 @@ def _check(t, name: str, dtype, cols: int | None, device) -> None:
 
 
 def vertex_quadrics(pos, faces):
-    """Per-vertex quadrics float64 [V, 10] of positions float64 [V, 3] and faces int32 [F, 3]."""
+    """Per-vertex quadrics float64 [V, 10] of positions float64 [V, 3] and faces int32 [F, 3]: each face's
+    quadric, then each vertex's sum over its faces in face order. Deterministic: float64 atomic adds (the
+    kernel before 2026-12-08) summed in a different order on every run, so the same mesh simplified to a
+    different result each time on the H100 (CUDA-graph replay vs eager launches differed)."""
     _check(pos, "positions", torch.float64, 3, pos.device)
     _check(faces, "faces", torch.int32, 3, pos.device)
-    q = torch.zeros(pos.shape[0], 10, dtype=torch.float64, device=pos.device)
-    _launch(quadrics_kernel, faces.shape[0], view(pos), view(faces), view(q), faces.shape[0])
+    nv, nf = pos.shape[0], faces.shape[0]
+    fq = torch.empty(nf, 10, dtype=torch.float64, device=pos.device)
+    q = torch.zeros(nv, 10, dtype=torch.float64, device=pos.device)
+    if nf == 0:
+        return q
+    _launch(face_quadrics_kernel, nf, view(pos), view(faces), view(fq), nf)
+    corners = faces.reshape(-1).long()
+    corner = torch.argsort(corners, stable=True)                            # grouped by vertex, in order
+    off = torch.zeros(nv + 1, dtype=torch.int64, device=pos.device)
+    torch.cumsum(torch.bincount(corners, minlength=nv), 0, out=off[1:])
+    _launch(vertex_quadric_sum_kernel, nv, view(fq), view(off), view(corner), view(q), nv)
     return q
 
 
