@@ -20,6 +20,7 @@ Writes benchmarks/results/simplify_budget_<device>.md and rows in benchmarks/res
 
 Run:  python -m benchmarks.simplify_budget [--assets ...] [--resolution 256] [--extra-512 bunny bob]
       [--device cuda]
+      python -m benchmarks.simplify_budget --compare GPU.md CPU.md   (the GPU rows beside MeshLab's)
 """
 
 from __future__ import annotations
@@ -158,6 +159,42 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
+def _table_rows(path: Path) -> dict[tuple[str, int], list[str]]:
+    """(asset, target) -> the cells of a table this module wrote."""
+    rows = {}
+    for line in Path(path).read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 18 and cells[3].isdigit():
+            rows[(cells[1], int(cells[3]))] = cells
+    return rows
+
+
+def compare(ours_md: Path, meshlab_md: Path) -> str:
+    """Markdown: each row of ``ours_md`` (e.g. the GPU table, written where pymeshlab is missing) beside
+    the MeshLab columns of ``meshlab_md`` (the CPU table of the same dense meshes), and whether ours is no
+    worse on faces (within the budget), Chamfer, Hausdorff and flipped pixels."""
+    ours, ref = _table_rows(ours_md), _table_rows(meshlab_md)
+    lines = [f"## Side by side: `{Path(ours_md).name}` against MeshLab's columns of "
+             f"`{Path(meshlab_md).name}`", "",
+             "| Asset | Target | ours faces | CD | HD | flip px | MeshLab faces | CD | HD | flip px "
+             "| no worse |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    worse = 0
+    for key, o in ours.items():
+        m = ref.get(key)
+        if m is None:
+            lines.append(f"| {key[0]} | {key[1]} | {o[9]} | {o[10]} | {o[11]} | {o[12]} | - | - | - | - | "
+                         "no MeshLab row |")
+            continue
+        ok = (int(o[9]) <= key[1] and float(o[10]) <= float(m[15]) and float(o[11]) <= float(m[16])
+              and int(o[12]) <= int(m[17]))
+        worse += not ok
+        lines.append(f"| {key[0]} | {key[1]} | {o[9]} | {o[10]} | {o[11]} | {o[12]} | {m[14]} | {m[15]} | "
+                     f"{m[16]} | {m[17]} | {'yes' if ok else '**no**'} |")
+    lines += ["", f"Rows no worse than MeshLab: {len(ours) - worse} of {len(ours)}."]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--assets", nargs="*", default=None, help="asset ids (default: all)")
@@ -169,7 +206,13 @@ def main() -> None:
     ap.add_argument("--shared", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--csv", default=None, help="rows go here (default: benchmarks/results/<device>.csv)")
+    ap.add_argument("--compare", nargs=2, metavar=("OURS_MD", "MESHLAB_MD"), default=None,
+                    help="no run: append to OURS_MD its rows beside MESHLAB_MD's MeshLab columns")
     args = ap.parse_args()
+    if args.compare:
+        ours_md, meshlab_md = map(Path, args.compare)
+        ours_md.write_text(ours_md.read_text().rstrip("\n") + "\n\n" + compare(ours_md, meshlab_md))
+        return
     try:
         import pymeshlab  # noqa: F401
 

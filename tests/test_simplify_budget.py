@@ -170,3 +170,21 @@ def test_cli_refuses_an_impossible_budget_before_writing(shared_dir, tmp_path, c
     assert not out.exists() and "Traceback" not in err
     need = int(re.search(r"use --faces (\d+) or more", lines[0]).group(1))
     assert 14 <= need <= 30
+
+
+def test_gpu_table_beside_meshlab_columns_marks_each_worse_row(tmp_path):
+    from benchmarks.simplify_budget import compare
+
+    def table(rows):
+        head = "| " + " | ".join(["Asset", "Dense", "Target"] + ["x"] * 15) + " |"
+        return head + "\n" + "".join("| " + " | ".join(map(str, r)) + " |  |\n" for r in rows)
+
+    gpu, cpu = tmp_path / "gpu.md", tmp_path / "cpu.md"
+    gpu.write_text(table([["a", 10, 5000] + ["-"] * 5 + [5000, 10.0, 1.0, 0, 0.1] + ["-"] * 5,
+                          ["a", 10, 10000] + ["-"] * 5 + [10000, 9.0, 3.0, 0, 0.1] + ["-"] * 5]))
+    cpu.write_text(table([["a", 10, 5000] + [1] * 10 + [5000, 12.0, 1.5, 0, 1],
+                          ["a", 10, 10000] + [1] * 10 + [10000, 9.5, 2.0, 0, 1]]))
+    text = compare(gpu, cpu)
+    assert "| a | 5000 | 5000 | 10.0 | 1.0 | 0 | 5000 | 12.0 | 1.5 | 0 | yes |" in text
+    assert "| a | 10000 | 10000 | 9.0 | 3.0 | 0 | 10000 | 9.5 | 2.0 | 0 | **no** |" in text   # Hausdorff
+    assert "Rows no worse than MeshLab: 1 of 2." in text
