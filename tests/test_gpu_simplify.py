@@ -262,6 +262,7 @@ def test_stalled_passes_are_finished_on_the_host():
     ref, rep_ref = simplify_qem(m, 4)
     assert out.num_faces == ref.num_faces == 4 and rep.reached and rep.reason == rep_ref.reason
     assert "90 degrees" in rep.reason                               # the level that was needed
+    assert out.meta["simplify_stalled_at"] == 6 and out.meta["simplify_host_s"] > 0.0   # said where
     np.testing.assert_array_equal(out.vertices, ref.vertices)
     assert_manifold_oriented(out)
     assert (face_normals(out.vertices, out.faces)[:, 2] > 0.99).all()  # the flat hexagon, facing up

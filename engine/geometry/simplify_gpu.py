@@ -118,7 +118,9 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
     rounds: winner rounds per pass (>= 1). cuda_graphs: replay each pass's two phases as CUDA graphs
     (on CUDA; the same launches, the same result; off = eager launches, for benchmarks).
     Returns (geometry-only mesh of the input's type, ``meta["simplify_passes"]`` = passes run,
-    ``meta["simplify_cuda_graphs"]`` = whether graphs replayed the passes, and the
+    ``meta["simplify_cuda_graphs"]`` = whether graphs replayed the passes, ``meta["simplify_stalled_at"]``
+    = the face count where the passes stalled and the host's serial levels took over (0: they did not)
+    and ``meta["simplify_host_s"]`` = the seconds of that host finish, and the
     SimplifyReport, whose ``reason`` says why the result has fewer faces than asked or which relaxed
     guard level the host finish needed). Raises ConfigError when no valid collapse sequence reaches the
     budget, like ``simplify_qem``.
@@ -148,16 +150,18 @@ def simplify_qem_gpu(mesh: TriMesh | DeviceMesh, target_faces: int, placement: P
         verts, faces = clean_device(mesh.vertices.to(dev), mesh.faces.to(dev))
     pos = verts.to(torch.float64).contiguous()
     n_clean = int(faces.shape[0])
-    passes, graphed, graph_error, level = 0, False, "", 0
+    passes, graphed, graph_error, level, stalled_at, host_s = 0, False, "", 0, 0, 0.0
     if target < faces.shape[0]:
         fixed = fixed_vertices_device(faces, pos.shape[0])
         faces, stalled, passes, graphed, graph_error = _passes(pos, faces, fixed, target, _MODE[placement],
                                                                rounds, cuda_graphs)
         if stalled:
+            stalled_at, t_host = int(faces.shape[0]), time.perf_counter()
             faces, level = finish_on_host(pos, faces, fixed, target, placement)
+            host_s = time.perf_counter() - t_host
     v_out, f_out = compact_vertices(pos, faces)
     meta = dict(mesh.meta, simplify_passes=passes, simplify_cuda_graphs=graphed,
-                simplify_graph_error=graph_error)
+                simplify_graph_error=graph_error, simplify_stalled_at=stalled_at, simplify_host_s=host_s)
     out = TriMesh(v_out.cpu().numpy(), f_out.cpu().numpy(), meta=meta) if host else DeviceMesh(v_out, f_out,
                                                                                                  meta)
     faces_out = int(f_out.shape[0])

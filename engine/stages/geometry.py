@@ -43,6 +43,9 @@ def simplify(dense, *, geometry: GeometryConfig, backends: Backends, floater_fra
     if report.faces_out < geometry.faces - 1:
         warnings.append(f"the mesh has {report.faces_out} faces, not the {geometry.faces} asked "
                         f"(--faces): {report.reason}")
+    if low.meta.get("simplify_stalled_at"):
+        note += (f"; the GPU passes stalled at {low.meta['simplify_stalled_at']} faces, the host finished in "
+                 f"{low.meta['simplify_host_s']:.3f} s")
     if low.meta.get("simplify_graph_error"):
         note += f"; passes ran without CUDA graphs: {low.meta['simplify_graph_error'][:200]}"
     return {"low": low, "_note": note, "_warnings": warnings}
