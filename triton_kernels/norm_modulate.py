@@ -32,9 +32,9 @@ import triton.language as tl
 
 from triton_kernels.errors import ConfigError
 from triton_kernels.quant_rows import (
-    FORMATS,
     MAX_K,
-    quant_outputs,
+    fused_outputs,
+    quant_flags,
     quant_rows_ref,
     quantize_row_store,
     round_bf16,
@@ -124,14 +124,7 @@ def norm_modulate(x: torch.Tensor, rows_per_item: int, shift: torch.Tensor | Non
         raise ValueError("norm_modulate: give shift with scale and weight with bias")
     items = m // rows_per_item
     shift, scale = _rows(shift, items, w, "shift"), _rows(scale, items, w, "scale")
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"unknown quantisation format '{fmt}'", f"use one of {', '.join(FORMATS)}")
-    if fmt is None:
-        out = torch.empty_like(x)
-        q = qscale = x
-    else:
-        q, qscale = quant_outputs(m, w, fmt, x.device, static_scale)
-        out = x
+    out, q, qscale = fused_outputs(x, m, w, fmt, static_scale)
     if m == 0:
         return out if fmt is None else (q, qscale)
     block = triton.next_power_of_2(w)
@@ -140,8 +133,6 @@ def norm_modulate(x: torch.Tensor, rows_per_item: int, shift: torch.Tensor | Non
         shift.stride(0) if shift is not None else 0, scale.stride(0) if scale is not None else 0,
         weight if weight is not None else x, bias if bias is not None else x,
         q, qscale, smooth if smooth is not None else x, qscale, w, rows_per_item, float(eps),
-        MODULATE=shift is not None, AFFINE=weight is not None, QUANT=fmt is not None,
-        BF16=x.dtype == torch.bfloat16,
-        HAS_SMOOTH=smooth is not None, STATIC=static_scale is not None, FP8=fmt == "fp8",
-        QMAX=FORMATS[fmt][1] if fmt is not None else 1.0, BLOCK=block, num_warps=row_warps(block))
+        MODULATE=shift is not None, AFFINE=weight is not None, BF16=x.dtype == torch.bfloat16,
+        **quant_flags(fmt, smooth, static_scale), BLOCK=block, num_warps=row_warps(block))
     return out if fmt is None else (q, qscale)

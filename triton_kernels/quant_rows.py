@@ -135,6 +135,23 @@ def quant_outputs(m: int, k: int, fmt: str, device, static_scale: torch.Tensor |
     return q, torch.empty((m, 1), device=device, dtype=torch.float32)
 
 
+def fused_outputs(like: torch.Tensor, m: int, k: int, fmt: str | None, static_scale: torch.Tensor | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, codes, scale) of a kernel that writes [m, k] rows in ``like``'s dtype (``fmt`` None) or their
+    codes and scales (``quant_outputs``); the buffers it does not write are placeholders."""
+    if fmt is None:
+        out = like.new_empty((m, k))
+        return out, out, out
+    q, scale = quant_outputs(m, k, fmt, like.device, static_scale)
+    return q, q, scale
+
+
+def quant_flags(fmt: str | None, smooth: torch.Tensor | None, static_scale: torch.Tensor | None) -> dict:
+    """The constexpr arguments of ``quantize_row_store`` (and QUANT, whether to call it) for ``fmt``."""
+    return dict(QUANT=fmt is not None, HAS_SMOOTH=smooth is not None, STATIC=static_scale is not None,
+                FP8=fmt == "fp8", QMAX=FORMATS[fmt][1] if fmt is not None else 1.0)
+
+
 def row_warps(block: int) -> int:
     """Warps of a one-row-per-program kernel over ``block`` lanes (at most 32 values per thread)."""
     return max(1, min(16, block // 512))

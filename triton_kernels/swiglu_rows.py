@@ -27,9 +27,9 @@ import triton.language as tl
 
 from triton_kernels.errors import ConfigError
 from triton_kernels.quant_rows import (
-    FORMATS,
     MAX_K,
-    quant_outputs,
+    fused_outputs,
+    quant_flags,
     quant_rows_ref,
     quantize_row_store,
     round_bf16,
@@ -80,18 +80,12 @@ def swiglu_rows(gate_up: torch.Tensor, fmt: str | None = None, smooth: torch.Ten
     if h > MAX_K:
         raise ConfigError(f"swiglu_rows holds a row of at most {MAX_K} channels, got {h}",
                           "use the eager SwiGLU for wider rows")
-    if fmt is None:
-        out = gate_up.new_empty((m, h))
-        q = qscale = out
-    else:
-        q, qscale = quant_outputs(m, h, fmt, gate_up.device, static_scale)
-        out = q
+    out, q, qscale = fused_outputs(gate_up, m, h, fmt, static_scale)
     if m == 0:
         return out if fmt is None else (q, qscale)
     block = triton.next_power_of_2(h)
     _swiglu_rows_kernel[(m,)](
         gate_up, out, q, qscale, smooth if smooth is not None else gate_up, qscale, h,
-        QUANT=fmt is not None, BF16=gate_up.dtype == torch.bfloat16, HAS_SMOOTH=smooth is not None,
-        STATIC=static_scale is not None, FP8=fmt == "fp8", QMAX=FORMATS[fmt][1] if fmt is not None else 1.0,
-        BLOCK=block, num_warps=row_warps(block))
+        BF16=gate_up.dtype == torch.bfloat16, **quant_flags(fmt, smooth, static_scale), BLOCK=block,
+        num_warps=row_warps(block))
     return out if fmt is None else (q, qscale)
