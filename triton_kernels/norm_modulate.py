@@ -20,7 +20,8 @@ Layouts: x [M, W] contiguous; shift, scale [B, W] (rows of any stride 1 layout, 
 output); weight, bias [W] (affine LayerNorm) or None. Output [M, W] in x's dtype, or (codes [M, W], scale
 float32 [M, 1] / the static scalar). Limits: W <= 32768 (one program holds a row). Floor: reads 2 M W bytes
 (bf16) and writes 2 M W (or M W + 4 M quantised): at M = 25344, W = 3072 (TextureGen flash) 311 MB
-(234 MB), ~0.1 ms at 3 TB/s, against ~0.4 ms of traffic for the three eager passes.
+(234 MB), ~0.1 ms at 3 TB/s, against ~0.4 ms of traffic for the three eager passes (byte counts, not
+timings; the sampler timings are in benchmarks/results/quant_texturegen_fused_h100.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ the last place of fp32, which moves a bf16 result by one place in rare elements 
 Layouts: gate_up [M, 2H] contiguous (the fused gate/up GEMM's output; gate first). Output [M, H] in its
 dtype, or (codes [M, H], scale float32 [M, 1] / the static scalar). Limits: H <= 32768. Floor: reads
 4 M H bytes (bf16) and writes 2 M H (M H + 4 M quantised): TextureGen flash (M = 25344, H = 12288)
-1.87 GB (1.56 GB), ~0.55 ms at 3 TB/s, against ~3.1 GB (+0.93 GB quantising) for the eager passes.
+1.87 GB (1.56 GB), ~0.55 ms at 3 TB/s, against ~3.1 GB (+0.93 GB quantising) for the eager passes
+(byte counts, not timings).
 """
 
 from __future__ import annotations
